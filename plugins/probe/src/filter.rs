@@ -1,0 +1,112 @@
+//! Wasm glue: read inputs, ask the pure code, apply the result.
+
+use crate::{count_request, Config};
+use palisade_core::store::KeyPrefix;
+use palisade_host::http;
+use palisade_host::metrics::Metric;
+use palisade_host::proxy_wasm;
+use palisade_host::store::HostStore;
+use proxy_wasm::traits::{Context, HttpContext, RootContext};
+use proxy_wasm::types::{Action, ContextType, LogLevel};
+use std::rc::Rc;
+
+const PLUGIN: &str = "probe";
+
+#[allow(unsafe_code)] // `main!` expands to the `#[no_mangle]` entry point the host calls.
+mod entry {
+    use super::*;
+    proxy_wasm::main! {{
+        palisade_host::init(PLUGIN, LogLevel::Info);
+        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(ProbeRoot::default()) });
+    }}
+}
+
+struct Metrics {
+    requests: Metric,
+    count_failures: Metric,
+}
+
+struct Shared {
+    config: Config,
+    store: HostStore,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct ProbeRoot {
+    shared: Option<Rc<Shared>>,
+}
+
+impl Context for ProbeRoot {}
+
+impl RootContext for ProbeRoot {
+    fn on_configure(&mut self, _size: usize) -> bool {
+        let bytes = match palisade_host::plugin_configuration() {
+            Ok(b) => b,
+            Err(e) => {
+                log::error!("palisade {PLUGIN}: cannot read configuration: {e}");
+                return false;
+            }
+        };
+        match Config::parse(&bytes) {
+            Ok(config) => {
+                let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
+                let metrics = Metrics {
+                    requests: Metric::counter("palisade.probe.requests"),
+                    count_failures: Metric::counter("palisade.probe.count_failures"),
+                };
+                self.shared = Some(Rc::new(Shared {
+                    config,
+                    store,
+                    metrics,
+                }));
+                true
+            }
+            Err(e) => {
+                log::error!("palisade {PLUGIN}: rejected configuration: {e}");
+                false
+            }
+        }
+    }
+
+    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
+        let shared = self.shared.clone()?;
+        Some(Box::new(ProbeStream { shared }))
+    }
+
+    fn get_type(&self) -> Option<ContextType> {
+        Some(ContextType::HttpContext)
+    }
+}
+
+struct ProbeStream {
+    shared: Rc<Shared>,
+}
+
+impl Context for ProbeStream {}
+
+impl HttpContext for ProbeStream {
+    fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
+        let s = &self.shared;
+        s.metrics.requests.inc();
+        let value = if s.config.count {
+            match count_request(&s.store) {
+                Ok(n) => n.to_string(),
+                Err(e) => {
+                    s.metrics.count_failures.inc();
+                    log::warn!("palisade {PLUGIN}: count failed: {e}");
+                    "error".to_owned()
+                }
+            }
+        } else {
+            http::request_header(":path")
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        if let Err(e) = http::set_request_header(&s.config.header, Some(&value)) {
+            log::warn!("palisade {PLUGIN}: {e}");
+        }
+        Action::Continue
+    }
+}
