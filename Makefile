@@ -6,7 +6,7 @@ SHELL := /bin/bash
 
 # Wasm modules shipped in dist/ (crate `palisade-<name with dashes>`, lib `<name>`).
 # `probe` is the test-only module of the harness and the benchmark's floor.
-MODULES := probe
+MODULES := probe rate_limit
 WASM_TARGET := wasm32-wasip1
 WASM_PKGS := palisade-core palisade-host $(foreach m,$(MODULES),palisade-$(subst _,-,$(m)))
 

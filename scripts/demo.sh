@@ -17,6 +17,10 @@ Try, in another terminal:
   # the echo upstream shows what reached it; x-palisade-probe is the cross-worker request count
   curl -s localhost:10000/hello?x=1 | python3 -m json.tool
 
+  # rate_limit: a burst of 5 per client IP, then 429 with Retry-After and RateLimit-* headers
+  for i in $(seq 8); do curl -s -o /dev/null -w "%{http_code} " localhost:10000/; done; echo
+  curl -si localhost:10000/ | grep -i -E '^(HTTP|retry-after|ratelimit)'
+
   # ask the upstream for a status or a delay
   curl -si localhost:10000/fail -H 'x-upstream-status: 503'
   curl -si localhost:10000/slow -H 'x-upstream-delay-ms: 500'

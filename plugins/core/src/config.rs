@@ -289,3 +289,72 @@ mod tests {
         assert!(err.to_string().contains('…'));
     }
 }
+
+/// Parse a duration such as `"250ms"`, `"1s"`, `"10m"`, `"1h"` or `"1d"` (a whole number and a
+/// unit; `0` needs a unit too). Used for every duration field so they all read the same way.
+pub fn parse_duration(text: &str, path: &FieldPath) -> Result<std::time::Duration, ConfigError> {
+    use std::time::Duration;
+    const HINT: &str =
+        "expected a whole number with a unit: ms, s, m, h or d (e.g. \"1s\", \"250ms\")";
+    let digits_end = text
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(digits_end);
+    let n: u64 = number.parse().map_err(|_| path.invalid(text, HINT))?;
+    let ms_per_unit: u64 = match unit {
+        "ms" => 1,
+        "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => return Err(path.invalid(text, HINT)),
+    };
+    n.checked_mul(ms_per_unit)
+        .map(Duration::from_millis)
+        .ok_or_else(|| path.invalid(text, "duration too large"))
+}
+
+#[cfg(test)]
+mod duration_tests {
+    use super::*;
+    use std::time::Duration;
+
+    #[test]
+    fn durations_parse_in_every_unit() {
+        let p = FieldPath::root().field("period");
+        assert_eq!(
+            parse_duration("250ms", &p).unwrap(),
+            Duration::from_millis(250)
+        );
+        assert_eq!(parse_duration("1s", &p).unwrap(), Duration::from_secs(1));
+        assert_eq!(parse_duration("10m", &p).unwrap(), Duration::from_secs(600));
+        assert_eq!(parse_duration("2h", &p).unwrap(), Duration::from_secs(7200));
+        assert_eq!(
+            parse_duration("1d", &p).unwrap(),
+            Duration::from_secs(86400)
+        );
+        assert_eq!(parse_duration("0s", &p).unwrap(), Duration::ZERO);
+    }
+
+    #[test]
+    fn malformed_durations_name_the_field_and_value() {
+        let p = FieldPath::root().field("period");
+        for bad in [
+            "",
+            "1",
+            "s",
+            "1.5s",
+            "-1s",
+            "1 s",
+            "1sec",
+            "99999999999999999999s",
+        ] {
+            let err = parse_duration(bad, &p).unwrap_err();
+            assert_eq!(err.field.as_str(), "period", "{bad:?}");
+        }
+        assert!(parse_duration("1x", &p)
+            .unwrap_err()
+            .to_string()
+            .contains("\"1x\""));
+    }
+}

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod decision;
 pub mod key;
+pub mod matcher;
 pub mod store;
 pub mod testing;
 pub mod time;

@@ -1,0 +1,459 @@
+//! Configuration: JSON wire types (unknown fields rejected) and their validation.
+//!
+//! The field-by-field reference is `docs/rate_limit.md`; keep the two in step.
+
+use crate::bucket::Limit;
+use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
+use palisade_core::matcher::{MatchWire, RequestMatch};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    client_ip: Option<ClientIpWire>,
+    #[serde(default)]
+    headers_on_allowed: Option<bool>,
+    rules: Vec<RuleWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleWire {
+    name: String,
+    #[serde(default, rename = "match")]
+    matcher: Option<MatchWire>,
+    key: Vec<KeyPartWire>,
+    limits: Vec<LimitWire>,
+    #[serde(default)]
+    on_missing_key: Option<String>,
+    #[serde(default)]
+    failure_mode: Option<String>,
+    #[serde(default)]
+    shadow: Option<bool>,
+    #[serde(default)]
+    max_keys: Option<u64>,
+    #[serde(default)]
+    response: Option<ResponseWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct LimitWire {
+    capacity: u64,
+    refill: u64,
+    period: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseWire {
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+/// Which matching rules apply to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Only the first rule that matches (and has its key) applies.
+    First,
+    /// Every matching rule applies, in order; the first denial stops evaluation.
+    All,
+}
+
+/// What to do when a request lacks a part of the rule's key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MissingKey {
+    /// The rule does not apply to this request.
+    Skip,
+    /// All such requests share one bucket.
+    SharedBucket,
+}
+
+/// What to do when the shared store cannot be updated (conflicts beyond the retry bound, or a host
+/// error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    Allow,
+    Deny,
+}
+
+/// The local reply for a limited request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySpec {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+/// One validated rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: RequestMatch,
+    pub key: KeySpec,
+    pub limits: Vec<Limit>,
+    pub on_missing_key: MissingKey,
+    pub failure_mode: FailureMode,
+    pub shadow: bool,
+    pub max_keys: u64,
+    pub reply: ReplySpec,
+}
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub scope: String,
+    pub mode: Mode,
+    pub client_ip: ClientIpSource,
+    pub headers_on_allowed: bool,
+    pub rules: Vec<Rule>,
+}
+
+pub const DEFAULT_MAX_KEYS: u64 = 4096;
+pub const MAX_MAX_KEYS: u64 = 1_000_000;
+pub const MAX_RULES: usize = 64;
+pub const MAX_LIMITS: usize = 8;
+pub const MAX_CAPACITY: u64 = 1_000_000_000;
+pub const MAX_PERIOD: Duration = Duration::from_secs(30 * 86_400);
+pub const MIN_PERIOD: Duration = Duration::from_millis(1);
+
+fn one_of<'a, T: Copy>(
+    value: &str,
+    path: &FieldPath,
+    options: &'a [(&'a str, T)],
+) -> Result<T, ConfigError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+            path.invalid(value, format!("expected one of {}", names.join(", ")))
+        })
+}
+
+/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(path.invalid(
+            name,
+            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+        ))
+    }
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let wire: Wire = parse_json(bytes)?;
+        let root = FieldPath::root();
+        let scope = match &wire.scope {
+            Some(s) => validate_name(s, &root.field("scope"))?,
+            None => "default".to_owned(),
+        };
+        let mode = match &wire.mode {
+            Some(m) => one_of(
+                m,
+                &root.field("mode"),
+                &[("first", Mode::First), ("all", Mode::All)],
+            )?,
+            None => Mode::First,
+        };
+        let client_ip = ClientIpSource::validate(
+            &wire.client_ip.clone().unwrap_or_default(),
+            &root.field("client_ip"),
+        )?;
+        if wire.rules.is_empty() {
+            return Err(root.field("rules").missing("at least one rule is needed"));
+        }
+        if wire.rules.len() > MAX_RULES {
+            return Err(root
+                .field("rules")
+                .out_of_range(wire.rules.len(), 1, MAX_RULES));
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(wire.rules.len());
+        for (i, rw) in wire.rules.iter().enumerate() {
+            let path = root.field("rules").index(i);
+            let rule = validate_rule(rw, &path)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(path
+                    .field("name")
+                    .invalid(&rule.name, "rule names must be unique"));
+            }
+            rules.push(rule);
+        }
+        Ok(Config {
+            scope,
+            mode,
+            client_ip,
+            headers_on_allowed: wire.headers_on_allowed.unwrap_or(false),
+            rules,
+        })
+    }
+}
+
+fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
+    let name = validate_name(&rw.name, &path.field("name"))?;
+    let matcher = match &rw.matcher {
+        Some(m) => RequestMatch::validate(m, &path.field("match"))?,
+        None => RequestMatch::any(),
+    };
+    let key = KeySpec::validate(&rw.key, &path.field("key"))?;
+    if rw.limits.is_empty() {
+        return Err(path
+            .field("limits")
+            .missing("a rule needs at least one limit"));
+    }
+    if rw.limits.len() > MAX_LIMITS {
+        return Err(path
+            .field("limits")
+            .out_of_range(rw.limits.len(), 1, MAX_LIMITS));
+    }
+    let limits = rw
+        .limits
+        .iter()
+        .enumerate()
+        .map(|(i, lw)| validate_limit(lw, &path.field("limits").index(i)))
+        .collect::<Result<Vec<_>, _>>()?;
+    let on_missing_key = match &rw.on_missing_key {
+        Some(v) => one_of(
+            v,
+            &path.field("on_missing_key"),
+            &[
+                ("skip", MissingKey::Skip),
+                ("shared_bucket", MissingKey::SharedBucket),
+            ],
+        )?,
+        None => MissingKey::Skip,
+    };
+    let failure_mode = match &rw.failure_mode {
+        Some(v) => one_of(
+            v,
+            &path.field("failure_mode"),
+            &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
+        )?,
+        None => FailureMode::Allow,
+    };
+    let max_keys = rw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
+    if !(1..=MAX_MAX_KEYS).contains(&max_keys) {
+        return Err(path
+            .field("max_keys")
+            .out_of_range(max_keys, 1, MAX_MAX_KEYS));
+    }
+    let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
+    Ok(Rule {
+        name,
+        matcher,
+        key,
+        limits,
+        on_missing_key,
+        failure_mode,
+        shadow: rw.shadow.unwrap_or(false),
+        max_keys,
+        reply,
+    })
+}
+
+fn validate_limit(lw: &LimitWire, path: &FieldPath) -> Result<Limit, ConfigError> {
+    if !(1..=MAX_CAPACITY).contains(&lw.capacity) {
+        return Err(path
+            .field("capacity")
+            .out_of_range(lw.capacity, 1, MAX_CAPACITY));
+    }
+    if !(1..=MAX_CAPACITY).contains(&lw.refill) {
+        return Err(path
+            .field("refill")
+            .out_of_range(lw.refill, 1, MAX_CAPACITY));
+    }
+    let period = parse_duration(&lw.period, &path.field("period"))?;
+    if period < MIN_PERIOD || period > MAX_PERIOD {
+        return Err(path.field("period").out_of_range(&lw.period, "1ms", "30d"));
+    }
+    Ok(Limit {
+        capacity: lw.capacity,
+        refill: lw.refill,
+        period,
+    })
+}
+
+fn validate_response(
+    rw: Option<&ResponseWire>,
+    path: &FieldPath,
+) -> Result<ReplySpec, ConfigError> {
+    let status = rw.and_then(|r| r.status).unwrap_or(429);
+    if !(400..=599).contains(&status) {
+        return Err(path.field("status").out_of_range(status, 400, 599));
+    }
+    let body = rw
+        .and_then(|r| r.body.clone())
+        .unwrap_or_else(|| "rate limit exceeded\n".to_owned());
+    let content_type = rw
+        .and_then(|r| r.content_type.clone())
+        .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
+    if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
+        return Err(path
+            .field("content_type")
+            .invalid(&content_type, "not a valid header value"));
+    }
+    Ok(ReplySpec {
+        status,
+        body,
+        content_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"rules": [{"name": "per-ip", "key": ["client_ip"],
+        "limits": [{"capacity": 5, "refill": 1, "period": "1s"}]}]}"#;
+
+    fn err(json: &str) -> ConfigError {
+        Config::parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.scope, "default");
+        assert_eq!(c.mode, Mode::First);
+        assert!(!c.headers_on_allowed);
+        let r = &c.rules[0];
+        assert_eq!(r.on_missing_key, MissingKey::Skip);
+        assert_eq!(r.failure_mode, FailureMode::Allow);
+        assert!(!r.shadow);
+        assert_eq!(r.max_keys, DEFAULT_MAX_KEYS);
+        assert_eq!(r.reply.status, 429);
+        assert_eq!(
+            r.limits,
+            vec![Limit {
+                capacity: 5,
+                refill: 1,
+                period: Duration::from_secs(1)
+            }]
+        );
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = Config::parse(
+            br#"{"scope": "edge", "mode": "all", "client_ip": {"trusted_hops": 1}, "headers_on_allowed": true,
+            "rules": [{"name": "api", "match": {"path_prefix": "/api", "methods": ["GET"]},
+              "key": [{"header": "x-api-key"}, "path"], "limits": [{"capacity": 10, "refill": 10, "period": "1s"},
+              {"capacity": 1000, "refill": 1000, "period": "1h"}], "on_missing_key": "shared_bucket",
+              "failure_mode": "deny", "shadow": true, "max_keys": 100,
+              "response": {"status": 503, "body": "{}", "content_type": "application/json"}}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.mode, Mode::All);
+        assert_eq!(c.client_ip.trusted_hops(), 1);
+        let r = &c.rules[0];
+        assert_eq!(r.limits.len(), 2);
+        assert_eq!(r.on_missing_key, MissingKey::SharedBucket);
+        assert_eq!(r.failure_mode, FailureMode::Deny);
+        assert!(r.shadow);
+        assert_eq!(r.reply.status, 503);
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let cases = [
+            (r#"{"rules": []}"#, "rules"),
+            (
+                r#"{"rules": [{"name": "a b", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}]}"#,
+                "rules[0].name",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": [], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}]}"#,
+                "rules[0].key",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": []}]}"#,
+                "rules[0].limits",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 0, "refill": 1, "period": "1s"}]}]}"#,
+                "rules[0].limits[0].capacity",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 0, "period": "1s"}]}]}"#,
+                "rules[0].limits[0].refill",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1 sec"}]}]}"#,
+                "rules[0].limits[0].period",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "0ms"}]}]}"#,
+                "rules[0].limits[0].period",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}], "max_keys": 0}]}"#,
+                "rules[0].max_keys",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}], "on_missing_key": "drop"}]}"#,
+                "rules[0].on_missing_key",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}], "failure_mode": "open"}]}"#,
+                "rules[0].failure_mode",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}], "response": {"status": 200}}]}"#,
+                "rules[0].response.status",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": [{"header": "bad header"}], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}]}"#,
+                "rules[0].key[0].header",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "match": {"path": "x"}, "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}]}"#,
+                "rules[0].match.path",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s", "burst": 3}]}]}"#,
+                "rules[0].limits[0].burst",
+            ),
+            (
+                r#"{"mode": "some", "rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}]}"#,
+                "mode",
+            ),
+            (
+                r#"{"scope": "a/b", "rules": [{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}]}"#,
+                "scope",
+            ),
+        ];
+        for (json, field) in cases {
+            assert_eq!(err(json).field.as_str(), field, "{json}");
+        }
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_rejected() {
+        let rule = r#"{"name": "a", "key": ["path"], "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]}"#;
+        let e = err(&format!(r#"{{"rules": [{rule}, {rule}]}}"#));
+        assert_eq!(e.field.as_str(), "rules[1].name");
+        assert!(e.to_string().contains("unique"));
+    }
+}
