@@ -138,42 +138,69 @@ impl Bootstrap {
     }
 
     /// Render with the `backend` cluster at `127.0.0.1:<upstream_port>` (use any port if the
-    /// routes are all direct responses).
+    /// routes are all direct responses). The listener binds port 0; the harness discovers it.
     pub fn render(&self, upstream_port: u16) -> String {
+        format!(
+            "{ADMIN}static_resources:\n  listeners:\n{listener}{clusters}",
+            listener = indent(&self.listener(0), 2),
+            clusters = clusters(upstream_port),
+        )
+    }
+
+    /// Render for a listener delivered by file-based LDS, so a test can reload it
+    /// ([`LdsFile`]): returns the bootstrap; write [`Bootstrap::lds_resources`] to the file.
+    pub fn render_with_lds(&self, upstream_port: u16, lds: &LdsFile) -> String {
+        format!(
+            "node: {{ id: palisade-test, cluster: palisade-test }}\n{ADMIN}dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    path_config_source:\n      path: {path}\n      watched_directory: {{ path: {dir} }}\nstatic_resources:\n{clusters}",
+            path = yaml_str(&lds.path().display().to_string()),
+            dir = yaml_str(&lds.dir().display().to_string()),
+            clusters = clusters(upstream_port),
+        )
+    }
+
+    /// The LDS file contents for this bootstrap's listener on a fixed `port` (a reload must keep
+    /// the port, so it cannot be 0 here).
+    pub fn lds_resources(&self, port: u16) -> String {
+        let listener = self.listener(port).replacen(
+            "- name: main\n",
+            "- \"@type\": type.googleapis.com/envoy.config.listener.v3.Listener\n  name: main\n",
+            1,
+        );
+        format!("resources:\n{listener}")
+    }
+
+    /// The listener as a YAML list item at indentation 0.
+    fn listener(&self, port: u16) -> String {
         let mut routes = self.routes.clone();
         if routes.is_empty() {
             routes.push(Route::backend("default", "/"));
         }
         let mut y = String::new();
-        y.push_str(
-            r#"admin:
+        let _ = write!(
+            y,
+            r#"- name: main
   address:
-    socket_address: { address: 127.0.0.1, port_value: 0 }
-static_resources:
-  listeners:
-  - name: main
-    address:
-      socket_address: { address: 127.0.0.1, port_value: 0 }
-    filter_chains:
-    - filters:
-      - name: envoy.filters.network.http_connection_manager
-        typed_config:
-          "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
-          stat_prefix: ingress
-          codec_type: AUTO
-          route_config:
-            name: local
-            virtual_hosts:
-            - name: all
-              domains: ["*"]
-              routes:
-"#,
+    socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+  filter_chains:
+  - filters:
+    - name: envoy.filters.network.http_connection_manager
+      typed_config:
+        "@type": type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager
+        stat_prefix: ingress
+        codec_type: AUTO
+        route_config:
+          name: local
+          virtual_hosts:
+          - name: all
+            domains: ["*"]
+            routes:
+"#
         );
         for r in &routes {
-            let _ = writeln!(y, "              - name: {}", yaml_str(&r.name));
+            let _ = writeln!(y, "            - name: {}", yaml_str(&r.name));
             let _ = writeln!(
                 y,
-                "                match: {{ prefix: {} }}",
+                "              match: {{ prefix: {} }}",
                 yaml_str(&r.prefix)
             );
             match &r.action {
@@ -182,28 +209,38 @@ static_resources:
                         .timeout_ms
                         .map(|ms| format!(", timeout: {}s", ms as f64 / 1000.0))
                         .unwrap_or_default();
-                    let _ = writeln!(y, "                route: {{ cluster: backend{timeout} }}");
+                    let _ = writeln!(y, "              route: {{ cluster: backend{timeout} }}");
                 }
                 Action::Direct { status, body } => {
                     let _ = writeln!(
                         y,
-                        "                direct_response: {{ status: {status}, body: {{ inline_string: {} }} }}",
+                        "              direct_response: {{ status: {status}, body: {{ inline_string: {} }} }}",
                         yaml_str(body)
                     );
                 }
             }
         }
-        y.push_str("          http_filters:\n");
+        y.push_str("        http_filters:\n");
         for f in &self.filters {
-            for line in f.yaml.lines() {
-                let _ = writeln!(y, "          {line}");
-            }
+            y.push_str(&indent(&f.yaml, 8));
         }
         y.push_str(
-            r#"          - name: envoy.filters.http.router
-            typed_config:
-              "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
-  clusters:
+            r#"        - name: envoy.filters.http.router
+          typed_config:
+            "@type": type.googleapis.com/envoy.extensions.filters.http.router.v3.Router
+"#,
+        );
+        y
+    }
+}
+
+const ADMIN: &str =
+    "admin:\n  address:\n    socket_address: { address: 127.0.0.1, port_value: 0 }\n";
+
+/// The `clusters:` section (under `static_resources:`) with the `backend` cluster.
+fn clusters(upstream_port: u16) -> String {
+    format!(
+        r#"  clusters:
   - name: backend
     type: STATIC
     connect_timeout: 1s
@@ -213,11 +250,59 @@ static_resources:
       - lb_endpoints:
         - endpoint:
             address:
-              socket_address: { address: 127.0.0.1, port_value: UPSTREAM_PORT }
-"#,
-        );
-        y.replace("UPSTREAM_PORT", &upstream_port.to_string())
+              socket_address: {{ address: 127.0.0.1, port_value: {upstream_port} }}
+"#
+    )
+}
+
+/// Indent every line of `text` by `n` spaces.
+fn indent(text: &str, n: usize) -> String {
+    let pad = " ".repeat(n);
+    text.lines().map(|l| format!("{pad}{l}\n")).collect()
+}
+
+/// A file-based LDS source: write listener resources to it and Envoy picks them up (the write is
+/// an atomic rename into a watched directory, which is what Envoy's file watcher needs).
+pub struct LdsFile {
+    dir: tempfile::TempDir,
+}
+
+impl LdsFile {
+    pub fn new() -> LdsFile {
+        LdsFile {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
     }
+
+    pub fn dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn path(&self) -> std::path::PathBuf {
+        self.dir.path().join("lds.yaml")
+    }
+
+    /// Replace the LDS contents atomically.
+    pub fn write(&self, resources: &str) {
+        let tmp = self.dir.path().join("lds.yaml.tmp");
+        std::fs::write(&tmp, resources).expect("write lds");
+        std::fs::rename(&tmp, self.path()).expect("rename lds");
+    }
+}
+
+impl Default for LdsFile {
+    fn default() -> Self {
+        LdsFile::new()
+    }
+}
+
+/// A loopback port that was free a moment ago (for listeners that must keep their port across
+/// reloads; everything else binds port 0).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("free port")
 }
 
 /// Render a shipped example (`envoy/<name>.yaml`) for a test: the conventional ports (listener

@@ -212,3 +212,101 @@ fn the_shipped_example_limits_each_client_ip_to_a_burst_of_five() {
         .collect();
     assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429, 429]);
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn different_routes_get_different_limits_by_route_name() {
+    let upstream = start_upstream();
+    let config = json!({"rules": [
+        {"name": "strict", "match": {"route_name": "search"}, "key": ["client_ip"],
+         "limits": [{"capacity": 1, "refill": 1, "period": "1h"}]},
+        {"name": "lenient", "match": {"route_name": "browse"}, "key": ["client_ip"],
+         "limits": [{"capacity": 3, "refill": 1, "period": "1h"}]}]});
+    let yaml = Bootstrap::new()
+        .filter(Filter::wasm("rate_limit", &config))
+        .route(Route::backend("search", "/search"))
+        .route(Route::backend("browse", "/"))
+        .render(upstream.port());
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let table = [
+        ("/search", 200),
+        ("/search", 429),
+        ("/items", 200),
+        ("/items", 200),
+        ("/items", 200),
+        ("/items", 429),
+    ];
+    for (i, (path, want)) in table.iter().enumerate() {
+        assert_eq!(
+            Request::get(&envoy.url(path)).send().unwrap().status,
+            *want,
+            "row {i}: {path}"
+        );
+    }
+    assert_eq!(
+        envoy.stat("wasmcustom.palisade.rate_limit.strict.limited"),
+        1
+    );
+    assert_eq!(
+        envoy.stat("wasmcustom.palisade.rate_limit.lenient.limited"),
+        1
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn counters_survive_a_config_reload_that_keeps_the_rule() {
+    use palisade_harness::{free_port, LdsFile};
+    let upstream = start_upstream();
+    let rule = |capacity: u64| {
+        json!({"name": "kept", "key": [{"header": "x-key"}],
+        "limits": [{"capacity": capacity, "refill": 1, "period": "1h"}]})
+    };
+    let bootstrap = |config: Value| {
+        Bootstrap::new()
+            .filter(Filter::wasm("rate_limit", &config))
+            .route(Route::backend("all", "/"))
+    };
+    let lds = LdsFile::new();
+    let port = free_port();
+    let first = bootstrap(json!({"rules": [rule(5)]}));
+    lds.write(&first.lds_resources(port));
+    let envoy = Envoy::start(&first.render_with_lds(upstream.port(), &lds))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let send = || {
+        Request::get(&envoy.url("/"))
+            .header("x-key", "k")
+            .send()
+            .unwrap()
+            .status
+    };
+    let reload = |b: Bootstrap, updates: u64| {
+        lds.write(&b.lds_resources(port));
+        wait_for("the listener update", Duration::from_secs(30), || {
+            (envoy.stat("listener_manager.lds.update_success") >= updates
+                && envoy.stat("listener_manager.total_listeners_draining") == 0
+                && envoy.stat("listener_manager.total_listeners_warming") == 0)
+                .then_some(())
+        });
+    };
+    assert_eq!(
+        (0..3).map(|_| send()).collect::<Vec<_>>(),
+        vec![200, 200, 200]
+    );
+
+    // A new plugin configuration (a second rule added) that keeps the rule: 2 tokens left, not 5.
+    let extra = json!({"name": "other", "match": {"path": "/never"}, "key": ["path"],
+        "limits": [{"capacity": 1, "refill": 1, "period": "1s"}]});
+    reload(bootstrap(json!({"rules": [rule(5), extra]})), 2);
+    assert_eq!(
+        (0..3).map(|_| send()).collect::<Vec<_>>(),
+        vec![200, 200, 429]
+    );
+
+    // Changing the rule's limits starts from a full bucket.
+    reload(bootstrap(json!({"rules": [rule(6)]})), 3);
+    assert_eq!(
+        (0..7).map(|_| send()).collect::<Vec<_>>(),
+        vec![200, 200, 200, 200, 200, 200, 429]
+    );
+}
