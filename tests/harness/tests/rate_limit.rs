@@ -1,4 +1,6 @@
 //! rate_limit end to end: real Envoy with 2 workers, the echo upstream counting hits.
+// Test code: helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_harness::client::{parallel, status_counts, Request, Response};
 use palisade_harness::{

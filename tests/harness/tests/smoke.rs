@@ -1,5 +1,7 @@
 //! The skeleton end to end: a module built from this workspace, in real Envoy with 2 workers,
 //! in front of the real upstream.
+// Test code: helpers outside #[test] functions may fail loudly too.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_harness::client::{parallel, status_counts, Request};
 use palisade_harness::{start_upstream, Bootstrap, Envoy, Filter, Route};
