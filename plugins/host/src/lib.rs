@@ -13,6 +13,7 @@
 #![cfg(target_arch = "wasm32")]
 
 pub mod error;
+pub mod flow;
 pub mod http;
 pub mod metrics;
 pub mod request;

@@ -1,0 +1,492 @@
+//! Configuration: JSON wire types (unknown fields rejected) and their validation.
+//!
+//! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
+
+use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::key::validate_header_name;
+use palisade_core::matcher::{MatchWire, RequestMatch};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    #[serde(default)]
+    scope: Option<String>,
+    #[serde(default)]
+    failure_mode: Option<String>,
+    #[serde(default)]
+    max_workers: Option<u16>,
+    #[serde(default)]
+    worker_timeout: Option<String>,
+    rules: Vec<RuleWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleWire {
+    name: String,
+    #[serde(default, rename = "match")]
+    matcher: Option<MatchWire>,
+    #[serde(default)]
+    cluster: Option<String>,
+    #[serde(default)]
+    partition_by: Option<PartitionByWire>,
+    #[serde(default)]
+    max_partitions: Option<u32>,
+    max_concurrent: u32,
+    #[serde(default)]
+    max_wait: Option<String>,
+    #[serde(default)]
+    max_waiting: Option<u32>,
+    #[serde(default)]
+    shadow: Option<bool>,
+    #[serde(default)]
+    response: Option<ResponseWire>,
+}
+
+/// `"route"`, `"cluster"` or `{"header": "x-tenant"}` (an externally tagged enum: unit variants
+/// are plain strings, `header` a one-key object).
+#[derive(Debug, Deserialize)]
+#[serde(rename_all = "snake_case")]
+enum PartitionByWire {
+    Route,
+    Cluster,
+    Header(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseWire {
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+/// What splits one rule into several independent bulkheads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PartitionBy {
+    /// The rule is one bulkhead.
+    Nothing,
+    /// One bulkhead per route name (`xds.route_name`).
+    Route,
+    /// One bulkhead per upstream cluster (`xds.cluster_name`).
+    Cluster,
+    /// One bulkhead per value of this request header (lowercase).
+    Header(String),
+}
+
+/// What to do when the worker cannot count permits in shared data (store errors, contention
+/// beyond the retry bound, or no free worker slot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Let the request through uncounted (the bulkhead is a capacity guard, not a security check).
+    Allow,
+    /// Reject it with the rule's reply.
+    Deny,
+}
+
+/// The local reply for a rejected request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySpec {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+/// One validated rule: requests it matches share `max_concurrent` permits per partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: RequestMatch,
+    pub cluster: Option<String>,
+    pub partition_by: PartitionBy,
+    pub max_partitions: u32,
+    pub max_concurrent: u32,
+    /// `None`: a full partition rejects at once.
+    pub max_wait: Option<Duration>,
+    /// Bound on each worker's wait queue for this rule.
+    pub max_waiting: u32,
+    pub shadow: bool,
+    pub reply: ReplySpec,
+}
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Config {
+    pub scope: String,
+    pub failure_mode: FailureMode,
+    pub max_workers: u16,
+    pub worker_timeout: Duration,
+    pub rules: Vec<Rule>,
+}
+
+pub const MAX_RULES: usize = 64;
+pub const MAX_CONCURRENT: u32 = 1_000_000;
+pub const DEFAULT_MAX_PARTITIONS: u32 = 64;
+pub const MAX_MAX_PARTITIONS: u32 = 65_536;
+pub const DEFAULT_MAX_WAITING: u32 = 64;
+pub const MAX_MAX_WAITING: u32 = 10_000;
+pub const MAX_WAIT_LIMIT: Duration = Duration::from_secs(60);
+pub const DEFAULT_MAX_WORKERS: u16 = 64;
+pub const MAX_MAX_WORKERS: u16 = 1024;
+pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(10);
+pub const MIN_WORKER_TIMEOUT: Duration = Duration::from_secs(3);
+pub const MAX_WORKER_TIMEOUT: Duration = Duration::from_secs(3600);
+
+/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(path.invalid(
+            name,
+            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+        ))
+    }
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let wire: Wire = parse_json(bytes)?;
+        let root = FieldPath::root();
+        let scope = match &wire.scope {
+            Some(s) => validate_name(s, &root.field("scope"))?,
+            None => "default".to_owned(),
+        };
+        let failure_mode = match wire.failure_mode.as_deref() {
+            None | Some("allow") => FailureMode::Allow,
+            Some("deny") => FailureMode::Deny,
+            Some(other) => {
+                return Err(root
+                    .field("failure_mode")
+                    .invalid(other, "expected one of `allow`, `deny`"))
+            }
+        };
+        let max_workers = wire.max_workers.unwrap_or(DEFAULT_MAX_WORKERS);
+        if !(1..=MAX_MAX_WORKERS).contains(&max_workers) {
+            return Err(root
+                .field("max_workers")
+                .out_of_range(max_workers, 1, MAX_MAX_WORKERS));
+        }
+        let worker_timeout = match &wire.worker_timeout {
+            Some(t) => {
+                let path = root.field("worker_timeout");
+                let d = parse_duration(t, &path)?;
+                if !(MIN_WORKER_TIMEOUT..=MAX_WORKER_TIMEOUT).contains(&d) {
+                    return Err(path.out_of_range(t, "3s", "1h"));
+                }
+                d
+            }
+            None => DEFAULT_WORKER_TIMEOUT,
+        };
+        if wire.rules.is_empty() {
+            return Err(root.field("rules").missing("at least one rule is needed"));
+        }
+        if wire.rules.len() > MAX_RULES {
+            return Err(root
+                .field("rules")
+                .out_of_range(wire.rules.len(), 1, MAX_RULES));
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(wire.rules.len());
+        for (i, rw) in wire.rules.iter().enumerate() {
+            let path = root.field("rules").index(i);
+            let rule = validate_rule(rw, &path)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(path
+                    .field("name")
+                    .invalid(&rule.name, "rule names must be unique"));
+            }
+            rules.push(rule);
+        }
+        Ok(Config {
+            scope,
+            failure_mode,
+            max_workers,
+            worker_timeout,
+            rules,
+        })
+    }
+
+    /// Whether any rule can make requests wait (the filter then ticks often).
+    pub fn has_waits(&self) -> bool {
+        self.rules.iter().any(|r| r.max_wait.is_some() && !r.shadow)
+    }
+}
+
+fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
+    let name = validate_name(&rw.name, &path.field("name"))?;
+    let matcher = match &rw.matcher {
+        Some(m) => RequestMatch::validate(m, &path.field("match"))?,
+        None => RequestMatch::any(),
+    };
+    let cluster = match &rw.cluster {
+        Some(c) if c.is_empty() => {
+            return Err(path.field("cluster").invalid(c, "must not be empty"))
+        }
+        other => other.clone(),
+    };
+    let partition_by = match &rw.partition_by {
+        None => PartitionBy::Nothing,
+        Some(PartitionByWire::Route) => PartitionBy::Route,
+        Some(PartitionByWire::Cluster) => PartitionBy::Cluster,
+        Some(PartitionByWire::Header(h)) => PartitionBy::Header(validate_header_name(
+            h,
+            &path.field("partition_by").field("header"),
+        )?),
+    };
+    let max_partitions = match (&partition_by, rw.max_partitions) {
+        (PartitionBy::Nothing, Some(n)) => {
+            return Err(path
+                .field("max_partitions")
+                .invalid(n, "only meaningful with `partition_by`"))
+        }
+        (PartitionBy::Nothing, None) => 1,
+        (_, n) => {
+            let n = n.unwrap_or(DEFAULT_MAX_PARTITIONS);
+            if !(1..=MAX_MAX_PARTITIONS).contains(&n) {
+                return Err(path
+                    .field("max_partitions")
+                    .out_of_range(n, 1, MAX_MAX_PARTITIONS));
+            }
+            n
+        }
+    };
+    if !(1..=MAX_CONCURRENT).contains(&rw.max_concurrent) {
+        return Err(path.field("max_concurrent").out_of_range(
+            rw.max_concurrent,
+            1,
+            MAX_CONCURRENT,
+        ));
+    }
+    let max_wait = match &rw.max_wait {
+        Some(t) => {
+            let wp = path.field("max_wait");
+            let d = parse_duration(t, &wp)?;
+            if d.is_zero() || d > MAX_WAIT_LIMIT {
+                return Err(wp.out_of_range(t, "1ms", "60s"));
+            }
+            Some(d)
+        }
+        None => None,
+    };
+    let max_waiting = match (max_wait, rw.max_waiting) {
+        (None, Some(n)) => {
+            return Err(path
+                .field("max_waiting")
+                .invalid(n, "only meaningful with `max_wait`"))
+        }
+        (_, n) => n.unwrap_or(DEFAULT_MAX_WAITING),
+    };
+    if !(1..=MAX_MAX_WAITING).contains(&max_waiting) {
+        return Err(path
+            .field("max_waiting")
+            .out_of_range(max_waiting, 1, MAX_MAX_WAITING));
+    }
+    let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
+    Ok(Rule {
+        name,
+        matcher,
+        cluster,
+        partition_by,
+        max_partitions,
+        max_concurrent: rw.max_concurrent,
+        max_wait,
+        max_waiting,
+        shadow: rw.shadow.unwrap_or(false),
+        reply,
+    })
+}
+
+fn validate_response(
+    rw: Option<&ResponseWire>,
+    path: &FieldPath,
+) -> Result<ReplySpec, ConfigError> {
+    let status = rw.and_then(|r| r.status).unwrap_or(503);
+    if !(400..=599).contains(&status) {
+        return Err(path.field("status").out_of_range(status, 400, 599));
+    }
+    let body = rw
+        .and_then(|r| r.body.clone())
+        .unwrap_or_else(|| "bulkhead full\n".to_owned());
+    let content_type = rw
+        .and_then(|r| r.content_type.clone())
+        .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
+    if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
+        return Err(path
+            .field("content_type")
+            .invalid(&content_type, "not a valid header value"));
+    }
+    Ok(ReplySpec {
+        status,
+        body,
+        content_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"{"rules": [{"name": "backend", "max_concurrent": 2}]}"#;
+
+    fn err(json: &str) -> ConfigError {
+        Config::parse(json.as_bytes()).unwrap_err()
+    }
+
+    #[test]
+    fn a_minimal_config_gets_documented_defaults() {
+        let c = Config::parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.scope, "default");
+        assert_eq!(c.failure_mode, FailureMode::Allow);
+        assert_eq!(c.max_workers, DEFAULT_MAX_WORKERS);
+        assert_eq!(c.worker_timeout, DEFAULT_WORKER_TIMEOUT);
+        let r = &c.rules[0];
+        assert_eq!(r.partition_by, PartitionBy::Nothing);
+        assert_eq!(r.max_partitions, 1);
+        assert_eq!(r.max_concurrent, 2);
+        assert_eq!(r.max_wait, None);
+        assert_eq!(r.max_waiting, DEFAULT_MAX_WAITING);
+        assert!(!r.shadow);
+        assert_eq!(r.reply.status, 503);
+        assert!(!c.has_waits());
+    }
+
+    #[test]
+    fn a_full_config_parses() {
+        let c = Config::parse(
+            br#"{"scope": "edge", "failure_mode": "deny", "max_workers": 8, "worker_timeout": "30s",
+            "rules": [
+              {"name": "tenants", "match": {"path_prefix": "/api"}, "cluster": "backend",
+               "partition_by": {"header": "X-Tenant"}, "max_partitions": 16, "max_concurrent": 10,
+               "max_wait": "250ms", "max_waiting": 5, "response": {"status": 429, "body": "{}",
+               "content_type": "application/json"}},
+              {"name": "per-route", "partition_by": "route", "max_concurrent": 3, "shadow": true},
+              {"name": "per-cluster", "partition_by": "cluster", "max_concurrent": 4}
+            ]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.failure_mode, FailureMode::Deny);
+        assert_eq!(c.max_workers, 8);
+        assert_eq!(c.worker_timeout, Duration::from_secs(30));
+        let r = &c.rules[0];
+        assert_eq!(r.partition_by, PartitionBy::Header("x-tenant".into()));
+        assert_eq!(r.cluster.as_deref(), Some("backend"));
+        assert_eq!(r.max_partitions, 16);
+        assert_eq!(r.max_wait, Some(Duration::from_millis(250)));
+        assert_eq!(r.max_waiting, 5);
+        assert_eq!(r.reply.status, 429);
+        assert_eq!(c.rules[1].partition_by, PartitionBy::Route);
+        assert_eq!(c.rules[1].max_partitions, DEFAULT_MAX_PARTITIONS);
+        assert!(c.rules[1].shadow);
+        assert_eq!(c.rules[2].partition_by, PartitionBy::Cluster);
+        assert!(c.has_waits());
+    }
+
+    #[test]
+    fn every_invalid_field_is_named() {
+        let cases = [
+            (r#"{"rules": []}"#, "rules"),
+            (
+                r#"{"rules": [{"name": "a b", "max_concurrent": 1}]}"#,
+                "rules[0].name",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 0}]}"#,
+                "rules[0].max_concurrent",
+            ),
+            (r#"{"rules": [{"name": "a"}]}"#, "rules[0]"),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "max_wait": "0ms"}]}"#,
+                "rules[0].max_wait",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "max_wait": "2m"}]}"#,
+                "rules[0].max_wait",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "max_wait": "soon"}]}"#,
+                "rules[0].max_wait",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "max_waiting": 3}]}"#,
+                "rules[0].max_waiting",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "max_wait": "1s", "max_waiting": 0}]}"#,
+                "rules[0].max_waiting",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "partition_by": "tenant"}]}"#,
+                "rules[0].partition_by",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "partition_by": {"header": "a b"}}]}"#,
+                "rules[0].partition_by.header",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "max_partitions": 4}]}"#,
+                "rules[0].max_partitions",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "partition_by": "route", "max_partitions": 0}]}"#,
+                "rules[0].max_partitions",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "cluster": ""}]}"#,
+                "rules[0].cluster",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "response": {"status": 200}}]}"#,
+                "rules[0].response.status",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "match": {"path": "x"}}]}"#,
+                "rules[0].match.path",
+            ),
+            (
+                r#"{"rules": [{"name": "a", "max_concurrent": 1, "limit": 3}]}"#,
+                "rules[0].limit",
+            ),
+            (
+                r#"{"failure_mode": "open", "rules": [{"name": "a", "max_concurrent": 1}]}"#,
+                "failure_mode",
+            ),
+            (
+                r#"{"max_workers": 0, "rules": [{"name": "a", "max_concurrent": 1}]}"#,
+                "max_workers",
+            ),
+            (
+                r#"{"worker_timeout": "1s", "rules": [{"name": "a", "max_concurrent": 1}]}"#,
+                "worker_timeout",
+            ),
+            (
+                r#"{"scope": "a/b", "rules": [{"name": "a", "max_concurrent": 1}]}"#,
+                "scope",
+            ),
+        ];
+        for (json, field) in cases {
+            let e = err(json);
+            assert_eq!(e.field.as_str(), field, "{json}: {e}");
+        }
+    }
+
+    #[test]
+    fn duplicate_rule_names_are_rejected() {
+        let e = err(
+            r#"{"rules": [{"name": "a", "max_concurrent": 1}, {"name": "a", "max_concurrent": 2}]}"#,
+        );
+        assert_eq!(e.field.as_str(), "rules[1].name");
+        assert!(e.to_string().contains("unique"));
+    }
+}

@@ -1,0 +1,361 @@
+//! What is measured: the baselines, Envoy's native filters, and one case per plugin hot path.
+//!
+//! Plugin cases are a table ([`PLUGIN_CASES`]) mapping a case to its module in `dist/` and the
+//! filter config that puts the plugin on its hot path. A case whose module is not built is
+//! reported as "not built yet"; a module that is built but has no config here yet is reported as
+//! such too, so a new plugin never silently drops out of the table. When a plugin lands, fill in
+//! its `config` function (the JWT fixtures are in [`Fixtures`]).
+
+use palisade_harness::{repo_root, Filter};
+use serde_json::{json, Value};
+use std::path::PathBuf;
+
+/// The test-only RS256 key material in `tests/bench/fixtures` (see its README).
+#[derive(Debug, Clone, Copy)]
+pub struct Fixtures {
+    /// JWKS with the public key, `kid` `palisade-bench`.
+    pub jwks: &'static str,
+    /// A token signed by it, valid until 2100.
+    pub token: &'static str,
+    pub issuer: &'static str,
+    pub audience: &'static str,
+}
+
+pub const FIXTURES: Fixtures = Fixtures {
+    jwks: include_str!("../fixtures/jwks.json"),
+    token: include_str!("../fixtures/token.jwt"),
+    issuer: "https://issuer.bench.palisade.test",
+    audience: "palisade-bench",
+};
+
+impl Fixtures {
+    pub fn jwks(&self) -> &'static str {
+        self.jwks.trim()
+    }
+
+    pub fn token(&self) -> &'static str {
+        self.token.trim()
+    }
+}
+
+/// Path and headers of the request every case receives. Every case gets the same request (the
+/// bearer token and the header the mutations remove included), so parsing costs the same
+/// everywhere and only what the filter does differs.
+pub const REQUEST_PATH: &str = "/bench/item?page=2&q=widgets";
+
+pub fn request_headers(f: &Fixtures) -> Vec<(&'static str, String)> {
+    vec![
+        ("authorization", format!("Bearer {}", f.token())),
+        ("user-agent", "palisade-bench".to_owned()),
+        ("accept", "*/*".to_owned()),
+        ("x-bench-remove", "1".to_owned()),
+    ]
+}
+
+/// What a case is, for the ratios.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// No filter: what Envoy costs by itself.
+    None,
+    /// The trivial Wasm filter (probe: one header read, one header write).
+    Floor,
+    /// One of Envoy's own filters.
+    Native,
+    /// A reference point that is neither (the probe counting in shared data).
+    Reference,
+    /// A Palisade plugin.
+    Plugin,
+}
+
+/// Whether a case can run.
+#[derive(Debug, Clone)]
+pub enum Setup {
+    /// The filters to put in front of the router.
+    Filters(Vec<Filter>),
+    /// Why not (shown in the table instead of figures).
+    Unavailable(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct Case {
+    pub name: &'static str,
+    pub kind: Kind,
+    /// One line: what the filter does on this path.
+    pub what: &'static str,
+    pub setup: Setup,
+    /// The native case this one is compared with (ratio B).
+    pub native: Option<&'static str>,
+    /// A stat that must be non-zero after a request, proving the filter really ran (a native
+    /// filter left disabled by default — local_ratelimit's `filter_enabled` — would measure
+    /// nothing).
+    pub proof_stat: Option<&'static str>,
+}
+
+/// A plugin hot path to measure.
+pub struct PluginCase {
+    pub name: &'static str,
+    /// `dist/<module>.wasm`.
+    pub module: &'static str,
+    pub what: &'static str,
+    /// The plugin's config for this path; `None` until the plugin's schema exists.
+    pub config: fn(&Fixtures) -> Option<Value>,
+    pub native: Option<&'static str>,
+}
+
+/// Every plugin case of issue 8, in table order.
+pub const PLUGIN_CASES: &[PluginCase] = &[
+    PluginCase {
+        name: "rate_limit",
+        module: "rate_limit",
+        what: "allowing: a client_ip bucket that never empties",
+        config: |_| Some(rate_limit_config()),
+        native: Some("local_ratelimit"),
+    },
+    PluginCase {
+        name: "jwt_auth_cached",
+        module: "jwt_auth",
+        what: "valid RS256 token, verification cached",
+        config: |_| None, // TODO(jwt_auth lands): JWKS from `Fixtures::jwks()`, cache on.
+        native: Some("jwt_authn"),
+    },
+    PluginCase {
+        name: "jwt_auth_uncached",
+        module: "jwt_auth",
+        what: "valid RS256 token, verified every request",
+        config: |_| None, // TODO(jwt_auth lands): same token and JWKS, cache off.
+        native: Some("jwt_authn"),
+    },
+    PluginCase {
+        name: "circuit_breaker",
+        module: "circuit_breaker",
+        what: "closed",
+        config: |_| None, // TODO(circuit_breaker lands)
+        native: None,
+    },
+    PluginCase {
+        name: "bulkhead",
+        module: "bulkhead",
+        what: "under its limit",
+        config: |_| Some(json!({"rules": [{"name": "bench", "max_concurrent": 1_000_000}]})),
+        native: None,
+    },
+    PluginCase {
+        name: "transform",
+        module: "transform",
+        what: "5 header ops + a query rewrite (as header_mutation)",
+        // TODO(transform lands): the same operations as `header_mutation()` below.
+        config: |_| None,
+        native: Some("header_mutation"),
+    },
+];
+
+/// rate_limit on its allowing path: one rule keyed by client IP, a bucket that never empties. Also
+/// used by the rate_limit micro-benchmarks, so both measure the same configuration.
+pub fn rate_limit_config() -> Value {
+    json!({"rules": [{
+        "name": "bench",
+        "key": ["client_ip"],
+        "limits": [{"capacity": 1_000_000_000u64, "refill": 1_000_000_000u64, "period": "1s"}]
+    }]})
+}
+
+pub fn dist_module(module: &str) -> PathBuf {
+    repo_root().join("dist").join(format!("{module}.wasm"))
+}
+
+/// The probe in its floor configuration.
+pub fn floor_filter() -> Filter {
+    Filter::wasm(
+        "probe",
+        &json!({"header": "x-palisade-probe", "count": false}),
+    )
+}
+
+/// Every case, baselines first, then natives, then plugins.
+pub fn all(f: &Fixtures) -> Vec<Case> {
+    let mut cases = vec![
+        Case {
+            name: "none",
+            kind: Kind::None,
+            what: "no filter (router only)",
+            setup: Setup::Filters(Vec::new()),
+            native: None,
+            proof_stat: None,
+        },
+        Case {
+            name: "floor",
+            kind: Kind::Floor,
+            what: "probe: 1 header read + 1 header write",
+            setup: if dist_module("probe").is_file() {
+                Setup::Filters(vec![floor_filter()])
+            } else {
+                Setup::Unavailable("not built yet (dist/probe.wasm missing)".to_owned())
+            },
+            native: None,
+            proof_stat: Some("wasmcustom.palisade.probe.requests"),
+        },
+        Case {
+            name: "probe_shared",
+            kind: Kind::Reference,
+            what: "probe count: true: shared-data read + CAS write + 1 header write",
+            setup: if dist_module("probe").is_file() {
+                Setup::Filters(vec![Filter::wasm(
+                    "probe",
+                    &json!({"header": "x-palisade-probe", "count": true}),
+                )])
+            } else {
+                Setup::Unavailable("not built yet (dist/probe.wasm missing)".to_owned())
+            },
+            native: None,
+            proof_stat: Some("wasmcustom.palisade.probe.requests"),
+        },
+        Case {
+            name: "local_ratelimit",
+            kind: Kind::Native,
+            what: "token bucket that never empties",
+            setup: Setup::Filters(vec![local_ratelimit()]),
+            native: None,
+            proof_stat: Some("bench_local_ratelimit.http_local_rate_limit.ok"),
+        },
+        Case {
+            name: "header_mutation",
+            kind: Kind::Native,
+            what: "5 header ops + 1 query param set",
+            setup: Setup::Filters(vec![header_mutation()]),
+            native: None,
+            proof_stat: None, // header_mutation has no stats
+        },
+        Case {
+            name: "jwt_authn",
+            kind: Kind::Native,
+            what: "RS256 token, verified every request (no cache: the default)",
+            setup: Setup::Filters(vec![jwt_authn(f, false)]),
+            native: None,
+            proof_stat: Some("http.ingress.jwt_authn.allowed"),
+        },
+        Case {
+            name: "jwt_authn_cached",
+            kind: Kind::Native,
+            what: "RS256 token, jwt_cache_config on",
+            setup: Setup::Filters(vec![jwt_authn(f, true)]),
+            native: None,
+            proof_stat: Some("http.ingress.jwt_authn.jwt_cache_hit"),
+        },
+    ];
+    for p in PLUGIN_CASES {
+        let path = dist_module(p.module);
+        let setup = if !path.is_file() {
+            Setup::Unavailable(format!("not built yet (dist/{}.wasm missing)", p.module))
+        } else {
+            match (p.config)(f) {
+                Some(config) => Setup::Filters(vec![Filter::wasm(p.module, &config)]),
+                None => Setup::Unavailable(format!(
+                    "dist/{}.wasm is built but has no bench config yet (tests/bench/src/cases.rs)",
+                    p.module
+                )),
+            }
+        };
+        cases.push(Case {
+            name: p.name,
+            kind: Kind::Plugin,
+            what: p.what,
+            setup,
+            native: p.native,
+            proof_stat: None,
+        });
+    }
+    cases
+}
+
+/// Every built module with a config, one filter each, for the startup and memory figures.
+/// Returns the module names and the filters; modules without a config are listed separately.
+pub fn all_modules_chain(f: &Fixtures) -> (Vec<&'static str>, Vec<Filter>, Vec<&'static str>) {
+    let mut names = Vec::new();
+    let mut filters = Vec::new();
+    let mut skipped = Vec::new();
+    if dist_module("probe").is_file() {
+        names.push("probe");
+        filters.push(floor_filter());
+    }
+    for p in PLUGIN_CASES {
+        if names.contains(&p.module)
+            || skipped.contains(&p.module)
+            || !dist_module(p.module).is_file()
+        {
+            continue;
+        }
+        match (p.config)(f) {
+            Some(config) => {
+                names.push(p.module);
+                filters.push(Filter::wasm(p.module, &config));
+            }
+            None => skipped.push(p.module),
+        }
+    }
+    // A module whose first case has no config may still have one in a later case.
+    skipped.retain(|m| !names.contains(m));
+    (names, filters, skipped)
+}
+
+fn local_ratelimit() -> Filter {
+    Filter::raw(
+        r#"- name: envoy.filters.http.local_ratelimit
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit
+    stat_prefix: bench_local_ratelimit
+    token_bucket: { max_tokens: 1000000000, tokens_per_fill: 1000000000, fill_interval: 1s }
+    filter_enabled:
+      runtime_key: bench_local_ratelimit_enabled
+      default_value: { numerator: 100, denominator: HUNDRED }
+    filter_enforced:
+      runtime_key: bench_local_ratelimit_enforced
+      default_value: { numerator: 100, denominator: HUNDRED }
+"#,
+    )
+}
+
+/// Three overwrites, one append, one removal, and a query parameter set: the operations the
+/// `transform` case must mirror.
+fn header_mutation() -> Filter {
+    Filter::raw(
+        r#"- name: envoy.filters.http.header_mutation
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.header_mutation.v3.HeaderMutation
+    mutations:
+      request_mutations:
+      - append: { header: { key: x-bench-set-1, value: one }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }
+      - append: { header: { key: x-bench-set-2, value: two }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }
+      - append: { header: { key: x-bench-set-3, value: three }, append_action: OVERWRITE_IF_EXISTS_OR_ADD }
+      - append: { header: { key: x-bench-append, value: four }, append_action: APPEND_IF_EXISTS_OR_ADD }
+      - remove: x-bench-remove
+      query_parameter_mutations:
+      - append: { record: { key: page, value: "1" }, action: OVERWRITE_IF_EXISTS_OR_ADD }
+"#,
+    )
+}
+
+fn jwt_authn(f: &Fixtures, cached: bool) -> Filter {
+    let cache = if cached {
+        "\n        jwt_cache_config: { jwt_cache_size: 100 }"
+    } else {
+        ""
+    };
+    let jwks = Value::String(f.jwks().to_owned()).to_string();
+    Filter::raw(&format!(
+        r#"- name: envoy.filters.http.jwt_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+    providers:
+      bench:
+        issuer: {issuer}
+        audiences: [{audience}]
+        local_jwks: {{ inline_string: {jwks} }}
+        forward: true{cache}
+    rules:
+    - match: {{ prefix: / }}
+      requires: {{ provider_name: bench }}
+"#,
+        issuer = f.issuer,
+        audience = f.audience,
+    ))
+}
