@@ -6,7 +6,7 @@ SHELL := /bin/bash
 
 # Wasm modules shipped in dist/ (crate `palisade-<name with dashes>`, lib `<name>`).
 # `probe` is the test-only module of the harness and the benchmark's floor.
-MODULES := probe rate_limit bulkhead
+MODULES := probe rate_limit jwt_auth circuit_breaker bulkhead transform
 WASM_TARGET := wasm32-wasip1
 WASM_PKGS := palisade-core palisade-host $(foreach m,$(MODULES),palisade-$(subst _,-,$(m)))
 
@@ -26,13 +26,14 @@ export ENVOY_BIN
 CARGO ?= cargo
 E2E_THREADS ?= 2
 
-.PHONY: setup wasm-target envoy build test lint unit e2e validate demo bench clean help
+.PHONY: setup wasm-target envoy build test lint unit e2e validate demo bench token clean help
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
 	@echo "make test    - fmt, clippy (native + wasm), unit tests, wasm build, config validation, end-to-end tests"
 	@echo "make demo    - build, start the upstream and Envoy with envoy/demo.yaml on :10000"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
+	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
 	@echo "make setup   - install the wasm target and Envoy $(ENVOY_VERSION) (ENVOY_BIN=$(ENVOY_BIN))"
 
 setup: wasm-target envoy
@@ -88,6 +89,11 @@ BENCH_ARGS ?=
 bench: setup build
 	@mkdir -p target
 	$(CARGO) run --release -p palisade-bench -- $(BENCH_ARGS) | tee target/bench.md
+
+# A valid demo token for envoy/jwt_auth.yaml and envoy/demo.yaml (demo-only key, expires 2100):
+#   curl -H "Authorization: Bearer $(make -s token)" localhost:10000/
+token:
+	@cat envoy/jwt_auth.token
 
 clean:
 	$(CARGO) clean

@@ -1097,11 +1097,11 @@ mod tests {
             t(0)
         };
         // The first request claims the worker slot: one read.
-        w.on_request(1, tg.clone(), &store, &clock);
+        w.on_request(1, tg.clone(), &store, clock);
         assert_eq!(reads.get(), 1);
-        w.on_stream_end(1, &store, &clock);
-        w.on_request(2, tg, &store, &clock);
-        w.on_stream_end(2, &store, &clock);
+        w.on_stream_end(1, &store, clock);
+        w.on_request(2, tg, &store, clock);
+        w.on_stream_end(2, &store, clock);
         assert_eq!(reads.get(), 1);
         assert!(!w.tracks(2));
     }

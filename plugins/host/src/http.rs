@@ -5,9 +5,18 @@ use palisade_core::{Decision, LocalReply};
 use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
+/// A request header's value. Header values may carry bytes that are not UTF-8 (HTTP allows
+/// obs-text, and Envoy passes it through); they are replaced with U+FFFD rather than trusted.
+/// The SDK's `get_map_value` would panic on them — aborting the worker's VM — so it is never used.
 pub fn request_header(name: &str) -> Result<Option<String>, HostError> {
-    hostcalls::get_map_value(MapType::HttpRequestHeaders, name)
+    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+        .map(|v| v.map(lossy))
         .map_err(|s| HostError::new("get_request_header", s))
+}
+
+/// Bytes as text, with invalid UTF-8 replaced (no copy when the bytes are valid).
+pub fn lossy(bytes: Vec<u8>) -> String {
+    String::from_utf8(bytes).unwrap_or_else(|e| String::from_utf8_lossy(e.as_bytes()).into_owned())
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
@@ -20,8 +29,10 @@ pub fn add_request_header(name: &str, value: &str) -> Result<(), HostError> {
         .map_err(|s| HostError::new("add_request_header", s))
 }
 
+/// A response header's value; non-UTF-8 bytes are replaced, as for [`request_header`].
 pub fn response_header(name: &str) -> Result<Option<String>, HostError> {
-    hostcalls::get_map_value(MapType::HttpResponseHeaders, name)
+    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+        .map(|v| v.map(lossy))
         .map_err(|s| HostError::new("get_response_header", s))
 }
 

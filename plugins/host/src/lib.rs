@@ -12,8 +12,11 @@
 //! unresolved imports out of native test binaries.
 #![cfg(target_arch = "wasm32")]
 
+pub mod body;
+pub mod dispatch;
 pub mod error;
 pub mod flow;
+pub mod header_map;
 pub mod http;
 pub mod metrics;
 pub mod request;

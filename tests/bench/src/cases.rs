@@ -115,21 +115,22 @@ pub const PLUGIN_CASES: &[PluginCase] = &[
         name: "jwt_auth_cached",
         module: "jwt_auth",
         what: "valid RS256 token, verification cached",
-        config: |_| None, // TODO(jwt_auth lands): JWKS from `Fixtures::jwks()`, cache on.
+        config: |f| Some(jwt_auth_config(f, true)),
         native: Some("jwt_authn"),
     },
     PluginCase {
         name: "jwt_auth_uncached",
         module: "jwt_auth",
         what: "valid RS256 token, verified every request",
-        config: |_| None, // TODO(jwt_auth lands): same token and JWKS, cache off.
+        config: |f| Some(jwt_auth_config(f, false)),
         native: Some("jwt_authn"),
     },
     PluginCase {
         name: "circuit_breaker",
         module: "circuit_breaker",
         what: "closed",
-        config: |_| None, // TODO(circuit_breaker lands)
+        // A constant key: the direct-response route has no cluster for the default key.
+        config: |_| Some(json!({"rules": [{"name": "bench", "key": {"constant": "bench"}}]})),
         native: None,
     },
     PluginCase {
@@ -143,8 +144,8 @@ pub const PLUGIN_CASES: &[PluginCase] = &[
         name: "transform",
         module: "transform",
         what: "5 header ops + a query rewrite (as header_mutation)",
-        // TODO(transform lands): the same operations as `header_mutation()` below.
-        config: |_| None,
+        // The same operations as `header_mutation()` below.
+        config: |_| Some(transform_config()),
         native: Some("header_mutation"),
     },
 ];
@@ -157,6 +158,35 @@ pub fn rate_limit_config() -> Value {
         "key": ["client_ip"],
         "limits": [{"capacity": 1_000_000_000u64, "refill": 1_000_000_000u64, "period": "1s"}]
     }]})
+}
+
+/// jwt_auth with the bench's RS256 JWKS inline, forwarding the token like `jwt_authn()`; the
+/// uncached case turns the verified-token cache off so every request verifies the signature.
+pub fn jwt_auth_config(f: &Fixtures, cached: bool) -> Value {
+    let jwks: Value = serde_json::from_str(f.jwks()).unwrap_or(Value::Null);
+    let mut config = json!({
+        "providers": [{"name": "bench", "issuer": f.issuer, "audiences": [f.audience],
+                       "jwks": {"inline": jwks}, "forward": true}],
+        "rules": [{"providers": ["bench"]}]
+    });
+    if !cached {
+        config["cache"] = json!({"max_entries": 0});
+    }
+    config
+}
+
+/// transform doing what `header_mutation()` does: 3 sets, 1 append, 1 remove, 1 query set.
+pub fn transform_config() -> Value {
+    json!({"rules": [{"name": "bench", "request": {
+        "headers": {
+            "remove": ["x-bench-remove"],
+            "set": [{"name": "x-bench-set-1", "value": "one"},
+                    {"name": "x-bench-set-2", "value": "two"},
+                    {"name": "x-bench-set-3", "value": "three"}],
+            "append": [{"name": "x-bench-append", "value": "four"}]
+        },
+        "query": {"set": [{"name": "page", "value": "1"}]}
+    }}]})
 }
 
 pub fn dist_module(module: &str) -> PathBuf {

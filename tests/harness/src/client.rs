@@ -167,3 +167,34 @@ pub fn status_counts(
     }
     counts
 }
+
+/// Send raw bytes on a new connection and return the status code of the response (for requests
+/// a well-behaved client library refuses to send, such as header values that are not UTF-8).
+pub fn raw_status(port: u16, request: &[u8]) -> Result<u16, String> {
+    use std::io::{Read, Write};
+    let mut stream =
+        std::net::TcpStream::connect(("127.0.0.1", port)).map_err(|e| e.to_string())?;
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .map_err(|e| e.to_string())?;
+    stream.write_all(request).map_err(|e| e.to_string())?;
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n") {
+        match stream.read(&mut byte) {
+            Ok(1) => head.push(byte[0]),
+            Ok(_) => {
+                return Err(format!(
+                    "connection closed after {:?}",
+                    String::from_utf8_lossy(&head)
+                ))
+            }
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    let line = String::from_utf8_lossy(&head);
+    line.split_whitespace()
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .ok_or_else(|| format!("not an HTTP status line: {line:?}"))
+}

@@ -312,3 +312,28 @@ fn counters_survive_a_config_reload_that_keeps_the_rule() {
         vec![200, 200, 200, 200, 200, 200, 429]
     );
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn a_key_header_that_is_not_utf8_neither_crashes_the_vm_nor_escapes_the_limit() {
+    let (_upstream, envoy) = start(per_key(2, 1, "1h"));
+    let raw =
+        b"GET /bytes HTTP/1.1\r\nhost: test\r\nx-key: caf\xe9\xff\r\nconnection: close\r\n\r\n";
+    let statuses: Vec<u16> = (0..3)
+        .map(|_| palisade_harness::client::raw_status(envoy.listener_port(), raw).unwrap())
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 429]);
+    // The VMs are alive and still limiting normal traffic.
+    let send = || {
+        Request::get(&envoy.url("/"))
+            .header("x-key", "fine")
+            .send()
+            .unwrap()
+            .status
+    };
+    assert_eq!(
+        (0..3).map(|_| send()).collect::<Vec<_>>(),
+        vec![200, 200, 429]
+    );
+    assert!(!envoy.log().contains("panic"), "{}", envoy.log());
+}

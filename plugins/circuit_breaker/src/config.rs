@@ -1,0 +1,860 @@
+//! Configuration: JSON wire types (unknown fields rejected) and their validation.
+//!
+//! Field names follow Resilience4j's `CircuitBreakerConfig` in snake_case, with the same defaults
+//! where they make sense for a proxy; `docs/circuit_breaker.md` is the field-by-field reference
+//! (and lists every deliberate difference). Keep the two in step.
+
+use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::key::validate_header_name;
+use palisade_core::matcher::{MatchWire, RequestMatch};
+use serde::Deserialize;
+use std::collections::HashSet;
+use std::time::Duration;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Wire {
+    #[serde(default)]
+    scope: Option<String>,
+    rules: Vec<RuleWire>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RuleWire {
+    name: String,
+    #[serde(default, rename = "match")]
+    matcher: Option<MatchWire>,
+    #[serde(default)]
+    key: Option<KeyWire>,
+    #[serde(default)]
+    mode: Option<String>,
+    #[serde(default)]
+    sliding_window_type: Option<String>,
+    #[serde(default)]
+    sliding_window_size: Option<u32>,
+    #[serde(default)]
+    minimum_number_of_calls: Option<u32>,
+    #[serde(default)]
+    failure_rate_threshold: Option<f64>,
+    #[serde(default)]
+    slow_call_rate_threshold: Option<f64>,
+    #[serde(default)]
+    slow_call_duration: Option<String>,
+    #[serde(default)]
+    consecutive_failures: Option<u32>,
+    #[serde(default)]
+    wait_duration_in_open: Option<String>,
+    #[serde(default)]
+    exponential_backoff: Option<BackoffWire>,
+    #[serde(default)]
+    permitted_calls_in_half_open: Option<u32>,
+    #[serde(default)]
+    half_open_probe_timeout: Option<String>,
+    #[serde(default)]
+    failure_statuses: Option<Vec<StatusWire>>,
+    #[serde(default)]
+    resets_are_failures: Option<bool>,
+    #[serde(default)]
+    local_replies_are_failures: Option<bool>,
+    #[serde(default)]
+    success_batching: Option<BatchingWire>,
+    #[serde(default)]
+    max_breakers: Option<u32>,
+    #[serde(default)]
+    failure_mode: Option<String>,
+    #[serde(default)]
+    response: Option<ResponseWire>,
+}
+
+/// `"cluster"`, `"route"`, `{"header": "x-tenant"}`, `{"path_segments": 1}`, `{"constant": "x"}`.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+enum KeyWire {
+    Cluster,
+    Route,
+    Header(String),
+    PathSegments(u32),
+    Constant(String),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BackoffWire {
+    #[serde(default)]
+    multiplier: Option<f64>,
+    #[serde(default)]
+    max_wait: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct BatchingWire {
+    #[serde(default)]
+    max_calls: Option<u32>,
+    #[serde(default)]
+    max_delay: Option<String>,
+}
+
+/// `503` or `"500-599"`. Deserialized by hand: `#[serde(untagged)]` would buffer every value
+/// through serde's generic `Content`, which costs module size in every worker.
+#[derive(Debug)]
+enum StatusWire {
+    Code(u16),
+    Range(String),
+}
+
+impl<'de> Deserialize<'de> for StatusWire {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl serde::de::Visitor<'_> for V {
+            type Value = StatusWire;
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a status like 503 or a range like \"500-599\"")
+            }
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<StatusWire, E> {
+                u16::try_from(v).map(StatusWire::Code).map_err(|_| {
+                    E::custom(format!("status {v} is out of range (allowed 100 to 599)"))
+                })
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<StatusWire, E> {
+                Ok(StatusWire::Range(v.to_owned()))
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseWire {
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    body: Option<String>,
+    #[serde(default)]
+    content_type: Option<String>,
+}
+
+/// What identifies a breaker within a rule.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BreakerKey {
+    /// The upstream cluster the route chose (`xds.cluster_name`).
+    Cluster,
+    /// The matched route's name (`xds.route_name`).
+    Route,
+    /// A request header (lowercase name).
+    Header(String),
+    /// The first N segments of the URL path (`/a/b/c` with 2 → `/a/b`).
+    PathSegments(u32),
+    /// One breaker for every matching request.
+    Constant(String),
+}
+
+/// Resilience4j's operational states other than the automatic one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// The state machine decides.
+    Normal,
+    /// Every matching request is rejected; shared data is not touched.
+    ForcedOpen,
+    /// Every matching request goes through and nothing is recorded in shared data (Resilience4j's
+    /// `DISABLED`); calls are still counted in the outcome metrics.
+    ForcedClosed,
+    /// Dry run: the state machine runs as normal, but requests it would reject go through (and
+    /// are counted as `shadow_rejected`).
+    MetricsOnly,
+}
+
+/// Which calls the sliding window holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowSpec {
+    /// The last `size` calls.
+    Count { size: u32 },
+    /// The last `buckets × bucket_secs` seconds, aggregated per bucket. `bucket_secs` is 1 for
+    /// windows of up to [`MAX_TIME_BUCKETS`] seconds; longer windows use that many wider buckets.
+    Time { buckets: u32, bucket_secs: u32 },
+}
+
+impl WindowSpec {
+    /// A short tag for shared-data keys: a window of another shape starts from a fresh state.
+    pub fn tag(&self) -> String {
+        match self {
+            WindowSpec::Count { size } => format!("c{size}"),
+            WindowSpec::Time {
+                buckets,
+                bucket_secs,
+            } => format!("t{buckets}x{bucket_secs}"),
+        }
+    }
+}
+
+/// Exponential backoff of the open duration on repeated openings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    pub multiplier: f64,
+    pub max_wait: Duration,
+}
+
+/// Opt-in trade of exactness for CPU in the closed state: each worker batches clean successes
+/// (neither failed nor slow) and writes them to the shared window at most every `max_calls`
+/// calls or `max_delay`, and trusts a closed state it read within `max_delay` without reading it
+/// again. Failures, slow calls and probes are always written at once (with the pending
+/// successes first, so this worker's order is kept).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Batching {
+    pub max_calls: u32,
+    pub max_delay: Duration,
+}
+
+/// What to do when shared data cannot be read or updated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    Allow,
+    Deny,
+}
+
+/// The local reply for a rejected request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySpec {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+/// Inclusive ranges of response statuses that count as failures.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusSet(Vec<(u16, u16)>);
+
+impl StatusSet {
+    pub fn contains(&self, status: u16) -> bool {
+        self.0.iter().any(|(lo, hi)| (*lo..=*hi).contains(&status))
+    }
+}
+
+/// The numbers the state machine of one breaker needs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Thresholds {
+    pub window: WindowSpec,
+    /// Calls needed in the window before rates are evaluated (capped at the size of a count
+    /// window, as Resilience4j does).
+    pub minimum_number_of_calls: u32,
+    /// Percent, in (0, 100].
+    pub failure_rate_threshold: f64,
+    /// Percent, in (0, 100].
+    pub slow_call_rate_threshold: f64,
+    pub slow_call_duration: Duration,
+    pub consecutive_failures: Option<u32>,
+    pub wait_duration_in_open: Duration,
+    pub backoff: Option<Backoff>,
+    pub permitted_calls_in_half_open: u32,
+    pub half_open_probe_timeout: Duration,
+}
+
+/// One validated rule.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Rule {
+    pub name: String,
+    pub matcher: RequestMatch,
+    pub key: BreakerKey,
+    pub mode: Mode,
+    pub thresholds: Thresholds,
+    pub failure_statuses: StatusSet,
+    pub resets_are_failures: bool,
+    pub local_replies_are_failures: bool,
+    pub batching: Option<Batching>,
+    pub max_breakers: u32,
+    pub failure_mode: FailureMode,
+    pub reply: ReplySpec,
+}
+
+/// The validated plugin configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    pub scope: String,
+    pub rules: Vec<Rule>,
+}
+
+pub const MAX_RULES: usize = 32;
+pub const MAX_COUNT_WINDOW: u32 = 1000;
+pub const MAX_TIME_WINDOW_SECS: u32 = 3600;
+pub const MAX_TIME_BUCKETS: u32 = 60;
+pub const MAX_PERMITTED_IN_HALF_OPEN: u32 = 100;
+pub const DEFAULT_MAX_BREAKERS: u32 = 64;
+pub const MAX_MAX_BREAKERS: u32 = 4096;
+pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
+pub const MAX_PATH_SEGMENTS: u32 = 16;
+
+fn one_of<'a, T: Copy>(
+    value: &str,
+    path: &FieldPath,
+    options: &'a [(&'a str, T)],
+) -> Result<T, ConfigError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+            path.invalid(value, format!("expected one of {}", names.join(", ")))
+        })
+}
+
+/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(path.invalid(
+            name,
+            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+        ))
+    }
+}
+
+impl Config {
+    pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
+        let wire: Wire = parse_json(bytes)?;
+        let root = FieldPath::root();
+        let scope = match &wire.scope {
+            Some(s) => validate_name(s, &root.field("scope"))?,
+            None => "default".to_owned(),
+        };
+        if wire.rules.is_empty() {
+            return Err(root.field("rules").missing("at least one rule is needed"));
+        }
+        if wire.rules.len() > MAX_RULES {
+            return Err(root
+                .field("rules")
+                .out_of_range(wire.rules.len(), 1, MAX_RULES));
+        }
+        let mut names = HashSet::new();
+        let mut rules = Vec::with_capacity(wire.rules.len());
+        for (i, rw) in wire.rules.iter().enumerate() {
+            let path = root.field("rules").index(i);
+            let rule = validate_rule(rw, &path)?;
+            if !names.insert(rule.name.clone()) {
+                return Err(path
+                    .field("name")
+                    .invalid(&rule.name, "rule names must be unique"));
+            }
+            rules.push(rule);
+        }
+        Ok(Config { scope, rules })
+    }
+}
+
+fn duration_in(
+    text: Option<&str>,
+    default: Duration,
+    path: &FieldPath,
+    min: Duration,
+    max: Duration,
+    (min_text, max_text): (&str, &str),
+) -> Result<Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let d = parse_duration(text, path)?;
+    if d < min || d > max {
+        return Err(path.out_of_range(text, min_text, max_text));
+    }
+    Ok(d)
+}
+
+fn percent(value: Option<f64>, default: f64, path: &FieldPath) -> Result<f64, ConfigError> {
+    let v = value.unwrap_or(default);
+    if v.is_finite() && v > 0.0 && v <= 100.0 {
+        Ok(v)
+    } else {
+        Err(path.out_of_range(v, "more than 0", 100))
+    }
+}
+
+fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
+    let name = validate_name(&rw.name, &path.field("name"))?;
+    let matcher = match &rw.matcher {
+        Some(m) => RequestMatch::validate(m, &path.field("match"))?,
+        None => RequestMatch::any(),
+    };
+    let key = validate_key(rw.key.as_ref(), &path.field("key"))?;
+    let mode = match &rw.mode {
+        Some(m) => one_of(
+            m,
+            &path.field("mode"),
+            &[
+                ("normal", Mode::Normal),
+                ("forced_open", Mode::ForcedOpen),
+                ("forced_closed", Mode::ForcedClosed),
+                ("metrics_only", Mode::MetricsOnly),
+            ],
+        )?,
+        None => Mode::Normal,
+    };
+    let thresholds = validate_thresholds(rw, path)?;
+    let failure_statuses = validate_statuses(rw.failure_statuses.as_deref(), path)?;
+    let max_breakers = rw.max_breakers.unwrap_or(DEFAULT_MAX_BREAKERS);
+    if !(1..=MAX_MAX_BREAKERS).contains(&max_breakers) {
+        return Err(path
+            .field("max_breakers")
+            .out_of_range(max_breakers, 1, MAX_MAX_BREAKERS));
+    }
+    let failure_mode = match &rw.failure_mode {
+        Some(v) => one_of(
+            v,
+            &path.field("failure_mode"),
+            &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
+        )?,
+        None => FailureMode::Allow,
+    };
+    let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
+    let batching = match &rw.success_batching {
+        None => None,
+        Some(b) => {
+            let bp = path.field("success_batching");
+            let max_calls = b.max_calls.unwrap_or(32);
+            if !(1..=1000).contains(&max_calls) {
+                return Err(bp.field("max_calls").out_of_range(max_calls, 1, 1000));
+            }
+            let max_delay = duration_in(
+                b.max_delay.as_deref(),
+                Duration::from_millis(10),
+                &bp.field("max_delay"),
+                Duration::from_millis(1),
+                Duration::from_secs(1),
+                ("1ms", "1s"),
+            )?;
+            Some(Batching {
+                max_calls,
+                max_delay,
+            })
+        }
+    };
+    Ok(Rule {
+        name,
+        matcher,
+        key,
+        mode,
+        thresholds,
+        failure_statuses,
+        resets_are_failures: rw.resets_are_failures.unwrap_or(true),
+        local_replies_are_failures: rw.local_replies_are_failures.unwrap_or(true),
+        batching,
+        max_breakers,
+        failure_mode,
+        reply,
+    })
+}
+
+fn validate_key(wire: Option<&KeyWire>, path: &FieldPath) -> Result<BreakerKey, ConfigError> {
+    Ok(match wire {
+        None | Some(KeyWire::Cluster) => BreakerKey::Cluster,
+        Some(KeyWire::Route) => BreakerKey::Route,
+        Some(KeyWire::Header(name)) => {
+            BreakerKey::Header(validate_header_name(name, &path.field("header"))?)
+        }
+        Some(KeyWire::PathSegments(n)) => {
+            if !(1..=MAX_PATH_SEGMENTS).contains(n) {
+                return Err(path
+                    .field("path_segments")
+                    .out_of_range(n, 1, MAX_PATH_SEGMENTS));
+            }
+            BreakerKey::PathSegments(*n)
+        }
+        Some(KeyWire::Constant(text)) => BreakerKey::Constant(text.clone()),
+    })
+}
+
+fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, ConfigError> {
+    let window_type = match &rw.sliding_window_type {
+        Some(t) => one_of(
+            t,
+            &path.field("sliding_window_type"),
+            &[("count_based", false), ("time_based", true)],
+        )?,
+        None => false,
+    };
+    let size = rw.sliding_window_size.unwrap_or(100);
+    let size_path = path.field("sliding_window_size");
+    let window = if window_type {
+        if !(1..=MAX_TIME_WINDOW_SECS).contains(&size) {
+            return Err(size_path.out_of_range(size, 1, MAX_TIME_WINDOW_SECS));
+        }
+        if size <= MAX_TIME_BUCKETS {
+            WindowSpec::Time {
+                buckets: size,
+                bucket_secs: 1,
+            }
+        } else {
+            WindowSpec::Time {
+                buckets: MAX_TIME_BUCKETS,
+                bucket_secs: size.div_ceil(MAX_TIME_BUCKETS),
+            }
+        }
+    } else {
+        if !(1..=MAX_COUNT_WINDOW).contains(&size) {
+            return Err(size_path.out_of_range(size, 1, MAX_COUNT_WINDOW));
+        }
+        WindowSpec::Count { size }
+    };
+    let minimum = rw.minimum_number_of_calls.unwrap_or(100);
+    if !(1..=1_000_000).contains(&minimum) {
+        return Err(path
+            .field("minimum_number_of_calls")
+            .out_of_range(minimum, 1, 1_000_000));
+    }
+    let minimum_number_of_calls = match window {
+        WindowSpec::Count { size } => minimum.min(size),
+        WindowSpec::Time { .. } => minimum,
+    };
+    let failure_rate_threshold = percent(
+        rw.failure_rate_threshold,
+        50.0,
+        &path.field("failure_rate_threshold"),
+    )?;
+    let slow_call_rate_threshold = percent(
+        rw.slow_call_rate_threshold,
+        100.0,
+        &path.field("slow_call_rate_threshold"),
+    )?;
+    let slow_call_duration = duration_in(
+        rw.slow_call_duration.as_deref(),
+        Duration::from_secs(60),
+        &path.field("slow_call_duration"),
+        Duration::from_millis(1),
+        MAX_WAIT,
+        ("1ms", "1d"),
+    )?;
+    let consecutive_failures = match rw.consecutive_failures {
+        None => None,
+        Some(n) if (1..=1_000_000).contains(&n) => Some(n),
+        Some(n) => {
+            return Err(path
+                .field("consecutive_failures")
+                .out_of_range(n, 1, 1_000_000))
+        }
+    };
+    let wait_duration_in_open = duration_in(
+        rw.wait_duration_in_open.as_deref(),
+        Duration::from_secs(60),
+        &path.field("wait_duration_in_open"),
+        Duration::from_millis(1),
+        MAX_WAIT,
+        ("1ms", "1d"),
+    )?;
+    let backoff = match &rw.exponential_backoff {
+        None => None,
+        Some(b) => {
+            let bp = path.field("exponential_backoff");
+            let multiplier = b.multiplier.unwrap_or(2.0);
+            if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
+                return Err(bp.field("multiplier").out_of_range(multiplier, 1, 100));
+            }
+            let max_wait = duration_in(
+                b.max_wait.as_deref(),
+                MAX_WAIT.min(wait_duration_in_open.saturating_mul(32)),
+                &bp.field("max_wait"),
+                wait_duration_in_open,
+                MAX_WAIT,
+                ("wait_duration_in_open", "1d"),
+            )?;
+            Some(Backoff {
+                multiplier,
+                max_wait,
+            })
+        }
+    };
+    let permitted = rw.permitted_calls_in_half_open.unwrap_or(10);
+    if !(1..=MAX_PERMITTED_IN_HALF_OPEN).contains(&permitted) {
+        return Err(path.field("permitted_calls_in_half_open").out_of_range(
+            permitted,
+            1,
+            MAX_PERMITTED_IN_HALF_OPEN,
+        ));
+    }
+    let half_open_probe_timeout = duration_in(
+        rw.half_open_probe_timeout.as_deref(),
+        Duration::from_secs(60),
+        &path.field("half_open_probe_timeout"),
+        Duration::from_millis(1),
+        Duration::from_secs(3600),
+        ("1ms", "1h"),
+    )?;
+    Ok(Thresholds {
+        window,
+        minimum_number_of_calls,
+        failure_rate_threshold,
+        slow_call_rate_threshold,
+        slow_call_duration,
+        consecutive_failures,
+        wait_duration_in_open,
+        backoff,
+        permitted_calls_in_half_open: permitted,
+        half_open_probe_timeout,
+    })
+}
+
+fn validate_statuses(
+    wire: Option<&[StatusWire]>,
+    path: &FieldPath,
+) -> Result<StatusSet, ConfigError> {
+    let Some(list) = wire else {
+        return Ok(StatusSet(vec![(500, 599)]));
+    };
+    let mut ranges = Vec::with_capacity(list.len());
+    for (i, s) in list.iter().enumerate() {
+        let p = path.field("failure_statuses").index(i);
+        let (lo, hi) = match s {
+            StatusWire::Code(c) => (*c, *c),
+            StatusWire::Range(text) => {
+                let parsed = text
+                    .split_once('-')
+                    .and_then(|(a, b)| Some((a.trim().parse().ok()?, b.trim().parse().ok()?)));
+                match parsed {
+                    Some((a, b)) if a <= b => (a, b),
+                    _ => {
+                        return Err(p.invalid(
+                            text,
+                            "expected a status like 503 or a range like \"500-599\"",
+                        ))
+                    }
+                }
+            }
+        };
+        if !(100..=599).contains(&lo) || !(100..=599).contains(&hi) {
+            let shown = if lo == hi {
+                lo.to_string()
+            } else {
+                format!("{lo}-{hi}")
+            };
+            return Err(p.out_of_range(shown, 100, 599));
+        }
+        ranges.push((lo, hi));
+    }
+    Ok(StatusSet(ranges))
+}
+
+fn validate_response(
+    rw: Option<&ResponseWire>,
+    path: &FieldPath,
+) -> Result<ReplySpec, ConfigError> {
+    let status = rw.and_then(|r| r.status).unwrap_or(503);
+    if !(400..=599).contains(&status) {
+        return Err(path.field("status").out_of_range(status, 400, 599));
+    }
+    let body = rw
+        .and_then(|r| r.body.clone())
+        .unwrap_or_else(|| "circuit open\n".to_owned());
+    let content_type = rw
+        .and_then(|r| r.content_type.clone())
+        .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
+    if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
+        return Err(path
+            .field("content_type")
+            .invalid(&content_type, "not a valid header value"));
+    }
+    Ok(ReplySpec {
+        status,
+        body,
+        content_type,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rule(json: &str) -> Result<Rule, ConfigError> {
+        Config::parse(format!(r#"{{"rules":[{json}]}}"#).as_bytes()).map(|c| c.rules[0].clone())
+    }
+
+    #[test]
+    fn defaults_follow_resilience4j() {
+        let r = rule(r#"{"name":"b"}"#).unwrap();
+        let t = &r.thresholds;
+        assert_eq!(t.window, WindowSpec::Count { size: 100 });
+        assert_eq!(t.minimum_number_of_calls, 100);
+        assert_eq!(t.failure_rate_threshold, 50.0);
+        assert_eq!(t.slow_call_rate_threshold, 100.0);
+        assert_eq!(t.slow_call_duration, Duration::from_secs(60));
+        assert_eq!(t.wait_duration_in_open, Duration::from_secs(60));
+        assert_eq!(t.permitted_calls_in_half_open, 10);
+        assert_eq!(t.consecutive_failures, None);
+        assert_eq!(t.backoff, None);
+        assert_eq!(r.key, BreakerKey::Cluster);
+        assert_eq!(r.mode, Mode::Normal);
+        assert_eq!(r.reply.status, 503);
+        assert!(r.failure_statuses.contains(500) && r.failure_statuses.contains(599));
+        assert!(!r.failure_statuses.contains(429));
+        assert_eq!(r.max_breakers, DEFAULT_MAX_BREAKERS);
+        assert_eq!(r.failure_mode, FailureMode::Allow);
+        assert_eq!(r.batching, None, "exact unless asked");
+        let b = rule(r#"{"name":"b","success_batching":{}}"#).unwrap();
+        assert_eq!(
+            b.batching,
+            Some(Batching {
+                max_calls: 32,
+                max_delay: Duration::from_millis(10)
+            })
+        );
+    }
+
+    #[test]
+    fn minimum_calls_is_capped_at_a_count_window_but_not_a_time_window() {
+        let c =
+            rule(r#"{"name":"b","sliding_window_size":10,"minimum_number_of_calls":50}"#).unwrap();
+        assert_eq!(c.thresholds.minimum_number_of_calls, 10);
+        let t = rule(
+            r#"{"name":"b","sliding_window_type":"time_based","sliding_window_size":10,"minimum_number_of_calls":50}"#,
+        )
+        .unwrap();
+        assert_eq!(t.thresholds.minimum_number_of_calls, 50);
+    }
+
+    #[test]
+    fn long_time_windows_use_at_most_sixty_wider_buckets() {
+        let t = rule(r#"{"name":"b","sliding_window_type":"time_based","sliding_window_size":30}"#)
+            .unwrap();
+        assert_eq!(
+            t.thresholds.window,
+            WindowSpec::Time {
+                buckets: 30,
+                bucket_secs: 1
+            }
+        );
+        let t =
+            rule(r#"{"name":"b","sliding_window_type":"time_based","sliding_window_size":600}"#)
+                .unwrap();
+        assert_eq!(
+            t.thresholds.window,
+            WindowSpec::Time {
+                buckets: 60,
+                bucket_secs: 10
+            }
+        );
+    }
+
+    #[test]
+    fn statuses_accept_codes_and_ranges() {
+        let r = rule(r#"{"name":"b","failure_statuses":[429,"502-504"]}"#).unwrap();
+        assert!(r.failure_statuses.contains(429));
+        assert!(r.failure_statuses.contains(503));
+        assert!(!r.failure_statuses.contains(500));
+    }
+
+    #[test]
+    fn keys_parse_in_every_form() {
+        for (json, want) in [
+            (r#""cluster""#, BreakerKey::Cluster),
+            (r#""route""#, BreakerKey::Route),
+            (
+                r#"{"header":"X-Tenant"}"#,
+                BreakerKey::Header("x-tenant".into()),
+            ),
+            (r#"{"path_segments":2}"#, BreakerKey::PathSegments(2)),
+            (r#"{"constant":"all"}"#, BreakerKey::Constant("all".into())),
+        ] {
+            assert_eq!(
+                rule(&format!(r#"{{"name":"b","key":{json}}}"#))
+                    .unwrap()
+                    .key,
+                want
+            );
+        }
+    }
+
+    #[test]
+    fn errors_name_the_field_and_value() {
+        for (json, field, needle) in [
+            (
+                r#"{"name":"b","failure_rate_threshold":0}"#,
+                "rules[0].failure_rate_threshold",
+                "\"0\"",
+            ),
+            (
+                r#"{"name":"b","failure_rate_threshold":101}"#,
+                "rules[0].failure_rate_threshold",
+                "\"101\"",
+            ),
+            (
+                r#"{"name":"b","sliding_window_size":0}"#,
+                "rules[0].sliding_window_size",
+                "\"0\"",
+            ),
+            (
+                r#"{"name":"b","sliding_window_type":"sliding"}"#,
+                "rules[0].sliding_window_type",
+                "\"sliding\"",
+            ),
+            (
+                r#"{"name":"b","wait_duration_in_open":"5"}"#,
+                "rules[0].wait_duration_in_open",
+                "\"5\"",
+            ),
+            (
+                r#"{"name":"b","permitted_calls_in_half_open":0}"#,
+                "rules[0].permitted_calls_in_half_open",
+                "\"0\"",
+            ),
+            (
+                r#"{"name":"b","failure_statuses":["600-700"]}"#,
+                "rules[0].failure_statuses[0]",
+                "600-700",
+            ),
+            (
+                r#"{"name":"b","failure_statuses":["5xx"]}"#,
+                "rules[0].failure_statuses[0]",
+                "5xx",
+            ),
+            (r#"{"name":"b","mode":"off"}"#, "rules[0].mode", "\"off\""),
+            (
+                r#"{"name":"b","max_breakers":0}"#,
+                "rules[0].max_breakers",
+                "\"0\"",
+            ),
+            (
+                r#"{"name":"b","success_batching":{"max_delay":"2s"}}"#,
+                "rules[0].success_batching.max_delay",
+                "2s",
+            ),
+            (
+                r#"{"name":"b","key":{"path_segments":0}}"#,
+                "rules[0].key.path_segments",
+                "\"0\"",
+            ),
+            (
+                r#"{"name":"b","exponential_backoff":{"multiplier":0.5}}"#,
+                "rules[0].exponential_backoff.multiplier",
+                "0.5",
+            ),
+            (
+                r#"{"name":"b","response":{"status":200}}"#,
+                "rules[0].response.status",
+                "200",
+            ),
+            (r#"{"name":"b c"}"#, "rules[0].name", "b c"),
+            (
+                r#"{"name":"b","treshold":1}"#,
+                "rules[0].treshold",
+                "unknown field",
+            ),
+        ] {
+            let err = rule(json).unwrap_err();
+            assert_eq!(err.field.as_str(), field, "{json}: {err}");
+            assert!(err.to_string().contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn duplicate_rule_names_and_empty_rules_are_rejected() {
+        let err = Config::parse(br#"{"rules":[{"name":"a"},{"name":"a"}]}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "rules[1].name");
+        let err = Config::parse(br#"{"rules":[]}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "rules");
+    }
+}

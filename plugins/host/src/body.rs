@@ -1,0 +1,61 @@
+//! HTTP body buffers of the current stream, read and replaced whole.
+//!
+//! Used by plugins that buffer a body until end of stream (the filter returns `Action::Pause`
+//! from `on_http_*_body` until `end_of_stream`, which makes Envoy accumulate the body) and then
+//! rewrite it. `size` is the `body_size` the callback was given: the whole buffered body.
+//!
+//! Caveat: the SDK's `get_buffer`/`set_buffer` abort on a status other than `Ok`/`NotFound`
+//! (Envoy returns none other for the body of the current stream); everything else is a
+//! [`HostError`].
+
+use crate::error::HostError;
+use proxy_wasm::hostcalls;
+use proxy_wasm::types::BufferType;
+
+fn read(kind: BufferType, op: &'static str, size: usize) -> Result<Vec<u8>, HostError> {
+    hostcalls::get_buffer(kind, 0, size)
+        .map(Option::unwrap_or_default)
+        .map_err(|s| HostError::new(op, s))
+}
+
+fn replace(kind: BufferType, op: &'static str, size: usize, body: &[u8]) -> Result<(), HostError> {
+    hostcalls::set_buffer(kind, 0, size, body).map_err(|s| HostError::new(op, s))
+}
+
+/// The buffered request body (`size` bytes from the start).
+pub fn request_body(size: usize) -> Result<Vec<u8>, HostError> {
+    read(
+        BufferType::HttpRequestBody,
+        "get_buffer(request_body)",
+        size,
+    )
+}
+
+/// Replace the first `size` bytes of the buffered request body (all of it) with `body`.
+pub fn set_request_body(size: usize, body: &[u8]) -> Result<(), HostError> {
+    replace(
+        BufferType::HttpRequestBody,
+        "set_buffer(request_body)",
+        size,
+        body,
+    )
+}
+
+/// The buffered response body (`size` bytes from the start).
+pub fn response_body(size: usize) -> Result<Vec<u8>, HostError> {
+    read(
+        BufferType::HttpResponseBody,
+        "get_buffer(response_body)",
+        size,
+    )
+}
+
+/// Replace the first `size` bytes of the buffered response body (all of it) with `body`.
+pub fn set_response_body(size: usize, body: &[u8]) -> Result<(), HostError> {
+    replace(
+        BufferType::HttpResponseBody,
+        "set_buffer(response_body)",
+        size,
+        body,
+    )
+}

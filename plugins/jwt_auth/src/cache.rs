@@ -1,0 +1,190 @@
+//! The verified-token cache: a repeated token costs a SHA-256 and a map lookup, not an RSA
+//! verification.
+//!
+//! - **Per worker.** Each Envoy worker's VM has its own cache (a Rust value, not shared data):
+//!   sharing would cost a shared-data copy of the claims per request and a CAS per insert, about
+//!   what it saves, and a token verified on one worker is verified again at most once per worker.
+//! - **Keyed by a hash.** The key is the SHA-256 of the whole token, so the cache holds no token
+//!   text, and two spellings of a token cannot share an entry (non-canonical encodings are
+//!   rejected anyway).
+//! - **Entries expire with the token**: an entry is valid until the token's `exp` plus the clock
+//!   skew — the instant verification would start saying `expired` — and never longer than
+//!   [`MAX_TTL_SECS`] (tokens without `exp`, when allowed, are re-verified every five minutes).
+//! - **Bounded**: at most `capacity` entries; the oldest insertion is evicted first.
+//! - **Tied to the key set**: an entry records the version of the key set that verified it; after a
+//!   rotation the token is verified again against the new keys.
+//!
+//! Only the provider-level verdict is cached (signature, time, issuer, audience). Rule-level claim
+//! checks run on every request: they differ per route and cost microseconds.
+
+use serde_json::{Map, Value};
+use sha2::{Digest, Sha256};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+
+/// Longest an entry lives, whatever the token's `exp`.
+pub const MAX_TTL_SECS: u64 = 300;
+
+pub type CacheKey = [u8; 32];
+
+/// A verified token.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Entry {
+    pub provider: usize,
+    pub keys_version: u64,
+    /// Unix seconds from which the entry is no longer valid.
+    pub valid_until: u64,
+    pub claims: Rc<Map<String, Value>>,
+    pub payload_b64: Rc<str>,
+}
+
+#[derive(Debug, Default)]
+pub struct TokenCache {
+    capacity: usize,
+    map: HashMap<CacheKey, Entry>,
+    order: VecDeque<CacheKey>,
+}
+
+impl TokenCache {
+    /// A cache of at most `capacity` entries; 0 disables caching.
+    pub fn new(capacity: usize) -> Self {
+        TokenCache {
+            capacity,
+            map: HashMap::new(),
+            order: VecDeque::new(),
+        }
+    }
+
+    pub fn key(token: &str) -> CacheKey {
+        Sha256::digest(token.as_bytes()).into()
+    }
+
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// The entry for `key` if it is still valid at `now_secs` (an expired one is dropped).
+    pub fn get(&mut self, key: &CacheKey, now_secs: u64) -> Option<&Entry> {
+        let expired = self.map.get(key)?.valid_until <= now_secs;
+        if expired {
+            self.map.remove(key);
+            return None;
+        }
+        self.map.get(key)
+    }
+
+    /// Insert a verified token. `exp_deadline` is when verification would say `expired`
+    /// (`exp` + skew), if the token has an `exp`.
+    pub fn insert(
+        &mut self,
+        key: CacheKey,
+        mut entry: Entry,
+        exp_deadline: Option<u64>,
+        now_secs: u64,
+    ) {
+        if self.capacity == 0 {
+            return;
+        }
+        let cap = now_secs.saturating_add(MAX_TTL_SECS);
+        entry.valid_until = exp_deadline.map_or(cap, |d| d.min(cap));
+        if entry.valid_until <= now_secs {
+            return;
+        }
+        if self.map.insert(key, entry).is_some() {
+            return; // replaced in place; its age is unchanged
+        }
+        self.order.push_back(key);
+        while self.map.len() > self.capacity {
+            match self.order.pop_front() {
+                Some(old) => {
+                    self.map.remove(&old);
+                }
+                None => break,
+            }
+        }
+        // Keys dropped on expiry stay in `order`; compact before it outgrows the bound.
+        if self.order.len() > self.capacity.saturating_mul(2) {
+            let map = &self.map;
+            self.order.retain(|k| map.contains_key(k));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry() -> Entry {
+        Entry {
+            provider: 0,
+            keys_version: 1,
+            valid_until: 0,
+            claims: Rc::new(Map::new()),
+            payload_b64: Rc::from("e30"),
+        }
+    }
+
+    #[test]
+    fn an_entry_expires_with_its_token() {
+        let mut c = TokenCache::new(10);
+        let k = TokenCache::key("t");
+        c.insert(k, entry(), Some(1060), 1000);
+        assert!(c.get(&k, 1059).is_some());
+        assert!(c.get(&k, 1060).is_none());
+        assert!(c.is_empty());
+    }
+
+    #[test]
+    fn tokens_without_exp_live_at_most_the_ttl() {
+        let mut c = TokenCache::new(10);
+        let k = TokenCache::key("t");
+        c.insert(k, entry(), None, 1000);
+        assert!(c.get(&k, 1000 + MAX_TTL_SECS - 1).is_some());
+        assert!(c.get(&k, 1000 + MAX_TTL_SECS).is_none());
+        c.insert(k, entry(), Some(u64::MAX), 1000);
+        assert_eq!(c.get(&k, 1000).unwrap().valid_until, 1000 + MAX_TTL_SECS);
+    }
+
+    #[test]
+    fn the_cache_is_bounded_and_evicts_the_oldest() {
+        let mut c = TokenCache::new(3);
+        let keys: Vec<CacheKey> = (0..5).map(|i| TokenCache::key(&i.to_string())).collect();
+        for k in &keys {
+            c.insert(*k, entry(), Some(5000), 1000);
+        }
+        assert_eq!(c.len(), 3);
+        assert!(c.get(&keys[0], 1000).is_none());
+        assert!(c.get(&keys[1], 1000).is_none());
+        assert!(c.get(&keys[4], 1000).is_some());
+    }
+
+    #[test]
+    fn bookkeeping_stays_bounded_when_entries_expire_instead_of_being_evicted() {
+        let mut c = TokenCache::new(2);
+        for i in 0..1000u64 {
+            let k = TokenCache::key(&i.to_string());
+            c.insert(k, entry(), Some(i + 1), i);
+            assert!(c.get(&k, i + 1).is_none());
+        }
+        assert!(c.order.len() <= 4);
+    }
+
+    #[test]
+    fn a_zero_capacity_cache_caches_nothing() {
+        let mut c = TokenCache::new(0);
+        let k = TokenCache::key("t");
+        c.insert(k, entry(), Some(5000), 1000);
+        assert!(c.get(&k, 1000).is_none());
+    }
+
+    #[test]
+    fn already_expired_tokens_are_not_inserted() {
+        let mut c = TokenCache::new(2);
+        c.insert(TokenCache::key("t"), entry(), Some(900), 1000);
+        assert!(c.is_empty());
+    }
+}

@@ -1,0 +1,441 @@
+//! Parsing a compact JWS and every check that needs no key: size, shape, encoding, header, claims
+//! syntax.
+//!
+//! jwt-compact parses tokens leniently (it ignores `kid`, accepts `crit`, and serde_json keeps the
+//! *last* of two duplicate claims), so the token is taken apart here and only the signature maths
+//! is left to jwt-compact. Everything rejected here is rejected before any key is touched, so a
+//! malformed token costs no RSA operation.
+//!
+//! What is rejected, and why:
+//! - more than `max_size` bytes (checked first, before any decoding);
+//! - anything but three non-empty `.`-separated segments (JWE has five; an empty signature is
+//!   the `alg: none` trick in disguise);
+//! - base64url that is not canonical: padding, `+`/`/`, or non-zero trailing bits. Two spellings of
+//!   one token would defeat the verified-token cache and log correlation;
+//! - a header or payload that is not a JSON object, or that repeats a member name at any depth
+//!   (different JSON parsers keep different duplicates: the classic parser-differential attack);
+//! - `alg` missing, `none`, or not one this plugin implements;
+//! - `crit` (no extension is implemented, so any listed one is not understood), `b64` (RFC 7797
+//!   unencoded payloads), `zip`/`enc` (JWE), and the key-carrying headers `jku`, `x5u`, `jwk` and
+//!   `x5c`: keys come only from configuration, never from the token;
+//! - `exp`, `nbf` or `iat` that are present but not numbers.
+
+use crate::Failure;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Map, Value};
+use std::fmt;
+
+/// A JWS algorithm this plugin can verify.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Alg {
+    Rs256,
+    Rs384,
+    Rs512,
+    Ps256,
+    Ps384,
+    Ps512,
+    Es256,
+    EdDsa,
+    Hs256,
+    Hs384,
+    Hs512,
+}
+
+/// The kind of key an algorithm needs: an RSA key never verifies an HMAC token, and so on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyKind {
+    Rsa,
+    EcP256,
+    Ed25519,
+    Hmac,
+}
+
+impl Alg {
+    pub const ALL: [Alg; 11] = [
+        Alg::Rs256,
+        Alg::Rs384,
+        Alg::Rs512,
+        Alg::Ps256,
+        Alg::Ps384,
+        Alg::Ps512,
+        Alg::Es256,
+        Alg::EdDsa,
+        Alg::Hs256,
+        Alg::Hs384,
+        Alg::Hs512,
+    ];
+
+    pub fn from_name(name: &str) -> Option<Alg> {
+        Alg::ALL.into_iter().find(|a| a.name() == name)
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Alg::Rs256 => "RS256",
+            Alg::Rs384 => "RS384",
+            Alg::Rs512 => "RS512",
+            Alg::Ps256 => "PS256",
+            Alg::Ps384 => "PS384",
+            Alg::Ps512 => "PS512",
+            Alg::Es256 => "ES256",
+            Alg::EdDsa => "EdDSA",
+            Alg::Hs256 => "HS256",
+            Alg::Hs384 => "HS384",
+            Alg::Hs512 => "HS512",
+        }
+    }
+
+    pub fn key_kind(self) -> KeyKind {
+        match self {
+            Alg::Rs256 | Alg::Rs384 | Alg::Rs512 | Alg::Ps256 | Alg::Ps384 | Alg::Ps512 => {
+                KeyKind::Rsa
+            }
+            Alg::Es256 => KeyKind::EcP256,
+            Alg::EdDsa => KeyKind::Ed25519,
+            Alg::Hs256 | Alg::Hs384 | Alg::Hs512 => KeyKind::Hmac,
+        }
+    }
+
+    /// For HMAC: the minimum secret length in bytes (the hash size, RFC 7518 §3.2).
+    pub fn min_hmac_key_len(self) -> usize {
+        match self {
+            Alg::Hs384 => 48,
+            Alg::Hs512 => 64,
+            _ => 32,
+        }
+    }
+}
+
+/// A token that passed every key-independent check. Borrowed from the raw token text.
+#[derive(Debug, Clone)]
+pub struct Token<'a> {
+    pub alg: Alg,
+    pub kid: Option<String>,
+    pub claims: Map<String, Value>,
+    /// `header.payload`, the bytes the signature covers.
+    pub signing_input: &'a str,
+    /// The payload segment as it came (base64url), for the payload output header.
+    pub payload_b64: &'a str,
+    pub signature: Vec<u8>,
+}
+
+/// Header members that are rejected whenever present; see the module docs.
+const FORBIDDEN_HEADERS: [(&str, &str); 8] = [
+    ("crit", "critical header extensions are not supported"),
+    ("b64", "unencoded payloads (b64) are not supported"),
+    ("jku", "key URLs in the token are never followed"),
+    ("x5u", "certificate URLs in the token are never followed"),
+    ("jwk", "keys embedded in the token are never used"),
+    ("x5c", "certificates embedded in the token are never used"),
+    ("zip", "compressed or encrypted tokens are not supported"),
+    ("enc", "encrypted tokens are not supported"),
+];
+
+/// The registered time claims, which must be numbers when present.
+pub const TIME_CLAIMS: [&str; 3] = ["exp", "nbf", "iat"];
+
+/// Take a compact JWS apart and run every check that needs no key.
+pub fn parse(raw: &str, max_size: usize) -> Result<Token<'_>, Failure> {
+    if raw.len() > max_size {
+        return Err(Failure::malformed("the token is too large"));
+    }
+    let mut parts = raw.split('.');
+    let (Some(header_b64), Some(payload_b64), Some(signature_b64), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(Failure::malformed(
+            "the token must have exactly three segments",
+        ));
+    };
+    if header_b64.is_empty() || payload_b64.is_empty() {
+        return Err(Failure::malformed("the token has an empty segment"));
+    }
+    if signature_b64.is_empty() {
+        return Err(Failure::malformed("the token is not signed"));
+    }
+    let header = decode_object(header_b64, "header")?;
+    let alg = match header.get("alg") {
+        Some(Value::String(name)) if name.eq_ignore_ascii_case("none") => {
+            return Err(Failure::malformed(
+                "unsigned tokens (alg none) are rejected",
+            ))
+        }
+        Some(Value::String(name)) => Alg::from_name(name)
+            .ok_or_else(|| Failure::malformed("the token's algorithm is not supported"))?,
+        _ => return Err(Failure::malformed("the token header has no algorithm")),
+    };
+    for (name, why) in FORBIDDEN_HEADERS {
+        if header.contains_key(name) {
+            return Err(Failure::malformed(why));
+        }
+    }
+    let kid = match header.get("kid") {
+        None => None,
+        Some(Value::String(kid)) => Some(kid.clone()),
+        Some(_) => return Err(Failure::malformed("the token's kid is not a string")),
+    };
+    let claims = decode_object(payload_b64, "payload")?;
+    for name in TIME_CLAIMS {
+        if let Some(v) = claims.get(name) {
+            if !v.is_number() {
+                return Err(Failure::malformed(match name {
+                    "exp" => "the exp claim is not a number",
+                    "nbf" => "the nbf claim is not a number",
+                    _ => "the iat claim is not a number",
+                }));
+            }
+        }
+    }
+    let signature = decode(signature_b64, "signature")?;
+    // `split` gave us three slices of `raw`; the signing input is the first two with their dot.
+    let signing_input = &raw[..header_b64.len() + 1 + payload_b64.len()];
+    Ok(Token {
+        alg,
+        kid,
+        claims,
+        signing_input,
+        payload_b64,
+        signature,
+    })
+}
+
+/// Canonical base64url without padding; anything else is malformed.
+fn decode(segment: &str, what: &'static str) -> Result<Vec<u8>, Failure> {
+    URL_SAFE_NO_PAD.decode(segment).map_err(|_| {
+        Failure::malformed(match what {
+            "header" => "the token header is not canonical base64url",
+            "payload" => "the token payload is not canonical base64url",
+            _ => "the token signature is not canonical base64url",
+        })
+    })
+}
+
+fn decode_object(segment: &str, what: &'static str) -> Result<Map<String, Value>, Failure> {
+    let bytes = decode(segment, what)?;
+    let duplicate_or_invalid = || {
+        Failure::malformed(if what == "header" {
+            "the token header is not a JSON object without duplicate members"
+        } else {
+            "the token payload is not a JSON object without duplicate claims"
+        })
+    };
+    match serde_json::from_slice::<Strict>(&bytes) {
+        Ok(Strict(Value::Object(map))) => Ok(map),
+        _ => Err(duplicate_or_invalid()),
+    }
+}
+
+/// A JSON value parsed like `serde_json::Value`, except that an object repeating a member name
+/// (at any depth) is an error instead of silently keeping the last one.
+#[derive(Debug)]
+pub struct Strict(pub Value);
+
+impl<'de> Deserialize<'de> for Strict {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(StrictVisitor).map(Strict)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> Visitor<'de> for StrictVisitor {
+    type Value = Value;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a JSON value without duplicate object members")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
+        Ok(Value::Bool(v))
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
+        Ok(Value::from(v))
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
+        Ok(Value::String(v.to_owned()))
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Value, E> {
+        Ok(Value::String(v))
+    }
+
+    fn visit_unit<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Value, E> {
+        Ok(Value::Null)
+    }
+
+    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
+        let mut items = Vec::new();
+        while let Some(Strict(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(Value::Array(items))
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
+        let mut map = Map::new();
+        while let Some(key) = access.next_key::<String>()? {
+            if map.contains_key(&key) {
+                return Err(de::Error::custom("duplicate object member"));
+            }
+            let Strict(value) = access.next_value()?;
+            map.insert(key, value);
+        }
+        Ok(Value::Object(map))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Reason;
+
+    fn b64(s: &str) -> String {
+        URL_SAFE_NO_PAD.encode(s)
+    }
+
+    fn token(header: &str, payload: &str) -> String {
+        format!("{}.{}.c2ln", b64(header), b64(payload))
+    }
+
+    fn rejected(raw: &str) -> Failure {
+        let f = parse(raw, 8192).unwrap_err();
+        assert_eq!(f.reason, Reason::Malformed, "{f:?}");
+        f
+    }
+
+    #[test]
+    fn a_well_formed_token_is_taken_apart() {
+        let raw = token(
+            r#"{"alg":"RS256","kid":"k1","typ":"JWT"}"#,
+            r#"{"sub":"a","exp":10,"nested":{"x":[1,2]}}"#,
+        );
+        let t = parse(&raw, 8192).unwrap();
+        assert_eq!(t.alg, Alg::Rs256);
+        assert_eq!(t.kid.as_deref(), Some("k1"));
+        assert_eq!(t.claims["sub"], "a");
+        assert_eq!(t.signature, b"sig");
+        assert_eq!(t.signing_input, raw.rsplit_once('.').unwrap().0);
+    }
+
+    #[test]
+    fn alg_none_in_any_case_is_rejected() {
+        for alg in ["none", "None", "NONE"] {
+            let f = rejected(&token(&format!(r#"{{"alg":"{alg}"}}"#), "{}"));
+            assert!(f.description.contains("alg none"));
+        }
+    }
+
+    #[test]
+    fn unknown_or_missing_algorithms_are_rejected() {
+        rejected(&token(r#"{"alg":"ES512"}"#, "{}"));
+        rejected(&token(r#"{"alg":"rs256"}"#, "{}"));
+        rejected(&token(r#"{"typ":"JWT"}"#, "{}"));
+        rejected(&token(r#"{"alg":256}"#, "{}"));
+    }
+
+    #[test]
+    fn wrong_segment_counts_and_empty_signatures_are_rejected() {
+        let good = token(r#"{"alg":"HS256"}"#, "{}");
+        let (signing_input, _) = good.rsplit_once('.').unwrap();
+        rejected(signing_input);
+        rejected(&format!("{signing_input}."));
+        rejected(&format!("{good}.extra"));
+        rejected(&format!("{good}.a.b"));
+        rejected("");
+    }
+
+    #[test]
+    fn non_canonical_base64url_is_rejected() {
+        let header = b64(r#"{"alg":"HS256"}"#);
+        let payload = b64(r#"{"a":1}"#);
+        // Padding.
+        rejected(&format!("{header}=.{payload}.c2ln"));
+        // Standard alphabet instead of URL-safe: `+` and `/`.
+        rejected(&format!("{header}.{payload}.c2+n"));
+        rejected(&format!("{header}.{payload}.c2/n"));
+        // Non-zero trailing bits: "c2lo" and "c2ln" decode alike in lenient decoders.
+        assert_eq!(URL_SAFE_NO_PAD.decode("c2k").unwrap(), b"si");
+        rejected(&format!("{header}.{payload}.c2l"));
+        // Whitespace.
+        rejected(&format!("{header}.{payload} .c2ln"));
+    }
+
+    #[test]
+    fn duplicate_claims_at_any_depth_are_rejected() {
+        let f = rejected(&token(
+            r#"{"alg":"HS256"}"#,
+            r#"{"sub":"alice","sub":"admin"}"#,
+        ));
+        assert!(f.description.contains("duplicate"));
+        rejected(&token(r#"{"alg":"HS256"}"#, r#"{"a":{"b":1,"b":2}}"#));
+        rejected(&token(r#"{"alg":"HS256","alg":"none"}"#, "{}"));
+    }
+
+    #[test]
+    fn payloads_that_are_not_objects_are_rejected() {
+        rejected(&token(r#"{"alg":"HS256"}"#, "[1]"));
+        rejected(&token(r#"{"alg":"HS256"}"#, "not json"));
+        rejected(&token("[]", "{}"));
+    }
+
+    #[test]
+    fn crit_b64_and_key_carrying_headers_are_rejected() {
+        for extra in [
+            r#""crit":["exp"]"#,
+            r#""crit":[]"#,
+            r#""b64":false"#,
+            r#""jku":"https://evil.example/jwks""#,
+            r#""x5u":"https://evil.example/cert""#,
+            r#""jwk":{"kty":"oct","k":"AAAA"}"#,
+            r#""x5c":["MII"]"#,
+            r#""enc":"A128GCM""#,
+        ] {
+            rejected(&token(&format!(r#"{{"alg":"HS256",{extra}}}"#), "{}"));
+        }
+    }
+
+    #[test]
+    fn time_claims_must_be_numbers() {
+        for claim in ["exp", "nbf", "iat"] {
+            let f = rejected(&token(
+                r#"{"alg":"HS256"}"#,
+                &format!(r#"{{"{claim}":"2099-01-01"}}"#),
+            ));
+            assert!(f.description.contains(claim));
+        }
+        assert!(parse(&token(r#"{"alg":"HS256"}"#, r#"{"exp":1.5e9}"#), 8192).is_ok());
+    }
+
+    #[test]
+    fn a_kid_that_is_not_a_string_is_rejected() {
+        rejected(&token(r#"{"alg":"HS256","kid":7}"#, "{}"));
+    }
+
+    #[test]
+    fn oversized_tokens_are_rejected_before_decoding() {
+        let raw = token(
+            r#"{"alg":"HS256"}"#,
+            &format!(r#"{{"x":"{}"}}"#, "a".repeat(100)),
+        );
+        assert!(parse(&raw, raw.len()).is_ok());
+        let f = parse(&raw, raw.len() - 1).unwrap_err();
+        assert_eq!(f.reason, Reason::Malformed);
+        assert!(f.description.contains("too large"));
+    }
+}
