@@ -112,6 +112,17 @@ pub const PLUGIN_CASES: &[PluginCase] = &[
         native: Some("local_ratelimit"),
     },
     PluginCase {
+        name: "rate_limit_header",
+        module: "rate_limit",
+        what: "allowing: the same bucket keyed by a request header instead of client_ip",
+        config: |_| {
+            let mut c = rate_limit_config();
+            c["rules"][0]["key"] = json!([{"header": "user-agent"}]);
+            Some(c)
+        },
+        native: Some("local_ratelimit"),
+    },
+    PluginCase {
         name: "jwt_auth_cached",
         module: "jwt_auth",
         what: "valid RS256 token, verification cached",

@@ -184,7 +184,7 @@ fn run(args: &Args) -> Result<(), String> {
     );
     let _ = writeln!(
         out,
-        "- load: {} measured requests per case per round after {} warm-up, over {} keep-alive connections; {} interleaved rounds{}",
+        "- load: {} measured requests per case per round (fewer, sized from the warm-up rate, for a case that would take over 3 s) after {} warm-up, over {} keep-alive connections; {} interleaved rounds{}",
         args.requests,
         args.warmup(),
         args.connections,
@@ -259,16 +259,16 @@ fn module_sizes() -> Result<String, String> {
         "\n## Module sizes (`dist/*.wasm`)\n\n| module | size | budget | |\n|---|---:|---:|---|\n",
     );
     for (name, bytes) in &modules {
-        let budget_kib = if name == "jwt_auth" { 700 } else { 300 };
         let kib = *bytes as f64 / 1024.0;
-        let verdict = if kib <= budget_kib as f64 {
-            "within"
-        } else {
-            "**over budget**"
+        // Only budgets an issue sets (jwt_auth: under 700 KiB); the others are reported as is.
+        let (budget, verdict) = match name.as_str() {
+            "jwt_auth" if kib <= 700.0 => ("700 KiB".to_owned(), "within"),
+            "jwt_auth" => ("700 KiB".to_owned(), "**over budget**"),
+            _ => ("—".to_owned(), ""),
         };
         let _ = writeln!(
             s,
-            "| {name} | {kib:.1} KiB ({bytes} B) | {budget_kib} KiB | {verdict} |"
+            "| {name} | {kib:.1} KiB ({bytes} B) | {budget} | {verdict} |"
         );
     }
     Ok(s)
@@ -296,7 +296,7 @@ fn micro_section(args: &Args) -> String {
             r.group, r.name, r.median_ns, r.min_ns
         );
     }
-    s.push_str("\nThe breaker, JWT verification and the transform join here as their plugins land. FakeStore is a mutex around a HashMap: these figures are the logic, not the cost of Envoy's shared-data hostcalls.\n");
+    s.push_str("\nFakeStore is a mutex around a HashMap: these figures are the logic, not the cost of Envoy's shared-data hostcalls.\n");
     s
 }
 

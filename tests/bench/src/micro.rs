@@ -7,11 +7,22 @@
 //! cannot delete the work.
 //!
 //! Adding a plugin's micro-benchmarks: depend on the plugin crate, write a `fn <plugin>() ->
-//! Vec<MicroBench>` like [`rate_limit`], and add it to [`all`]. Issue 8 wants the token bucket
-//! (done), the breaker, JWT verification and the transform.
+//! Vec<MicroBench>` like [`rate_limit`], and add it to [`all`]. Issue 8's four are here: the token
+//! bucket ([`rate_limit`]), the breaker's closed hot path ([`circuit_breaker`]), JWT verification
+//! cached and uncached ([`jwt_auth`]) and the header/query transform ([`transform`]), each on the
+//! same configuration and request as its end-to-end case.
 
+use crate::cases::{FIXTURES, REQUEST_PATH};
+use circuit_breaker::outcome::ResponseFacts;
+use circuit_breaker::policy::{BreakerRequest, Breakers};
+use jwt_auth::cache::TokenCache;
+use jwt_auth::config::DEFAULT_MAX_TOKEN_SIZE;
+use jwt_auth::policy::{Authenticator, ProviderKeys};
+use jwt_auth::verify::verify_signature;
 use palisade_core::config::FieldPath;
-use palisade_core::key::{client_ip, ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
+use palisade_core::key::{
+    client_ip, ClientIpSource, ClientIpWire, KeyPartWire, KeySpec, RequestView,
+};
 use palisade_core::store::{update, Step, DEFAULT_MAX_ATTEMPTS};
 use palisade_core::testing::{FakeRequest, FakeStore};
 use palisade_core::Timestamp;
@@ -19,6 +30,7 @@ use rate_limit::bucket::{self, Limit, Tat};
 use rate_limit::policy::RateLimiter;
 use std::hint::black_box;
 use std::time::{Duration, Instant};
+use transform::engine::{RequestInput, Transformer};
 
 /// One benchmark: `run(n)` performs the operation `n` times.
 pub struct MicroBench {
@@ -38,8 +50,17 @@ pub struct MicroResult {
 
 /// Every micro-benchmark.
 pub fn all() -> Vec<MicroBench> {
-    // Plugin logic joins here as each plugin crate lands (breaker, JWT verify, transform).
-    [core(), rate_limit()].into_iter().flatten().collect()
+    // One function per plugin whose pure logic is measured (bulkhead has none yet).
+    [
+        core(),
+        rate_limit(),
+        circuit_breaker(),
+        jwt_auth(),
+        transform(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect()
 }
 
 fn bench(group: &'static str, name: &'static str, run: impl FnMut(u64) + 'static) -> MicroBench {
@@ -179,6 +200,189 @@ fn rate_limit() -> Vec<MicroBench> {
     benches
 }
 
+/// The bench's request (path and headers of every end-to-end case) as a [`FakeRequest`].
+fn bench_request() -> FakeRequest {
+    crate::cases::request_headers(&FIXTURES).iter().fold(
+        FakeRequest::new("GET", REQUEST_PATH).source("192.0.2.10:51234"),
+        |req, (name, value)| req.header(name, value),
+    )
+}
+
+/// The bench's request as the circuit breaker sees it: a [`FakeRequest`] routed to a cluster.
+struct BreakerReq(FakeRequest);
+
+impl RequestView for BreakerReq {
+    fn header(&self, name: &str) -> Option<String> {
+        RequestView::header(&self.0, name)
+    }
+    fn path(&self) -> Option<String> {
+        self.0.path()
+    }
+    fn method(&self) -> Option<String> {
+        self.0.method()
+    }
+    fn source_address(&self) -> Option<String> {
+        self.0.source_address()
+    }
+    fn route_name(&self) -> Option<String> {
+        self.0.route_name()
+    }
+}
+
+impl BreakerRequest for BreakerReq {
+    fn cluster_name(&self) -> Option<String> {
+        Some("bench".to_owned())
+    }
+}
+
+/// The end-to-end circuit_breaker case's config, with its (default) count-based window of 100
+/// calls spelled out.
+fn circuit_breaker_policy() -> Option<Breakers> {
+    let case = crate::cases::PLUGIN_CASES
+        .iter()
+        .find(|c| c.name == "circuit_breaker")?;
+    let mut config = (case.config)(&FIXTURES)?;
+    let rule = config.get_mut("rules")?.get_mut(0)?.as_object_mut()?;
+    rule.insert("sliding_window_type".into(), "count_based".into());
+    rule.insert("sliding_window_size".into(), 100.into());
+    let config = circuit_breaker::config::Config::parse(config.to_string().as_bytes()).ok()?;
+    Some(Breakers::new(config))
+}
+
+/// A clean upstream success: 200 from upstream, well under the slow-call duration.
+fn upstream_success() -> ResponseFacts {
+    ResponseFacts {
+        status: Some(200),
+        code_details: Some("via_upstream".to_owned()),
+        elapsed: Duration::from_millis(5),
+    }
+}
+
+/// circuit_breaker: the closed-state hot path of one call — admission (a read of the breaker's
+/// header) and the recording of its success (one CAS of the window) — on the fake store.
+fn circuit_breaker() -> Vec<MicroBench> {
+    let Some(breakers) = circuit_breaker_policy() else {
+        return Vec::new();
+    };
+    let store = FakeStore::new();
+    let req = BreakerReq(bench_request());
+    let facts = upstream_success();
+    let mut now = Timestamp::from_secs(1_700_000_000);
+    vec![bench(
+        "circuit_breaker",
+        "Breakers::admit + record success, closed (count window 100, FakeStore)",
+        move |n| {
+            for _ in 0..n {
+                now = now.saturating_add(Duration::from_micros(1));
+                let admitted = breakers.admit(black_box(&req), &store, now);
+                if let Some(ticket) = &admitted.ticket {
+                    black_box(breakers.record(ticket, black_box(&facts), &store, now));
+                }
+                black_box(admitted);
+            }
+        },
+    )]
+}
+
+/// Well before the bench token's `exp` (2100).
+const JWT_NOW: u64 = 1_800_000_000;
+
+/// The authenticator of the end-to-end jwt_auth case, its inline keys and its token cache.
+fn jwt_authenticator(
+    cached: bool,
+) -> Option<(Authenticator, Vec<Option<ProviderKeys>>, TokenCache)> {
+    let config = crate::cases::jwt_auth_config(&FIXTURES, cached).to_string();
+    let config = jwt_auth::config::Config::parse(config.as_bytes()).ok()?;
+    let cache = TokenCache::new(config.cache_max_entries);
+    let auth = Authenticator::new(config);
+    let keys = auth.inline_keys();
+    Some((auth, keys, cache))
+}
+
+/// jwt_auth: the whole decision for the bench's RS256 bearer token (token lookup, parse, RSA
+/// signature, times, issuer, audience, mutations) with the verified-token cache off and on, and
+/// the signature verification alone.
+fn jwt_auth() -> Vec<MicroBench> {
+    let now = Timestamp::from_secs(JWT_NOW);
+    let mut benches = Vec::new();
+    for (cached, name) in [
+        (
+            false,
+            "Authenticator::check, RS256 bearer, cache off (verified every time)",
+        ),
+        (
+            true,
+            "Authenticator::check, RS256 bearer, cache on (repeated token)",
+        ),
+    ] {
+        let Some((auth, keys, mut cache)) = jwt_authenticator(cached) else {
+            continue;
+        };
+        let req = bench_request();
+        benches.push(bench("jwt_auth", name, move |n| {
+            for _ in 0..n {
+                black_box(auth.check(black_box(&req), &keys, &mut cache, now));
+            }
+        }));
+    }
+    let key_set = jwt_authenticator(false)
+        .and_then(|(_, keys, _)| keys.into_iter().next().flatten())
+        .map(|k| k.set);
+    let parsed = jwt_auth::token::parse(FIXTURES.token(), DEFAULT_MAX_TOKEN_SIZE).ok();
+    if let (Some(key_set), Some(parsed)) = (key_set, parsed) {
+        benches.push(bench(
+            "jwt_auth",
+            "verify::verify_signature, RS256 (token already parsed)",
+            move |n| {
+                for _ in 0..n {
+                    let _ = black_box(verify_signature(black_box(&parsed), &key_set));
+                }
+            },
+        ));
+    }
+    benches
+}
+
+/// The bench's request as the transform engine receives it: pseudo-headers, then the headers.
+fn transform_input() -> RequestInput {
+    let pseudo = [
+        (":authority", "bench.palisade.test".to_owned()),
+        (":path", REQUEST_PATH.to_owned()),
+        (":method", "GET".to_owned()),
+        (":scheme", "http".to_owned()),
+    ];
+    RequestInput {
+        headers: pseudo
+            .into_iter()
+            .chain(crate::cases::request_headers(&FIXTURES))
+            .map(|(name, value)| (name.to_owned(), value.into_bytes()))
+            .collect(),
+        end_of_stream: true,
+        source_address: Some("192.0.2.10:51234".to_owned()),
+        route_name: None,
+    }
+}
+
+/// transform: the request-headers phase of the end-to-end case's config (5 header operations and
+/// a query set) on the bench's request.
+fn transform() -> Vec<MicroBench> {
+    let config = crate::cases::transform_config().to_string();
+    let Ok(config) = transform::config::Config::parse(config.as_bytes()) else {
+        return Vec::new();
+    };
+    let engine = Transformer::new(config);
+    let input = transform_input();
+    vec![bench(
+        "transform",
+        "Transformer::on_request_headers (3 set, 1 append, 1 remove, 1 query set)",
+        move |n| {
+            for _ in 0..n {
+                black_box(engine.on_request_headers(black_box(&input)));
+            }
+        },
+    )]
+}
+
 /// Calibrate `b` so one sample takes about `sample`, warm it up, and take `samples` samples.
 pub fn measure(b: &mut MicroBench, sample: Duration, samples: usize) -> MicroResult {
     let mut iterations: u64 = 1;
@@ -223,6 +427,71 @@ mod tests {
                 "{}: {r:?}",
                 b.name
             );
+        }
+    }
+
+    #[test]
+    fn the_plugin_benchmarks_exist_and_take_the_paths_they_claim() {
+        let groups: Vec<&str> = all().iter().map(|b| b.group).collect();
+        for (group, n) in [("circuit_breaker", 1), ("jwt_auth", 3), ("transform", 1)] {
+            let have = groups.iter().filter(|g| **g == group).count();
+            assert_eq!(have, n, "{group}");
+        }
+
+        // The breaker stays closed, admits, and records successes.
+        let breakers = circuit_breaker_policy().unwrap();
+        let rule = &breakers.config().rules[0];
+        assert_eq!(
+            rule.thresholds.window,
+            circuit_breaker::config::WindowSpec::Count { size: 100 }
+        );
+        let store = FakeStore::new();
+        let req = BreakerReq(bench_request());
+        let now = Timestamp::from_secs(1_700_000_000);
+        for _ in 0..3 {
+            let v = breakers.admit(&req, &store, now);
+            assert_eq!(v.phase, Some(circuit_breaker::state::Phase::Closed));
+            let recorded = breakers.record(&v.ticket.unwrap(), &upstream_success(), &store, now);
+            assert_eq!(
+                recorded.events,
+                vec![circuit_breaker::policy::Event::Success]
+            );
+        }
+
+        // The token verifies; the uncached authenticator verifies it every time, the cached one
+        // only the first time.
+        for (cached, hit) in [(false, false), (true, true)] {
+            let (auth, keys, mut cache) = jwt_authenticator(cached).unwrap();
+            let now = Timestamp::from_secs(JWT_NOW);
+            let first = auth.check(&bench_request(), &keys, &mut cache, now);
+            assert_eq!(
+                first.outcome,
+                jwt_auth::policy::Outcome::Allowed { cache_hit: false }
+            );
+            let again = auth.check(&bench_request(), &keys, &mut cache, now);
+            assert_eq!(
+                again.outcome,
+                jwt_auth::policy::Outcome::Allowed { cache_hit: hit },
+                "cached: {cached}"
+            );
+        }
+
+        // The transform changes the request (five header edits and the query).
+        let config = crate::cases::transform_config().to_string();
+        let engine = Transformer::new(transform::config::Config::parse(config.as_bytes()).unwrap());
+        let out = engine.on_request_headers(&transform_input());
+        assert!(out.decision.is_continue());
+        assert_eq!(out.events, vec![(0, transform::engine::Event::Transformed)]);
+        let names: Vec<&str> = out.edits.iter().map(|e| e.name.as_str()).collect();
+        for name in [
+            "x-bench-remove",
+            "x-bench-set-1",
+            "x-bench-set-2",
+            "x-bench-set-3",
+            "x-bench-append",
+            ":path",
+        ] {
+            assert!(names.contains(&name), "{name} not edited: {names:?}");
         }
     }
 }
