@@ -2,7 +2,10 @@
 //!
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
-use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::config::{
+    parse_duration, parse_json, ConfigError, FieldPath, ReplyWire as ResponseWire,
+};
+pub use palisade_core::config::{validate_name, ReplySpec};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -56,17 +59,6 @@ enum PartitionByWire {
     Header(String),
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseWire {
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-}
-
 /// What splits one rule into several independent bulkheads.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PartitionBy {
@@ -88,14 +80,6 @@ pub enum FailureMode {
     Allow,
     /// Reject it with the rule's reply.
     Deny,
-}
-
-/// The local reply for a rejected request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplySpec {
-    pub status: u16,
-    pub body: String,
-    pub content_type: String,
 }
 
 /// One validated rule: requests it matches share `max_concurrent` permits per partition.
@@ -137,23 +121,6 @@ pub const MAX_MAX_WORKERS: u16 = 1024;
 pub const DEFAULT_WORKER_TIMEOUT: Duration = Duration::from_secs(10);
 pub const MIN_WORKER_TIMEOUT: Duration = Duration::from_secs(3);
 pub const MAX_WORKER_TIMEOUT: Duration = Duration::from_secs(3600);
-
-/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(path.invalid(
-            name,
-            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
-        ))
-    }
-}
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -312,26 +279,7 @@ fn validate_response(
     rw: Option<&ResponseWire>,
     path: &FieldPath,
 ) -> Result<ReplySpec, ConfigError> {
-    let status = rw.and_then(|r| r.status).unwrap_or(503);
-    if !(400..=599).contains(&status) {
-        return Err(path.field("status").out_of_range(status, 400, 599));
-    }
-    let body = rw
-        .and_then(|r| r.body.clone())
-        .unwrap_or_else(|| "bulkhead full\n".to_owned());
-    let content_type = rw
-        .and_then(|r| r.content_type.clone())
-        .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
-    if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
-        return Err(path
-            .field("content_type")
-            .invalid(&content_type, "not a valid header value"));
-    }
-    Ok(ReplySpec {
-        status,
-        body,
-        content_type,
-    })
+    ReplySpec::validate(rw, path, 503, "bulkhead full\n")
 }
 
 #[cfg(test)]

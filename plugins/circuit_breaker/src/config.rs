@@ -4,7 +4,10 @@
 //! where they make sense for a proxy; `docs/circuit_breaker.md` is the field-by-field reference
 //! (and lists every deliberate difference). Keep the two in step.
 
-use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::config::{
+    one_of, parse_duration, parse_json, ConfigError, FieldPath, ReplyWire as ResponseWire,
+};
+pub use palisade_core::config::{validate_name, ReplySpec};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -125,17 +128,6 @@ impl<'de> Deserialize<'de> for StatusWire {
     }
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseWire {
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-}
-
 /// What identifies a breaker within a rule.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum BreakerKey {
@@ -214,14 +206,6 @@ pub enum FailureMode {
     Deny,
 }
 
-/// The local reply for a rejected request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplySpec {
-    pub status: u16,
-    pub body: String,
-    pub content_type: String,
-}
-
 /// Inclusive ranges of response statuses that count as failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusSet(Vec<(u16, u16)>);
@@ -284,38 +268,6 @@ pub const DEFAULT_MAX_BREAKERS: u32 = 64;
 pub const MAX_MAX_BREAKERS: u32 = 4096;
 pub const MAX_WAIT: Duration = Duration::from_secs(86_400);
 pub const MAX_PATH_SEGMENTS: u32 = 16;
-
-fn one_of<'a, T: Copy>(
-    value: &str,
-    path: &FieldPath,
-    options: &'a [(&'a str, T)],
-) -> Result<T, ConfigError> {
-    options
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
-            path.invalid(value, format!("expected one of {}", names.join(", ")))
-        })
-}
-
-/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(path.invalid(
-            name,
-            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
-        ))
-    }
-}
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -643,26 +595,7 @@ fn validate_response(
     rw: Option<&ResponseWire>,
     path: &FieldPath,
 ) -> Result<ReplySpec, ConfigError> {
-    let status = rw.and_then(|r| r.status).unwrap_or(503);
-    if !(400..=599).contains(&status) {
-        return Err(path.field("status").out_of_range(status, 400, 599));
-    }
-    let body = rw
-        .and_then(|r| r.body.clone())
-        .unwrap_or_else(|| "circuit open\n".to_owned());
-    let content_type = rw
-        .and_then(|r| r.content_type.clone())
-        .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
-    if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
-        return Err(path
-            .field("content_type")
-            .invalid(&content_type, "not a valid header value"));
-    }
-    Ok(ReplySpec {
-        status,
-        body,
-        content_type,
-    })
+    ReplySpec::validate(rw, path, 503, "circuit open\n")
 }
 
 #[cfg(test)]

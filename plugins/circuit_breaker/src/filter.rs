@@ -246,19 +246,8 @@ impl Context for Root {}
 
 impl RootContext for Root {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match palisade_host::plugin_configuration() {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("palisade {PLUGIN}: cannot read configuration: {e}");
-                return false;
-            }
-        };
-        let config = match Config::parse(&bytes) {
-            Ok(c) => c,
-            Err(e) => {
-                log::error!("palisade {PLUGIN}: rejected configuration: {e}");
-                return false;
-            }
+        let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
+            return false;
         };
         let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
         let metrics = config

@@ -358,3 +358,146 @@ mod duration_tests {
             .contains("\"1x\""));
     }
 }
+
+/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
+pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+    if ok {
+        Ok(name.to_owned())
+    } else {
+        Err(path.invalid(
+            name,
+            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+        ))
+    }
+}
+
+/// The value of an enumerated string field, or an error listing the accepted spellings.
+pub fn one_of<'a, T: Copy>(
+    value: &str,
+    path: &FieldPath,
+    options: &'a [(&'a str, T)],
+) -> Result<T, ConfigError> {
+    options
+        .iter()
+        .find(|(name, _)| *name == value)
+        .map(|(_, v)| *v)
+        .ok_or_else(|| {
+            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
+            path.invalid(value, format!("expected one of {}", names.join(", ")))
+        })
+}
+
+/// Wire form of a plugin's local reply: `{"status": 429, "body": "...", "content_type": "..."}`,
+/// every field optional.
+#[derive(Debug, Clone, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyWire {
+    #[serde(default)]
+    pub status: Option<u16>,
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub content_type: Option<String>,
+}
+
+/// A validated local reply (status 400–599, a header-safe content type).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplySpec {
+    pub status: u16,
+    pub body: String,
+    pub content_type: String,
+}
+
+impl ReplySpec {
+    /// Validate `wire` (absent: all defaults), with this plugin's default status and body.
+    pub fn validate(
+        wire: Option<&ReplyWire>,
+        path: &FieldPath,
+        default_status: u16,
+        default_body: &str,
+    ) -> Result<ReplySpec, ConfigError> {
+        let status = wire.and_then(|r| r.status).unwrap_or(default_status);
+        if !(400..=599).contains(&status) {
+            return Err(path.field("status").out_of_range(status, 400, 599));
+        }
+        let body = wire
+            .and_then(|r| r.body.clone())
+            .unwrap_or_else(|| default_body.to_owned());
+        let content_type = wire
+            .and_then(|r| r.content_type.clone())
+            .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
+        if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
+            return Err(path
+                .field("content_type")
+                .invalid(&content_type, "not a valid header value"));
+        }
+        Ok(ReplySpec {
+            status,
+            body,
+            content_type,
+        })
+    }
+}
+
+#[cfg(test)]
+mod shared_field_tests {
+    use super::*;
+
+    #[test]
+    fn names_are_limited_to_metric_safe_characters() {
+        let p = FieldPath::root().field("name");
+        assert_eq!(validate_name("per_ip-2", &p).unwrap(), "per_ip-2");
+        for bad in ["", "a b", "a/b", "a.b", &"x".repeat(65)] {
+            assert_eq!(
+                validate_name(bad, &p).unwrap_err().field.as_str(),
+                "name",
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn enumerations_list_what_they_accept() {
+        let p = FieldPath::root().field("mode");
+        assert_eq!(one_of("b", &p, &[("a", 1), ("b", 2)]).unwrap(), 2);
+        let err = one_of("c", &p, &[("a", 1), ("b", 2)]).unwrap_err();
+        assert!(
+            err.to_string().contains("expected one of `a`, `b`"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn replies_default_and_validate() {
+        let p = FieldPath::root().field("response");
+        let d = ReplySpec::validate(None, &p, 429, "slow down\n").unwrap();
+        assert_eq!((d.status, d.body.as_str()), (429, "slow down\n"));
+        let bad = ReplyWire {
+            status: Some(200),
+            ..ReplyWire::default()
+        };
+        assert_eq!(
+            ReplySpec::validate(Some(&bad), &p, 429, "")
+                .unwrap_err()
+                .field
+                .as_str(),
+            "response.status"
+        );
+        let bad = ReplyWire {
+            content_type: Some("a\nb".into()),
+            ..ReplyWire::default()
+        };
+        assert_eq!(
+            ReplySpec::validate(Some(&bad), &p, 429, "")
+                .unwrap_err()
+                .field
+                .as_str(),
+            "response.content_type"
+        );
+    }
+}

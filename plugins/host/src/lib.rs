@@ -54,6 +54,30 @@ pub fn init(plugin: &'static str, level: LogLevel) {
     }));
 }
 
+/// Read the plugin configuration and parse it with `parse` (a plugin's two-step wire → domain
+/// validation). On failure the reason — naming the field and value, never the whole config — is
+/// logged at error level and `None` is returned: `on_configure` then returns false, so Envoy
+/// rejects the configuration (refuses to start, or NACKs it over xDS).
+pub fn load_config<T>(
+    plugin: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, palisade_core::ConfigError>,
+) -> Option<T> {
+    let bytes = match plugin_configuration() {
+        Ok(b) => b,
+        Err(e) => {
+            log::error!("palisade {plugin}: cannot read configuration: {e}");
+            return None;
+        }
+    };
+    match parse(&bytes) {
+        Ok(config) => Some(config),
+        Err(e) => {
+            log::error!("palisade {plugin}: rejected configuration: {e}");
+            None
+        }
+    }
+}
+
 /// The plugin configuration bytes, or an empty vector when none was given.
 pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
     let buf = hostcalls::get_buffer(

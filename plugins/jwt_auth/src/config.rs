@@ -7,7 +7,7 @@ use crate::claims::{ClaimPath, Condition, Requirement};
 use crate::jwks::KeySet;
 use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
-use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::config::{parse_duration, parse_json, validate_name, ConfigError, FieldPath};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -275,23 +275,6 @@ pub const DEFAULT_FETCH_TIMEOUT: Duration = Duration::from_secs(5);
 pub const DEFAULT_CACHE_DURATION: Duration = Duration::from_secs(600);
 pub const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(3);
-
-/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
-fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(path.invalid(
-            name,
-            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
-        ))
-    }
-}
 
 fn duration_in(
     text: Option<&str>,

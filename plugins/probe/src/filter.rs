@@ -41,32 +41,20 @@ impl Context for ProbeRoot {}
 
 impl RootContext for ProbeRoot {
     fn on_configure(&mut self, _size: usize) -> bool {
-        let bytes = match palisade_host::plugin_configuration() {
-            Ok(b) => b,
-            Err(e) => {
-                log::error!("palisade {PLUGIN}: cannot read configuration: {e}");
-                return false;
-            }
+        let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
+            return false;
         };
-        match Config::parse(&bytes) {
-            Ok(config) => {
-                let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
-                let metrics = Metrics {
-                    requests: Metric::counter("palisade.probe.requests"),
-                    count_failures: Metric::counter("palisade.probe.count_failures"),
-                };
-                self.shared = Some(Rc::new(Shared {
-                    config,
-                    store,
-                    metrics,
-                }));
-                true
-            }
-            Err(e) => {
-                log::error!("palisade {PLUGIN}: rejected configuration: {e}");
-                false
-            }
-        }
+        let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
+        let metrics = Metrics {
+            requests: Metric::counter("palisade.probe.requests"),
+            count_failures: Metric::counter("palisade.probe.count_failures"),
+        };
+        self.shared = Some(Rc::new(Shared {
+            config,
+            store,
+            metrics,
+        }));
+        true
     }
 
     fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {

@@ -3,7 +3,10 @@
 //! The field-by-field reference is `docs/rate_limit.md`; keep the two in step.
 
 use crate::bucket::Limit;
-use palisade_core::config::{parse_duration, parse_json, ConfigError, FieldPath};
+use palisade_core::config::{
+    one_of, parse_duration, parse_json, ConfigError, FieldPath, ReplyWire as ResponseWire,
+};
+pub use palisade_core::config::{validate_name, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -52,17 +55,6 @@ struct LimitWire {
     period: String,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseWire {
-    #[serde(default)]
-    status: Option<u16>,
-    #[serde(default)]
-    body: Option<String>,
-    #[serde(default)]
-    content_type: Option<String>,
-}
-
 /// Which matching rules apply to a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Mode {
@@ -87,14 +79,6 @@ pub enum MissingKey {
 pub enum FailureMode {
     Allow,
     Deny,
-}
-
-/// The local reply for a limited request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReplySpec {
-    pub status: u16,
-    pub body: String,
-    pub content_type: String,
 }
 
 /// One validated rule.
@@ -128,38 +112,6 @@ pub const MAX_LIMITS: usize = 8;
 pub const MAX_CAPACITY: u64 = 1_000_000_000;
 pub const MAX_PERIOD: Duration = Duration::from_secs(30 * 86_400);
 pub const MIN_PERIOD: Duration = Duration::from_millis(1);
-
-fn one_of<'a, T: Copy>(
-    value: &str,
-    path: &FieldPath,
-    options: &'a [(&'a str, T)],
-) -> Result<T, ConfigError> {
-    options
-        .iter()
-        .find(|(name, _)| *name == value)
-        .map(|(_, v)| *v)
-        .ok_or_else(|| {
-            let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
-            path.invalid(value, format!("expected one of {}", names.join(", ")))
-        })
-}
-
-/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if ok {
-        Ok(name.to_owned())
-    } else {
-        Err(path.invalid(
-            name,
-            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
-        ))
-    }
-}
 
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
@@ -299,26 +251,7 @@ fn validate_response(
     rw: Option<&ResponseWire>,
     path: &FieldPath,
 ) -> Result<ReplySpec, ConfigError> {
-    let status = rw.and_then(|r| r.status).unwrap_or(429);
-    if !(400..=599).contains(&status) {
-        return Err(path.field("status").out_of_range(status, 400, 599));
-    }
-    let body = rw
-        .and_then(|r| r.body.clone())
-        .unwrap_or_else(|| "rate limit exceeded\n".to_owned());
-    let content_type = rw
-        .and_then(|r| r.content_type.clone())
-        .unwrap_or_else(|| "text/plain; charset=utf-8".to_owned());
-    if content_type.is_empty() || content_type.chars().any(|c| c.is_ascii_control()) {
-        return Err(path
-            .field("content_type")
-            .invalid(&content_type, "not a valid header value"));
-    }
-    Ok(ReplySpec {
-        status,
-        body,
-        content_type,
-    })
+    ReplySpec::validate(rw, path, 429, "rate limit exceeded\n")
 }
 
 #[cfg(test)]
