@@ -379,3 +379,128 @@ mod tests {
         assert!(is_idle(&l, t, Timestamp::from_secs(11)));
     }
 }
+
+#[cfg(test)]
+mod properties {
+    //! The bucket against a reference: a plain token bucket in exact rationals (tokens scaled by
+    //! the period), which is what GCRA claims to be.
+    use super::*;
+    use proptest::prelude::*;
+
+    /// Tokens × period_ns, so refill is exact integer arithmetic.
+    struct Reference {
+        scaled_tokens: u128,
+        last_ns: u64,
+    }
+
+    impl Reference {
+        fn new(limit: &Limit, start_ns: u64) -> Self {
+            Reference {
+                scaled_tokens: u128::from(limit.capacity) * limit.period.as_nanos(),
+                last_ns: start_ns,
+            }
+        }
+
+        fn admit(&mut self, limit: &Limit, now_ns: u64) -> bool {
+            let full = u128::from(limit.capacity) * limit.period.as_nanos();
+            let elapsed = u128::from(now_ns.saturating_sub(self.last_ns));
+            self.last_ns = self.last_ns.max(now_ns);
+            self.scaled_tokens =
+                (self.scaled_tokens + elapsed * u128::from(limit.refill)).min(full);
+            if self.scaled_tokens >= limit.period.as_nanos() {
+                self.scaled_tokens -= limit.period.as_nanos();
+                true
+            } else {
+                false
+            }
+        }
+    }
+
+    fn any_limit() -> impl Strategy<Value = Limit> {
+        (1u64..50, 1u64..20, 1u64..5_000).prop_map(|(capacity, refill, period_ms)| Limit {
+            capacity,
+            refill,
+            period: Duration::from_millis(period_ms),
+        })
+    }
+
+    /// Gaps between requests: mostly bursts (0), sometimes short, sometimes long.
+    fn any_gaps() -> impl Strategy<Value = Vec<u64>> {
+        prop::collection::vec(
+            prop_oneof![Just(0u64), 0u64..2_000_000_000, 0u64..50_000_000_000],
+            1..200,
+        )
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn gcra_admits_exactly_what_a_token_bucket_admits(limit in any_limit(), gaps in any_gaps()) {
+            let mut now = 1_700_000_000_000_000_000u64;
+            let mut tat: Tat = 0;
+            let mut reference = Reference::new(&limit, now);
+            for gap in gaps {
+                now += gap;
+                let (outcome, new_tat) = check(&limit, tat, Timestamp::from_nanos(now));
+                prop_assert_eq!(outcome.allowed, reference.admit(&limit, now));
+                if let Some(t) = new_tat {
+                    tat = t;
+                }
+            }
+        }
+
+        #[test]
+        fn no_window_admits_more_than_capacity_plus_refill(limit in any_limit(), gaps in any_gaps()) {
+            let mut now = 1_000_000_000_000u64;
+            let mut tat: Tat = 0;
+            let mut admitted_at = Vec::new();
+            for gap in gaps {
+                now += gap;
+                if let (_, Some(t)) = check(&limit, tat, Timestamp::from_nanos(now)) {
+                    tat = t;
+                    admitted_at.push(now);
+                }
+            }
+            let period = limit.period.as_nanos();
+            for (i, first) in admitted_at.iter().enumerate() {
+                for (j, last) in admitted_at.iter().enumerate().skip(i) {
+                    let in_window = (j - i + 1) as u128;
+                    let refilled = u128::from(last - first) * u128::from(limit.refill) / period;
+                    prop_assert!(
+                        in_window <= u128::from(limit.capacity) + refilled,
+                        "{} admitted in {} ns with capacity {} and {} refilled",
+                        in_window, last - first, limit.capacity, refilled
+                    );
+                }
+            }
+        }
+
+        #[test]
+        fn a_clock_stepping_back_never_admits_more_than_the_time_really_elapsed(
+            limit in any_limit(),
+            steps in prop::collection::vec(-5_000_000_000i64..5_000_000_000, 1..100),
+        ) {
+            // However the clock jumps around, admissions never exceed capacity plus the refill
+            // between the first request and the furthest time ever seen: stepping back grants
+            // nothing.
+            let mut now = 1_000_000_000_000i64;
+            let mut first: Option<i64> = None;
+            let mut furthest = i64::MIN;
+            let mut tat: Tat = 0;
+            let mut admitted = 0u128;
+            for step in steps {
+                now = (now + step).max(0);
+                let first = *first.get_or_insert(now);
+                furthest = furthest.max(now);
+                if let (_, Some(t)) = check(&limit, tat, Timestamp::from_nanos(now as u64)) {
+                    tat = t;
+                    admitted += 1;
+                }
+                let refilled =
+                    ((furthest - first) as u128) * u128::from(limit.refill) / limit.period.as_nanos();
+                prop_assert!(admitted <= u128::from(limit.capacity) + refilled);
+            }
+        }
+    }
+}
