@@ -12,5 +12,8 @@ pub mod config;
 pub mod permits;
 pub mod policy;
 
+#[cfg(test)]
+mod properties;
+
 #[cfg(target_arch = "wasm32")]
 mod filter;

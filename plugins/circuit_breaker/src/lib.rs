@@ -13,5 +13,8 @@ pub mod outcome;
 pub mod policy;
 pub mod state;
 
+#[cfg(test)]
+mod properties;
+
 #[cfg(target_arch = "wasm32")]
 mod filter;
