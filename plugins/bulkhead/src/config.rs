@@ -3,13 +3,12 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    parse_duration, parse_json, ConfigError, FieldPath, ReplyWire as ResponseWire,
+    parse_duration, parse_json, validate_rules, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, ReplySpec};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -156,26 +155,13 @@ impl Config {
             }
             None => DEFAULT_WORKER_TIMEOUT,
         };
-        if wire.rules.is_empty() {
-            return Err(root.field("rules").missing("at least one rule is needed"));
-        }
-        if wire.rules.len() > MAX_RULES {
-            return Err(root
-                .field("rules")
-                .out_of_range(wire.rules.len(), 1, MAX_RULES));
-        }
-        let mut names = HashSet::new();
-        let mut rules = Vec::with_capacity(wire.rules.len());
-        for (i, rw) in wire.rules.iter().enumerate() {
-            let path = root.field("rules").index(i);
-            let rule = validate_rule(rw, &path)?;
-            if !names.insert(rule.name.clone()) {
-                return Err(path
-                    .field("name")
-                    .invalid(&rule.name, "rule names must be unique"));
-            }
-            rules.push(rule);
-        }
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            validate_rule,
+            |r| r.name.as_str(),
+        )?;
         Ok(Config {
             scope,
             failure_mode,

@@ -501,3 +501,67 @@ mod shared_field_tests {
         );
     }
 }
+
+/// Validate a list of named rules: at least one, at most `max`, each through `validate` (which
+/// gets the element's path, `rules[i]`), names unique (a duplicate is reported at `rules[i].name`).
+/// Rule names become metric names and shared-data keys, hence the uniqueness.
+pub fn validate_rules<W, T>(
+    wire: &[W],
+    path: &FieldPath,
+    max: usize,
+    mut validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, ConfigError> {
+    if wire.is_empty() {
+        return Err(path.missing("at least one rule is needed"));
+    }
+    if wire.len() > max {
+        return Err(path.out_of_range(wire.len(), 1, max));
+    }
+    let mut rules: Vec<T> = Vec::with_capacity(wire.len());
+    for (i, w) in wire.iter().enumerate() {
+        let element = path.index(i);
+        let rule = validate(w, &element)?;
+        if rules.iter().any(|r| name(r) == name(&rule)) {
+            return Err(element
+                .field("name")
+                .invalid(name(&rule), "rule names must be unique"));
+        }
+        rules.push(rule);
+    }
+    Ok(rules)
+}
+
+#[cfg(test)]
+mod rule_list_tests {
+    use super::*;
+
+    fn named(w: &&str, _: &FieldPath) -> Result<String, ConfigError> {
+        Ok((*w).to_owned())
+    }
+
+    #[test]
+    fn rule_lists_need_one_to_max_uniquely_named_rules() {
+        let p = FieldPath::root().field("rules");
+        let ok = validate_rules(&["a", "b"], &p, 4, named, |r| r.as_str()).unwrap();
+        assert_eq!(ok, vec!["a", "b"]);
+        let empty: [&str; 0] = [];
+        assert_eq!(
+            validate_rules(&empty, &p, 4, named, |r| r.as_str())
+                .unwrap_err()
+                .field
+                .as_str(),
+            "rules"
+        );
+        assert_eq!(
+            validate_rules(&["a", "b", "c"], &p, 2, named, |r| r.as_str())
+                .unwrap_err()
+                .field
+                .as_str(),
+            "rules"
+        );
+        let dup = validate_rules(&["a", "b", "a"], &p, 4, named, |r| r.as_str()).unwrap_err();
+        assert_eq!(dup.field.as_str(), "rules[2].name");
+        assert!(dup.to_string().contains("unique"));
+    }
+}

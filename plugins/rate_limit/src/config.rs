@@ -4,13 +4,13 @@
 
 use crate::bucket::Limit;
 use palisade_core::config::{
-    one_of, parse_duration, parse_json, ConfigError, FieldPath, ReplyWire as ResponseWire,
+    one_of, parse_duration, parse_json, validate_rules, ConfigError, FieldPath,
+    ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
-use std::collections::HashSet;
 use std::time::Duration;
 
 #[derive(Debug, Deserialize)]
@@ -133,26 +133,13 @@ impl Config {
             &wire.client_ip.clone().unwrap_or_default(),
             &root.field("client_ip"),
         )?;
-        if wire.rules.is_empty() {
-            return Err(root.field("rules").missing("at least one rule is needed"));
-        }
-        if wire.rules.len() > MAX_RULES {
-            return Err(root
-                .field("rules")
-                .out_of_range(wire.rules.len(), 1, MAX_RULES));
-        }
-        let mut names = HashSet::new();
-        let mut rules = Vec::with_capacity(wire.rules.len());
-        for (i, rw) in wire.rules.iter().enumerate() {
-            let path = root.field("rules").index(i);
-            let rule = validate_rule(rw, &path)?;
-            if !names.insert(rule.name.clone()) {
-                return Err(path
-                    .field("name")
-                    .invalid(&rule.name, "rule names must be unique"));
-            }
-            rules.push(rule);
-        }
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            validate_rule,
+            |r| r.name.as_str(),
+        )?;
         Ok(Config {
             scope,
             mode,

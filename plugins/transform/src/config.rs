@@ -6,13 +6,12 @@
 
 use crate::ops::{BodyOps, HeaderOps, Pointer, QueryOps};
 use crate::template::{Captures, Piece, Template};
-use palisade_core::config::{parse_json, ConfigError, FieldPath};
+use palisade_core::config::{parse_json, validate_rules, ConfigError, FieldPath};
 use palisade_core::key::{validate_header_name, ClientIpSource, ClientIpWire};
 use palisade_core::matcher::{HeaderMatchWire, MatchWire, RequestMatch};
 use regex_lite::Regex;
 use serde::Deserialize;
 use serde_json::Value;
-use std::collections::HashSet;
 
 /// Most rules a config may have (each defines five counters per worker).
 pub const MAX_RULES: usize = 64;
@@ -370,26 +369,13 @@ impl Config {
                     .invalid(other, "expected `pass` or `reject`"))
             }
         };
-        if wire.rules.is_empty() {
-            return Err(root.field("rules").missing("at least one rule is needed"));
-        }
-        if wire.rules.len() > MAX_RULES {
-            return Err(root
-                .field("rules")
-                .out_of_range(wire.rules.len(), 1, MAX_RULES));
-        }
-        let mut names = HashSet::new();
-        let mut rules = Vec::with_capacity(wire.rules.len());
-        for (i, r) in wire.rules.iter().enumerate() {
-            let path = root.field("rules").index(i);
-            let rule = validate_rule(r, &path)?;
-            if !names.insert(rule.name.clone()) {
-                return Err(path
-                    .field("name")
-                    .invalid(&rule.name, "duplicate rule name"));
-            }
-            rules.push(rule);
-        }
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            validate_rule,
+            |r| r.name.as_str(),
+        )?;
         let needs_client_ip = rules
             .iter()
             .any(|r| r.templates().any(|t| t.uses(|p| *p == Piece::ClientIp)));
