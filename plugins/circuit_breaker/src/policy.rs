@@ -44,6 +44,13 @@ pub trait BreakerRequest: RequestView {
     fn cluster_name(&self) -> Option<String>;
 }
 
+/// Tests and benchmarks drive the policy with core's fake request.
+impl BreakerRequest for palisade_core::testing::FakeRequest {
+    fn cluster_name(&self) -> Option<String> {
+        self.cluster_name.clone()
+    }
+}
+
 /// Response header on every reply of an open (or saturated half-open) breaker.
 pub const CIRCUIT_HEADER: &str = "x-palisade-circuit";
 
@@ -707,40 +714,10 @@ mod tests {
     use palisade_core::testing::{FakeRequest, FakeStore};
     use std::sync::Arc;
 
-    struct Req {
-        inner: FakeRequest,
-        cluster: Option<String>,
-    }
-
-    impl RequestView for Req {
-        fn header(&self, name: &str) -> Option<String> {
-            RequestView::header(&self.inner, name)
-        }
-        fn path(&self) -> Option<String> {
-            self.inner.path()
-        }
-        fn method(&self) -> Option<String> {
-            self.inner.method()
-        }
-        fn source_address(&self) -> Option<String> {
-            self.inner.source_address()
-        }
-        fn route_name(&self) -> Option<String> {
-            self.inner.route_name()
-        }
-    }
-
-    impl BreakerRequest for Req {
-        fn cluster_name(&self) -> Option<String> {
-            self.cluster.clone()
-        }
-    }
-
-    fn to(cluster: &str) -> Req {
-        Req {
-            inner: FakeRequest::new("GET", "/a/b/c?x=1").route("r1"),
-            cluster: Some(cluster.to_owned()),
-        }
+    fn to(cluster: &str) -> FakeRequest {
+        FakeRequest::new("GET", "/a/b/c?x=1")
+            .route("r1")
+            .cluster(cluster)
     }
 
     fn breakers(extra: &str) -> Breakers {
@@ -1028,10 +1005,7 @@ mod tests {
         let b = breakers(r#","max_breakers":2"#);
         for i in 0..50 {
             call_with(&b, &s, 0, 200);
-            let r = Req {
-                inner: FakeRequest::new("GET", "/"),
-                cluster: Some(format!("c{i}")),
-            };
+            let r = FakeRequest::new("GET", "/").cluster(&format!("c{i}"));
             if let Some(t) = b.admit(&r, &s, at(0)).ticket {
                 b.record(&t, &facts(200, 1), &s, at(0));
             }

@@ -7,9 +7,8 @@
 
 use crate::config::{Config, Thresholds, WindowSpec};
 use crate::outcome::ResponseFacts;
-use crate::policy::{AdmitVerdict, BreakerRequest, Breakers, Event, Ticket};
+use crate::policy::{AdmitVerdict, Breakers, Event, Ticket};
 use crate::state::{Admission, Breaker, Call, Permit, Phase, Probe, Transition};
-use palisade_core::key::RequestView;
 use palisade_core::testing::{FakeRequest, FakeStore};
 use palisade_core::Timestamp;
 use proptest::prelude::*;
@@ -245,32 +244,6 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-struct Req(FakeRequest);
-
-impl RequestView for Req {
-    fn header(&self, name: &str) -> Option<String> {
-        RequestView::header(&self.0, name)
-    }
-    fn path(&self) -> Option<String> {
-        self.0.path()
-    }
-    fn method(&self) -> Option<String> {
-        self.0.method()
-    }
-    fn source_address(&self) -> Option<String> {
-        self.0.source_address()
-    }
-    fn route_name(&self) -> Option<String> {
-        self.0.route_name()
-    }
-}
-
-impl BreakerRequest for Req {
-    fn cluster_name(&self) -> Option<String> {
-        Some("backend".to_owned())
-    }
-}
-
 /// The fake clock starts well after the epoch, as a real one does.
 const START_MS: u64 = 1_000_000;
 
@@ -332,7 +305,7 @@ proptest! {
             .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
         let breakers = Breakers::new(config);
         let t = breakers.config().rules[0].thresholds.clone();
-        let req = Req(FakeRequest::new("GET", "/"));
+        let req = FakeRequest::new("GET", "/").cluster("backend");
         let store = FakeStore::new();
         let key = breakers
             .locate(&req)

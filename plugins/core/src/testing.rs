@@ -138,6 +138,9 @@ pub struct FakeRequest {
     pub method: String,
     pub source_address: Option<String>,
     pub route_name: Option<String>,
+    /// The upstream cluster the request was routed to (`xds.cluster_name`), for policies that key
+    /// on it.
+    pub cluster_name: Option<String>,
 }
 
 impl FakeRequest {
@@ -157,6 +160,11 @@ impl FakeRequest {
 
     pub fn source(mut self, addr: &str) -> Self {
         self.source_address = Some(addr.to_owned());
+        self
+    }
+
+    pub fn cluster(mut self, name: &str) -> Self {
+        self.cluster_name = Some(name.to_owned());
         self
     }
 

@@ -14,15 +14,13 @@
 
 use crate::cases::{FIXTURES, REQUEST_PATH};
 use circuit_breaker::outcome::ResponseFacts;
-use circuit_breaker::policy::{BreakerRequest, Breakers};
+use circuit_breaker::policy::Breakers;
 use jwt_auth::cache::TokenCache;
 use jwt_auth::config::DEFAULT_MAX_TOKEN_SIZE;
 use jwt_auth::policy::{Authenticator, ProviderKeys};
 use jwt_auth::verify::verify_signature;
 use palisade_core::config::FieldPath;
-use palisade_core::key::{
-    client_ip, ClientIpSource, ClientIpWire, KeyPartWire, KeySpec, RequestView,
-};
+use palisade_core::key::{client_ip, ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
 use palisade_core::store::{update, Step, DEFAULT_MAX_ATTEMPTS};
 use palisade_core::testing::{FakeRequest, FakeStore};
 use palisade_core::Timestamp;
@@ -208,33 +206,6 @@ fn bench_request() -> FakeRequest {
     )
 }
 
-/// The bench's request as the circuit breaker sees it: a [`FakeRequest`] routed to a cluster.
-struct BreakerReq(FakeRequest);
-
-impl RequestView for BreakerReq {
-    fn header(&self, name: &str) -> Option<String> {
-        RequestView::header(&self.0, name)
-    }
-    fn path(&self) -> Option<String> {
-        self.0.path()
-    }
-    fn method(&self) -> Option<String> {
-        self.0.method()
-    }
-    fn source_address(&self) -> Option<String> {
-        self.0.source_address()
-    }
-    fn route_name(&self) -> Option<String> {
-        self.0.route_name()
-    }
-}
-
-impl BreakerRequest for BreakerReq {
-    fn cluster_name(&self) -> Option<String> {
-        Some("bench".to_owned())
-    }
-}
-
 /// The end-to-end circuit_breaker case's config, with its (default) count-based window of 100
 /// calls spelled out.
 fn circuit_breaker_policy() -> Option<Breakers> {
@@ -265,7 +236,7 @@ fn circuit_breaker() -> Vec<MicroBench> {
         return Vec::new();
     };
     let store = FakeStore::new();
-    let req = BreakerReq(bench_request());
+    let req = bench_request().cluster("bench");
     let facts = upstream_success();
     let mut now = Timestamp::from_secs(1_700_000_000);
     vec![bench(
@@ -446,7 +417,7 @@ mod tests {
             circuit_breaker::config::WindowSpec::Count { size: 100 }
         );
         let store = FakeStore::new();
-        let req = BreakerReq(bench_request());
+        let req = bench_request().cluster("bench");
         let now = Timestamp::from_secs(1_700_000_000);
         for _ in 0..3 {
             let v = breakers.admit(&req, &store, now);
