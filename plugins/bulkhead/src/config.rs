@@ -5,7 +5,7 @@
 use palisade_core::config::{
     parse_duration, parse_json, validate_rules, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
-pub use palisade_core::config::{validate_name, ReplySpec};
+pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -71,16 +71,6 @@ pub enum PartitionBy {
     Header(String),
 }
 
-/// What to do when the worker cannot count permits in shared data (store errors, contention
-/// beyond the retry bound, or no free worker slot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureMode {
-    /// Let the request through uncounted (the bulkhead is a capacity guard, not a security check).
-    Allow,
-    /// Reject it with the rule's reply.
-    Deny,
-}
-
 /// One validated rule: requests it matches share `max_concurrent` permits per partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -129,15 +119,8 @@ impl Config {
             Some(s) => validate_name(s, &root.field("scope"))?,
             None => "default".to_owned(),
         };
-        let failure_mode = match wire.failure_mode.as_deref() {
-            None | Some("allow") => FailureMode::Allow,
-            Some("deny") => FailureMode::Deny,
-            Some(other) => {
-                return Err(root
-                    .field("failure_mode")
-                    .invalid(other, "expected one of `allow`, `deny`"))
-            }
-        };
+        let failure_mode =
+            FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
         let max_workers = wire.max_workers.unwrap_or(DEFAULT_MAX_WORKERS);
         if !(1..=MAX_MAX_WORKERS).contains(&max_workers) {
             return Err(root

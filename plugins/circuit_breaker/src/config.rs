@@ -8,7 +8,7 @@ use palisade_core::config::{
     one_of, parse_duration, parse_json, validate_rules, ConfigError, FieldPath,
     ReplyWire as ResponseWire,
 };
-pub use palisade_core::config::{validate_name, ReplySpec};
+pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -199,13 +199,6 @@ pub struct Batching {
     pub max_delay: Duration,
 }
 
-/// What to do when shared data cannot be read or updated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureMode {
-    Allow,
-    Deny,
-}
-
 /// Inclusive ranges of response statuses that count as failures.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StatusSet(Vec<(u16, u16)>);
@@ -343,14 +336,8 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
             .field("max_breakers")
             .out_of_range(max_breakers, 1, MAX_MAX_BREAKERS));
     }
-    let failure_mode = match &rw.failure_mode {
-        Some(v) => one_of(
-            v,
-            &path.field("failure_mode"),
-            &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
-        )?,
-        None => FailureMode::Allow,
-    };
+    let failure_mode =
+        FailureMode::validate(rw.failure_mode.as_deref(), &path.field("failure_mode"))?;
     let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
     let batching = match &rw.success_batching {
         None => None,

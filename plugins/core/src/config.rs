@@ -565,3 +565,45 @@ mod rule_list_tests {
         assert!(dup.to_string().contains("unique"));
     }
 }
+
+/// What a plugin does with a request it cannot decide on, usually because shared data could not
+/// be read or updated (compare-and-swap lost beyond the retry bound, or a host error).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FailureMode {
+    /// Fail open: let the request through (and count it).
+    Allow,
+    /// Fail closed: reject it with the plugin's reply.
+    Deny,
+}
+
+impl FailureMode {
+    /// `"allow"` or `"deny"`; absent means `allow`, every plugin's documented default.
+    pub fn validate(wire: Option<&str>, path: &FieldPath) -> Result<FailureMode, ConfigError> {
+        match wire {
+            None => Ok(FailureMode::Allow),
+            Some(v) => one_of(
+                v,
+                path,
+                &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
+            ),
+        }
+    }
+}
+
+#[cfg(test)]
+mod failure_mode_tests {
+    use super::*;
+
+    #[test]
+    fn failure_mode_defaults_to_allow_and_rejects_other_words() {
+        let p = FieldPath::root().field("failure_mode");
+        assert_eq!(FailureMode::validate(None, &p).unwrap(), FailureMode::Allow);
+        assert_eq!(
+            FailureMode::validate(Some("deny"), &p).unwrap(),
+            FailureMode::Deny
+        );
+        let err = FailureMode::validate(Some("open"), &p).unwrap_err();
+        assert_eq!(err.field.as_str(), "failure_mode");
+        assert!(err.to_string().contains("expected one of `allow`, `deny`"));
+    }
+}

@@ -7,7 +7,7 @@ use palisade_core::config::{
     one_of, parse_duration, parse_json, validate_rules, ConfigError, FieldPath,
     ReplyWire as ResponseWire,
 };
-pub use palisade_core::config::{validate_name, ReplySpec};
+pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -71,14 +71,6 @@ pub enum MissingKey {
     Skip,
     /// All such requests share one bucket.
     SharedBucket,
-}
-
-/// What to do when the shared store cannot be updated (conflicts beyond the retry bound, or a host
-/// error).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum FailureMode {
-    Allow,
-    Deny,
 }
 
 /// One validated rule.
@@ -184,14 +176,8 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         )?,
         None => MissingKey::Skip,
     };
-    let failure_mode = match &rw.failure_mode {
-        Some(v) => one_of(
-            v,
-            &path.field("failure_mode"),
-            &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
-        )?,
-        None => FailureMode::Allow,
-    };
+    let failure_mode =
+        FailureMode::validate(rw.failure_mode.as_deref(), &path.field("failure_mode"))?;
     let max_keys = rw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
     if !(1..=MAX_MAX_KEYS).contains(&max_keys) {
         return Err(path
