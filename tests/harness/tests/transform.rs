@@ -404,12 +404,20 @@ fn post_chunked(envoy: &Envoy, body: &[u8]) -> u16 {
 #[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
 fn a_chunked_body_that_outgrows_the_limit_while_buffering_behaves_as_configured() {
     let big = json!({"secret": "s", "pad": "p".repeat(2000)}).to_string();
-    let table = [("reject", 413, 0), ("pass", 200, 1)];
+    // Without content-length the size is only known while buffering, and by then Envoy may have
+    // forwarded the request headers (the filter continues at headers): in reject mode the upstream
+    // sees at most a request that is reset before its body, never a completed one. The upstream
+    // counts a hit when headers arrive, hence "at most 1" there (documented in docs/transform.md).
+    let table = [("reject", 413, 0..=1), ("pass", 200, 1..=1)];
     for (mode, status, hits) in table {
         let (upstream, envoy) = start(json!({"body": {"max_bytes": 512, "on_too_large": mode},
             "rules": [{"name": "strip", "request": {"body": {"remove": ["/secret"]}}}]}));
         assert_eq!(post_chunked(&envoy, big.as_bytes()), status, "{mode}");
-        assert_eq!(upstream.stats().hits, hits, "{mode}");
+        assert!(
+            hits.contains(&upstream.stats().hits),
+            "{mode}: {:?}",
+            upstream.stats()
+        );
         let counter = if mode == "reject" {
             "rejected"
         } else {
