@@ -77,6 +77,11 @@ impl HttpContext for ProbeStream {
     fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
         let s = &self.shared;
         s.metrics.requests.inc();
+        if let Some(crash) = &s.config.crash_header {
+            if matches!(http::request_header(crash), Ok(Some(_))) {
+                crash_the_vm();
+            }
+        }
         let value = if s.config.count {
             match count_request(&s.store) {
                 Ok(n) => n.to_string(),
@@ -97,4 +102,11 @@ impl HttpContext for ProbeStream {
         }
         Action::Continue
     }
+}
+
+/// The fault tests' deliberate VM failure (config `crash_header`): a Rust panic, which aborts the
+/// module exactly as an accidental one would.
+#[allow(clippy::panic)]
+fn crash_the_vm() -> ! {
+    panic!("palisade {PLUGIN}: crash_header present: crashing on purpose");
 }

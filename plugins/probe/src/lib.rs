@@ -6,7 +6,10 @@
 //! end-to-end suite checks is exact across workers. With `count: false` it does exactly one header
 //! read and one header write per request: the benchmark's floor for any Wasm filter.
 //!
-//! Config: `{"header": "x-palisade-probe", "count": true, "scope": "default"}`.
+//! Config: `{"header": "x-palisade-probe", "count": true, "scope": "default"}`, and for fault
+//! tests `"crash_header": "x-crash"`: a request carrying that header makes the probe panic, which
+//! aborts the worker's Wasm VM. It exists so the suite can prove that its "no VM failed" checks
+//! see a failure when one happens (a check that cannot fail proves nothing).
 
 use palisade_core::config::{parse_json, ConfigError, FieldPath};
 use palisade_core::key::validate_header_name;
@@ -25,6 +28,8 @@ struct Wire {
     count: bool,
     #[serde(default)]
     scope: Option<String>,
+    #[serde(default)]
+    crash_header: Option<String>,
 }
 
 /// Validated probe configuration.
@@ -36,6 +41,8 @@ pub struct Config {
     pub count: bool,
     /// Shared-data scope, so two probe instances can keep separate counts.
     pub scope: String,
+    /// A request carrying this header makes the probe panic (fault tests only).
+    pub crash_header: Option<String>,
 }
 
 impl Config {
@@ -54,10 +61,16 @@ impl Config {
                 .field("scope")
                 .invalid(&scope, "must be non-empty and contain no `/`"));
         }
+        let crash_header = wire
+            .crash_header
+            .as_deref()
+            .map(|h| validate_header_name(h, &root.field("crash_header")))
+            .transpose()?;
         Ok(Config {
             header,
             count: wire.count,
             scope,
+            crash_header,
         })
     }
 }
@@ -104,6 +117,14 @@ mod tests {
     fn a_typo_is_rejected_naming_the_field() {
         let err = Config::parse(br#"{"header": "x", "cuont": true}"#).unwrap_err();
         assert_eq!(err.field.as_str(), "cuont");
+    }
+
+    #[test]
+    fn a_crash_header_is_validated_and_lowercased() {
+        let c = Config::parse(br#"{"header": "x", "crash_header": "X-Crash"}"#).unwrap();
+        assert_eq!(c.crash_header.as_deref(), Some("x-crash"));
+        let err = Config::parse(br#"{"header": "x", "crash_header": "bad name"}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "crash_header");
     }
 
     #[test]

@@ -9,6 +9,8 @@ use std::path::Path;
 pub enum FailurePolicy {
     FailClosed,
     FailOpen,
+    /// Envoy ≥ 1.35: a failed VM is replaced (with backoff); counted in `wasm.<name>.vm_reload*`.
+    FailReload,
 }
 
 /// One HTTP filter in the chain (the router is always appended last).
@@ -34,6 +36,7 @@ impl Filter {
         let policy = match policy {
             FailurePolicy::FailClosed => "FAIL_CLOSED",
             FailurePolicy::FailOpen => "FAIL_OPEN",
+            FailurePolicy::FailReload => "FAIL_RELOAD",
         };
         let yaml = format!(
             r#"- name: {name}

@@ -290,6 +290,42 @@ impl Envoy {
         std::fs::read_to_string(&self.log_path).unwrap_or_default()
     }
 
+    /// Evidence that a Wasm VM failed: a module that panics or traps is aborted, and with
+    /// `FAIL_CLOSED` every later request on that worker gets 503 (`FAIL_RELOAD` replaces the VM).
+    /// Envoy shows it in the `wasm.<filter>.vm_reload*` counters (`FAIL_RELOAD` filters only) and in
+    /// its log (`Function: proxy_on_... failed`, and our panic hook's `panic (the worker's Wasm VM
+    /// will abort)` line, at any failure policy). Empty when no VM failed.
+    pub fn vm_failures(&self) -> Vec<String> {
+        let mut found: Vec<String> = self
+            .stats()
+            .into_iter()
+            .filter(|(name, value)| {
+                name.starts_with("wasm.") && name.contains(".vm_reload") && *value > 0
+            })
+            .map(|(name, value)| format!("stat {name} = {value}"))
+            .collect();
+        found.extend(
+            self.log()
+                .lines()
+                .filter(|l| {
+                    (l.contains("Function: ") && l.contains(" failed"))
+                        || l.contains("Wasm VM will abort")
+                })
+                .map(|l| format!("log {l}")),
+        );
+        found
+    }
+
+    /// Panic (printing the log) if any Wasm VM failed; see [`Envoy::vm_failures`].
+    pub fn assert_no_vm_failures(&self) {
+        let failures = self.vm_failures();
+        assert!(
+            failures.is_empty(),
+            "a Wasm VM failed:\n{}",
+            failures.join("\n")
+        );
+    }
+
     /// The Envoy process id (for CPU accounting in benchmarks).
     pub fn pid(&self) -> u32 {
         self.child.id()

@@ -14,7 +14,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod envoy;
 
-pub use bootstrap::{free_port, render_example, Bootstrap, Filter, LdsFile, Route};
+pub use bootstrap::{free_port, render_example, Bootstrap, FailurePolicy, Filter, LdsFile, Route};
 pub use client::{Request, Response};
 pub use envoy::{Envoy, EnvoyOptions, StartError};
 pub use palisade_upstream::{Stats as UpstreamStats, Upstream};
