@@ -151,10 +151,18 @@ impl Shared {
                     }
                 }
                 Wake::Reply(context, reply) => {
-                    let sent = flow::set_effective_context(context)
-                        .and_then(|()| http::send_reply(&reply));
-                    if let Err(e) = sent {
+                    if let Err(e) = flow::set_effective_context(context) {
+                        // The stream is gone: nothing to answer.
                         log::warn!("palisade {PLUGIN}: cannot answer stream {context}: {e}");
+                    } else if let Err(e) = http::send_reply(&reply) {
+                        // As for a reply at admission: let it through (logged) rather than leave
+                        // it paused with no answer until a timeout.
+                        log::warn!(
+                            "palisade {PLUGIN}: cannot answer stream {context} ({e}); resuming it"
+                        );
+                        if let Err(e) = flow::resume_http_request() {
+                            log::warn!("palisade {PLUGIN}: cannot resume stream {context}: {e}");
+                        }
                     }
                 }
             }

@@ -269,11 +269,8 @@ impl RootContext for Root {
         // Tick at the shortest `success_batching.max_delay` (so a quiet worker's batch waits at
         // most about twice that), and at least every 500 ms for the gauges.
         let tick = config_tick(self.shared.as_deref());
-        if let Err(status) = proxy_wasm::hostcalls::set_tick_period(tick) {
-            log::warn!(
-                "palisade {PLUGIN}: no tick ({}); gauges move only with traffic",
-                palisade_host::error::status_name(status)
-            );
+        if let Err(e) = palisade_host::flow::set_tick_period(tick) {
+            log::warn!("palisade {PLUGIN}: no tick ({e}); gauges move only with traffic");
         }
         true
     }

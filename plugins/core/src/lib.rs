@@ -10,6 +10,7 @@ pub mod config;
 pub mod decision;
 pub mod key;
 pub mod matcher;
+pub mod pairs;
 pub mod store;
 pub mod testing;
 pub mod time;

@@ -4,22 +4,20 @@
 //! from `on_http_*_body` until `end_of_stream`, which makes Envoy accumulate the body) and then
 //! rewrite it. `size` is the `body_size` the callback was given: the whole buffered body.
 //!
-//! Caveat: the SDK's `get_buffer`/`set_buffer` abort on a status other than `Ok`/`NotFound`
-//! (Envoy returns none other for the body of the current stream); everything else is a
-//! [`HostError`].
+//! Every non-`Ok` status is a [`HostError`] (a missing buffer reads as empty).
 
+use crate::abi;
 use crate::error::HostError;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::BufferType;
 
 fn read(kind: BufferType, op: &'static str, size: usize) -> Result<Vec<u8>, HostError> {
-    hostcalls::get_buffer(kind, 0, size)
+    abi::get_buffer(kind, 0, size)
         .map(Option::unwrap_or_default)
-        .map_err(|s| HostError::new(op, s))
+        .map_err(|e| e.during(op))
 }
 
 fn replace(kind: BufferType, op: &'static str, size: usize, body: &[u8]) -> Result<(), HostError> {
-    hostcalls::set_buffer(kind, 0, size, body).map_err(|s| HostError::new(op, s))
+    abi::set_buffer(kind, 0, size, body).map_err(|e| e.during(op))
 }
 
 /// The buffered request body (`size` bytes from the start).

@@ -8,20 +8,26 @@
 //! Envoy defers the actual continue/reply until the current VM call returns, so these are safe to
 //! call from inside another stream's callback.
 
+use crate::abi;
 use crate::error::HostError;
-use proxy_wasm::hostcalls;
 use std::time::Duration;
 
 /// Make the following hostcalls of this VM call act on stream `context_id`. Fails with
 /// `BadArgument`/`NotFound` if the host no longer knows that context (the stream has ended).
 pub fn set_effective_context(context_id: u32) -> Result<(), HostError> {
-    hostcalls::set_effective_context(context_id)
-        .map_err(|s| HostError::new("set_effective_context", s))
+    abi::set_effective_context(context_id).map_err(|e| e.during("set_effective_context"))
 }
 
 /// Continue the (effective) stream's request after it was paused at request headers.
 pub fn resume_http_request() -> Result<(), HostError> {
-    hostcalls::resume_http_request().map_err(|s| HostError::new("resume_http_request", s))
+    abi::continue_request().map_err(|e| e.during("resume_http_request"))
+}
+
+/// Reset the (effective) stream: the last resort for a paused stream that must neither continue
+/// nor hang — e.g. a fail-closed plugin whose local reply could not be sent. Envoy resets the
+/// downstream stream once the current VM call returns.
+pub fn reset_http_request() -> Result<(), HostError> {
+    abi::close_request().map_err(|e| e.during("reset_http_request"))
 }
 
 /// Resume stream `context_id` (effective context switch, then continue its request).
@@ -31,7 +37,8 @@ pub fn resume_stream(context_id: u32) -> Result<(), HostError> {
 }
 
 /// Call the root context's `on_tick` every `period` (per VM, that is per worker thread).
-/// A zero period stops the ticks.
+/// A zero period stops the ticks; a period longer than `u32::MAX` ms (49 days) is capped.
 pub fn set_tick_period(period: Duration) -> Result<(), HostError> {
-    hostcalls::set_tick_period(period).map_err(|s| HostError::new("set_tick_period", s))
+    let millis = u32::try_from(period.as_millis()).unwrap_or(u32::MAX);
+    abi::set_tick_period_millis(millis).map_err(|e| e.during("set_tick_period"))
 }

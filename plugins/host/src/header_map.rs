@@ -1,16 +1,16 @@
 //! Whole header maps as bytes, and per-name replacement of all of a header's values.
 //!
-//! `http::request_header` and friends go through the SDK's UTF-8 `String` API, which aborts the
-//! VM on a header value that is not UTF-8 (Envoy accepts obs-text bytes 0x80–0xFF in values).
-//! These read and write raw bytes instead, so a plugin can treat such a value as data.
+//! Values are raw bytes (Envoy accepts obs-text bytes 0x80–0xFF in values), so a plugin can treat
+//! a value that is not UTF-8 as data. The map arrives in the ABI's pairs encoding, decoded by
+//! `palisade_core::pairs` with every length checked.
 
+use crate::abi;
 use crate::error::HostError;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::MapType;
 
 /// Every header (pseudo-headers included) with its raw value, in the proxy's order.
 pub fn all(map: MapType) -> Result<Vec<(String, Vec<u8>)>, HostError> {
-    hostcalls::get_map_bytes(map).map_err(|s| HostError::new("get_map_bytes", s))
+    abi::get_header_map_pairs(map).map_err(|e| e.during("get_map_bytes"))
 }
 
 /// The request headers; see [`all`].
@@ -27,14 +27,13 @@ pub fn response_headers() -> Result<Vec<(String, Vec<u8>)>, HostError> {
 /// added after the first.
 pub fn replace_values(map: MapType, name: &str, values: &[Vec<u8>]) -> Result<(), HostError> {
     match values.split_first() {
-        None => hostcalls::remove_map_value(map, name)
-            .map_err(|s| HostError::new("remove_map_value", s)),
+        None => abi::remove_header_map_value(map, name).map_err(|e| e.during("remove_map_value")),
         Some((first, rest)) => {
-            hostcalls::set_map_value_bytes(map, name, Some(first))
-                .map_err(|s| HostError::new("set_map_value_bytes", s))?;
+            abi::replace_header_map_value(map, name, first)
+                .map_err(|e| e.during("set_map_value_bytes"))?;
             for v in rest {
-                hostcalls::add_map_value_bytes(map, name, v)
-                    .map_err(|s| HostError::new("add_map_value_bytes", s))?;
+                abi::add_header_map_value(map, name, v)
+                    .map_err(|e| e.during("add_map_value_bytes"))?;
             }
             Ok(())
         }

@@ -1,17 +1,25 @@
 //! Header, property and local-reply hostcalls, each returning [`HostError`] instead of panicking.
 
+use crate::abi;
 use crate::error::HostError;
 use palisade_core::{Decision, LocalReply};
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::{Action, MapType};
 
 /// A request header's value. Header values may carry bytes that are not UTF-8 (HTTP allows
 /// obs-text, and Envoy passes it through); they are replaced with U+FFFD rather than trusted.
-/// The SDK's `get_map_value` would panic on them — aborting the worker's VM — so it is never used.
+/// (The SDK's `get_map_value` would panic on them, aborting the worker's VM.)
 pub fn request_header(name: &str) -> Result<Option<String>, HostError> {
-    hostcalls::get_map_value_bytes(MapType::HttpRequestHeaders, name)
+    abi::get_header_map_value(MapType::HttpRequestHeaders, name)
         .map(|v| v.map(lossy))
-        .map_err(|s| HostError::new("get_request_header", s))
+        .map_err(|e| e.during("get_request_header"))
+}
+
+/// Replace (`Some`) or remove (`None`) every value of a header.
+fn set_header(map: MapType, name: &str, value: Option<&str>) -> Result<(), HostError> {
+    match value {
+        Some(v) => abi::replace_header_map_value(map, name, v.as_bytes()),
+        None => abi::remove_header_map_value(map, name),
+    }
 }
 
 /// Bytes as text, with invalid UTF-8 replaced (no copy when the bytes are valid).
@@ -20,35 +28,34 @@ pub fn lossy(bytes: Vec<u8>) -> String {
 }
 
 pub fn set_request_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
-    hostcalls::set_map_value(MapType::HttpRequestHeaders, name, value)
-        .map_err(|s| HostError::new("set_request_header", s))
+    set_header(MapType::HttpRequestHeaders, name, value).map_err(|e| e.during("set_request_header"))
 }
 
 pub fn add_request_header(name: &str, value: &str) -> Result<(), HostError> {
-    hostcalls::add_map_value(MapType::HttpRequestHeaders, name, value)
-        .map_err(|s| HostError::new("add_request_header", s))
+    abi::add_header_map_value(MapType::HttpRequestHeaders, name, value.as_bytes())
+        .map_err(|e| e.during("add_request_header"))
 }
 
 /// A response header's value; non-UTF-8 bytes are replaced, as for [`request_header`].
 pub fn response_header(name: &str) -> Result<Option<String>, HostError> {
-    hostcalls::get_map_value_bytes(MapType::HttpResponseHeaders, name)
+    abi::get_header_map_value(MapType::HttpResponseHeaders, name)
         .map(|v| v.map(lossy))
-        .map_err(|s| HostError::new("get_response_header", s))
+        .map_err(|e| e.during("get_response_header"))
 }
 
 pub fn set_response_header(name: &str, value: Option<&str>) -> Result<(), HostError> {
-    hostcalls::set_map_value(MapType::HttpResponseHeaders, name, value)
-        .map_err(|s| HostError::new("set_response_header", s))
+    set_header(MapType::HttpResponseHeaders, name, value)
+        .map_err(|e| e.during("set_response_header"))
 }
 
 pub fn add_response_header(name: &str, value: &str) -> Result<(), HostError> {
-    hostcalls::add_map_value(MapType::HttpResponseHeaders, name, value)
-        .map_err(|s| HostError::new("add_response_header", s))
+    abi::add_header_map_value(MapType::HttpResponseHeaders, name, value.as_bytes())
+        .map_err(|e| e.during("add_response_header"))
 }
 
 /// A property's raw bytes (`None` if the host has no value for it).
 pub fn property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
-    hostcalls::get_property(path.to_vec()).map_err(|s| HostError::new("get_property", s))
+    abi::get_property(path).map_err(|e| e.during("get_property"))
 }
 
 /// A string property; non-UTF-8 bytes are replaced.
@@ -72,20 +79,18 @@ pub fn send_reply(reply: &LocalReply) -> Result<(), HostError> {
         .iter()
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
-    let body = if reply.body.is_empty() {
-        None
-    } else {
-        Some(reply.body.as_slice())
-    };
     log::debug!("local reply {} ({})", reply.status, reply.details);
-    hostcalls::send_http_response(u32::from(reply.status), headers, body)
-        .map_err(|s| HostError::new("send_http_response", s))
+    abi::send_local_response(u32::from(reply.status), &headers, &reply.body)
+        .map_err(|e| e.during("send_http_response"))
 }
 
 /// Apply a decision: continue, or send the reply and stop iteration.
 ///
 /// If the reply cannot be sent, `on_send_failure` decides (a plugin's documented failure mode):
-/// the returned action is what the stream does next.
+/// - `Action::Continue` (fail open): the request goes on upstream;
+/// - `Action::Pause` (fail closed): the stream is reset, so it neither reaches the upstream nor
+///   hangs paused with no reply until a timeout. If even the reset fails (it never has), the
+///   stream stays paused and Envoy's stream timeouts end it.
 pub fn apply(decision: &Decision, on_send_failure: Action) -> Action {
     match decision {
         Decision::Continue => Action::Continue,
@@ -93,8 +98,19 @@ pub fn apply(decision: &Decision, on_send_failure: Action) -> Action {
             Ok(()) => Action::Pause,
             Err(e) => {
                 log::error!("{e}");
+                if on_send_failure == Action::Pause {
+                    reset_after_failed_reply();
+                }
                 on_send_failure
             }
         },
+    }
+}
+
+/// Fail closed after a local reply could not be sent: reset the (effective) stream.
+pub fn reset_after_failed_reply() {
+    match crate::flow::reset_http_request() {
+        Ok(()) => log::warn!("local reply failed: stream reset instead"),
+        Err(e) => log::error!("local reply failed and {e}: the stream stays paused"),
     }
 }

@@ -5,13 +5,18 @@
 //! [`HostError`] naming the operation, so no plugin ever `unwrap`s a host result: a panic in the
 //! VM kills the worker's VM and fails its traffic.
 //!
-//! The SDK's convenience methods on `Context` unwrap host results internally; we call
-//! `proxy_wasm::hostcalls` directly instead.
+//! The SDK's `hostcalls` functions panic on statuses they do not expect, and its convenience
+//! methods on `Context` unwrap; we declare the ABI imports ourselves in `abi` (raw status codes,
+//! safe wrappers, the only hand-written `unsafe` in Palisade) and build everything here on
+//! those. The SDK is kept for the context traits, `main!` and the exported `proxy_on_*`
+//! callbacks, and for `dispatch_http_call` (see `dispatch`).
 //!
 //! This crate compiles to nothing on native targets (see `Cargo.toml`), which keeps proxy-wasm's
 //! unresolved imports out of native test binaries.
 #![cfg(target_arch = "wasm32")]
 
+#[allow(unsafe_code)] // The ABI imports: the one audited module allowed to use `unsafe`.
+mod abi;
 pub mod body;
 pub mod dispatch;
 pub mod error;
@@ -26,32 +31,64 @@ pub use error::HostError;
 pub use proxy_wasm;
 
 use palisade_core::Timestamp;
-use proxy_wasm::hostcalls;
 use proxy_wasm::types::LogLevel;
-use std::time::UNIX_EPOCH;
 
 /// The proxy's current wall-clock time. On failure (never seen in practice) the epoch is returned,
 /// which every policy treats as "no time has passed".
 pub fn now() -> Timestamp {
-    hostcalls::get_current_time()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| Timestamp::from_nanos(u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)))
+    abi::current_time_nanos()
+        .map(Timestamp::from_nanos)
         .unwrap_or(Timestamp::ZERO)
 }
 
-/// Install the SDK logger at `level` and a panic hook that logs the panic at critical level with
-/// the plugin's name, then lets the abort happen. Call first thing in `proxy_wasm::main!`.
+/// Install our logger at `level` and a panic hook that logs the panic at critical level with the
+/// plugin's name, then lets the abort happen. Call first thing in `proxy_wasm::main!`.
 ///
-/// Our hook replaces the SDK's, which `unwrap`s the log hostcall.
+/// Both replace the SDK's (`proxy_wasm::set_log_level`, never called), which `unwrap` the log
+/// hostcall: a log line the host refuses must not abort the VM, so ours drop it.
 pub fn init(plugin: &'static str, level: LogLevel) {
-    proxy_wasm::set_log_level(level);
+    // Fails only if a logger is already installed (a second `init`): keep that one.
+    let _ = log::set_logger(&HOST_LOGGER);
+    log::set_max_level(match level {
+        LogLevel::Trace => log::LevelFilter::Trace,
+        LogLevel::Debug => log::LevelFilter::Debug,
+        LogLevel::Info => log::LevelFilter::Info,
+        LogLevel::Warn => log::LevelFilter::Warn,
+        LogLevel::Error | LogLevel::Critical => log::LevelFilter::Error,
+    });
     std::panic::set_hook(Box::new(move |info| {
-        let _ = hostcalls::log(
+        let _ = abi::log(
             LogLevel::Critical,
             &format!("palisade {plugin}: panic (the worker's Wasm VM will abort): {info}"),
         );
     }));
+}
+
+/// The `log` crate's backend: the proxy's log, through [`abi::log`]. A refused line is dropped.
+struct HostLogger;
+
+static HOST_LOGGER: HostLogger = HostLogger;
+
+impl log::Log for HostLogger {
+    fn enabled(&self, metadata: &log::Metadata) -> bool {
+        metadata.level() <= log::max_level()
+    }
+
+    fn log(&self, record: &log::Record) {
+        if !self.enabled(record.metadata()) {
+            return;
+        }
+        let level = match record.level() {
+            log::Level::Trace => LogLevel::Trace,
+            log::Level::Debug => LogLevel::Debug,
+            log::Level::Info => LogLevel::Info,
+            log::Level::Warn => LogLevel::Warn,
+            log::Level::Error => LogLevel::Error,
+        };
+        let _ = abi::log(level, &record.args().to_string());
+    }
+
+    fn flush(&self) {}
 }
 
 /// Read the plugin configuration and parse it with `parse` (a plugin's two-step wire → domain
@@ -80,11 +117,11 @@ pub fn load_config<T>(
 
 /// The plugin configuration bytes, or an empty vector when none was given.
 pub fn plugin_configuration() -> Result<Vec<u8>, HostError> {
-    let buf = hostcalls::get_buffer(
+    let buf = abi::get_buffer(
         proxy_wasm::types::BufferType::PluginConfiguration,
         0,
         usize::MAX,
     )
-    .map_err(|s| HostError::new("get_buffer(plugin_configuration)", s))?;
+    .map_err(|e| e.during("get_buffer(plugin_configuration)"))?;
     Ok(buf.unwrap_or_default())
 }

@@ -4,7 +4,7 @@
 //! `wasmcustom.palisade.rate_limit.allowed`. A metric that fails to define (it never should) turns
 //! into a no-op after one log line: losing a counter must never fail traffic.
 
-use proxy_wasm::hostcalls;
+use crate::abi;
 use proxy_wasm::types::MetricType;
 
 /// A defined metric, or a no-op if definition failed.
@@ -15,13 +15,10 @@ pub struct Metric {
 
 impl Metric {
     fn define(kind: MetricType, name: &str) -> Metric {
-        match hostcalls::define_metric(kind, name) {
+        match abi::define_metric(kind, name) {
             Ok(id) => Metric { id: Some(id) },
-            Err(status) => {
-                log::error!(
-                    "define_metric({name}) failed: {}; the metric is disabled",
-                    crate::error::status_name(status)
-                );
+            Err(e) => {
+                log::error!("define_metric({name}) failed: {e}; the metric is disabled");
                 Metric { id: None }
             }
         }
@@ -45,11 +42,8 @@ impl Metric {
     /// Add `delta` (counters and gauges).
     pub fn add(self, delta: i64) {
         if let Some(id) = self.id {
-            if let Err(status) = hostcalls::increment_metric(id, delta) {
-                log::debug!(
-                    "increment_metric failed: {}",
-                    crate::error::status_name(status)
-                );
+            if let Err(e) = abi::increment_metric(id, delta) {
+                log::debug!("{e}");
             }
         }
     }
@@ -61,17 +55,14 @@ impl Metric {
     /// Set a gauge, or record a histogram sample.
     pub fn record(self, value: u64) {
         if let Some(id) = self.id {
-            if let Err(status) = hostcalls::record_metric(id, value) {
-                log::debug!(
-                    "record_metric failed: {}",
-                    crate::error::status_name(status)
-                );
+            if let Err(e) = abi::record_metric(id, value) {
+                log::debug!("{e}");
             }
         }
     }
 
     /// The current value (gauges and counters), if readable.
     pub fn value(self) -> Option<u64> {
-        self.id.and_then(|id| hostcalls::get_metric(id).ok())
+        self.id.and_then(|id| abi::get_metric(id).ok())
     }
 }

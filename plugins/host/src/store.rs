@@ -13,11 +13,10 @@
 //!   only if that write raced with a creation of the same key.
 //! - keys are never freed, so policies must bound how many distinct keys they write.
 
-use crate::error::HostError;
+use crate::abi;
 use palisade_core::store::KeyPrefix;
 use palisade_core::store::Versioned;
 use palisade_core::{SharedStore, StoreError, Version};
-use proxy_wasm::hostcalls;
 
 /// The CAS passed when creating a key; see the module docs.
 pub const CREATE_CAS: u32 = u32::MAX;
@@ -41,7 +40,7 @@ impl HostStore {
 impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<Versioned, StoreError> {
         let full = self.prefix.key(key);
-        match hostcalls::get_shared_data(&full) {
+        match abi::get_shared_data(&full) {
             Ok((value, Some(cas))) => Ok(Versioned {
                 value: value.unwrap_or_default(),
                 version: Version::Cas(cas),
@@ -53,7 +52,7 @@ impl SharedStore for HostStore {
             Ok((Some(_), None)) => Err(StoreError::Host(format!(
                 "shared data {full}: value without CAS"
             ))),
-            Err(status) => Err(HostError::new("get_shared_data", status).into()),
+            Err(e) => Err(e.during("get_shared_data").into()),
         }
     }
 
@@ -69,7 +68,7 @@ impl SharedStore for HostStore {
             Version::Cas(0) => return Err(StoreError::CasMismatch),
             Version::Cas(cas) => cas,
         };
-        hostcalls::set_shared_data(&self.prefix.key(key), Some(value), Some(cas))
-            .map_err(|status| HostError::new("set_shared_data", status).into())
+        abi::set_shared_data(&self.prefix.key(key), value, cas)
+            .map_err(|e| e.during("set_shared_data").into())
     }
 }

@@ -426,7 +426,8 @@ fn apply(w: &Worker, verdict: &Verdict) -> Action {
             }
         }
     }
-    // A reply that cannot be sent leaves the stream paused: never let an unverified request through.
+    // A reply that cannot be sent resets the stream (`apply` with `Pause`): never let an unverified
+    // request through, nor leave it hanging paused with no answer.
     http::apply(&verdict.decision, Action::Pause)
 }
 
