@@ -35,6 +35,12 @@ pub fn verify_signature(token: &Token<'_>, keys: &KeySet) -> Result<(), Failure>
 }
 
 fn check<A: Algorithm>(alg: &A, key: &A::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+    // jwt-compact's own `Token` path checks the length before `try_from_slice`, and some of its
+    // signature types rely on that: Ed25519 (`copy_from_slice`) and HMAC (`clone_from_slice`)
+    // *panic* on a signature of the wrong length. Found by the `jwt_verify` fuzz target.
+    if A::Signature::LENGTH.is_some_and(|len| len.get() != sig.len()) {
+        return false;
+    }
     match A::Signature::try_from_slice(sig) {
         Ok(sig) => alg.verify_signature(&sig, key, msg),
         Err(_) => false,
@@ -309,6 +315,52 @@ mod tests {
             verify(&forged, &keys()).unwrap_err().reason,
             Reason::BadSignature
         );
+    }
+
+    /// Regression (fuzz target `jwt_verify`): a 65-byte EdDSA signature panicked inside
+    /// jwt-compact, aborting the worker's VM. This is the fuzzer's input, verbatim.
+    #[test]
+    fn an_eddsa_signature_of_the_wrong_length_is_rejected_without_panicking() {
+        let raw = "eyJhbGciOiJFZERTQSIsImtpZCI6InRlc3QtZWQyNTUxOSIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2lzc3Vlci50ZXN0IiwiYXVkIjoiYXBpIiwic3ViIjoiYWxpY2UiLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6NDEwMjQ0NDgwMCwibmJmIjoxNzAwMDAwMDAwfQ.Oi8wFwte2Czr3WuK0iIODzuUbGnJnz9v303dx18v75q8iFzKsCvyxur14-1g_DKK82mhMVWANr1QCtsAAdJMuAg";
+        assert_eq!(
+            verify(raw, &keys()).unwrap_err().reason,
+            Reason::BadSignature
+        );
+        let good = testkeys::token(Alg::EdDsa, &json!({}));
+        let (input, _) = good.rsplit_once('.').unwrap();
+        for len in [1, 63, 65, 128] {
+            let sig = base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                vec![7u8; len],
+            );
+            let forged = format!("{input}.{sig}");
+            assert_eq!(
+                verify(&forged, &keys()).unwrap_err().reason,
+                Reason::BadSignature,
+                "{len} bytes"
+            );
+        }
+    }
+
+    /// Regression (same cause as above): HMAC signatures of the wrong length panicked in
+    /// jwt-compact (`GenericArray::clone_from_slice`).
+    #[test]
+    fn an_hmac_signature_of_the_wrong_length_is_rejected_without_panicking() {
+        let good = testkeys::token(Alg::Hs256, &json!({}));
+        assert_eq!(verify(&good, &keys()), Ok(()));
+        let (input, _) = good.rsplit_once('.').unwrap();
+        for len in [1, 31, 33, 64] {
+            let sig = base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                vec![7u8; len],
+            );
+            let forged = format!("{input}.{sig}");
+            assert_eq!(
+                verify(&forged, &keys()).unwrap_err().reason,
+                Reason::BadSignature,
+                "{len} bytes"
+            );
+        }
     }
 
     fn claims(v: Value) -> Map<String, Value> {
