@@ -57,6 +57,9 @@ struct Metrics {
     denied: Vec<(Reason, Metric)>,
     fetch_success: Metric,
     fetch_failure: Metric,
+    /// A tick declined an unknown-`kid` refetch (too soon after the last, or another worker's
+    /// fetch holds the lease); it stays pending.
+    refetch_deferred: Metric,
     paused: Metric,
     pause_timeouts: Metric,
     rewrite_failures: Metric,
@@ -77,6 +80,7 @@ impl Metrics {
                 .collect(),
             fetch_success: m("jwks_fetch.success"),
             fetch_failure: m("jwks_fetch.failure"),
+            refetch_deferred: m("jwks_fetch.refetch_deferred"),
             paused: m("paused"),
             pause_timeouts: m("pause_timeouts"),
             rewrite_failures: m("rewrite_failures"),
@@ -186,6 +190,9 @@ impl Worker {
             }
             match remote::try_claim(&self.store, &r.keys, &r.remote, now, r.force) {
                 Ok(false) => {
+                    if r.force {
+                        self.metrics.refetch_deferred.inc();
+                    }
                     continue;
                 }
                 Ok(true) => {}
