@@ -361,7 +361,7 @@ fn upstream_resets_timeouts_and_slowness_get_the_standard_replies_and_trip_the_b
     // A slow upstream that fills the bulkhead: the overflow waits 50 ms, then gets 503 `expired`
     // or `full`, and every permit comes back once the slow calls end.
     let results = parallel(12, 12, |_| {
-        Request::get(&envoy.url("/slow?upstream_delay_ms=600"))
+        Request::get(&envoy.url("/slow?upstream_delay_ms=2000"))
     });
     let counts = status_counts(&results);
     assert_eq!(
