@@ -78,7 +78,9 @@ pub struct LimitOutcome {
 pub fn check(limit: &Limit, tat: Tat, now: Timestamp) -> (LimitOutcome, Option<Tat>) {
     let now_s = limit.scaled(now);
     let base = tat.max(now_s);
-    let new_tat = base + limit.cost();
+    // Saturating: a TAT read from a corrupt or foreign slot can be anything up to `u128::MAX`
+    // (found by the `rate_limit_policy` fuzz target); such a slot denies, it does not overflow.
+    let new_tat = base.saturating_add(limit.cost());
     let ahead = new_tat - now_s;
     if ahead <= limit.tolerance() {
         let remaining = (limit.tolerance() - ahead) / limit.cost();
@@ -229,6 +231,22 @@ mod tests {
             capacity,
             refill,
             period: Duration::from_millis(period_ms),
+        }
+    }
+
+    /// Regression (fuzz target `rate_limit_policy`): a slot overwritten with garbage decoded to a
+    /// TAT near `u128::MAX`, and adding one token's cost overflowed (a panic with overflow checks,
+    /// a wrap-around without).
+    #[test]
+    fn a_corrupt_tat_at_the_top_of_the_range_denies_without_overflowing() {
+        let l = limit(5, 1, 1000);
+        let now = Timestamp::from_secs(1_700_000_000);
+        for tat in [u128::MAX, u128::MAX - 1, u128::MAX - l.cost() + 1] {
+            let (outcome, new_tat) = check(&l, tat, now);
+            assert!(!outcome.allowed);
+            assert_eq!(new_tat, None);
+            assert_eq!(outcome.remaining, 0);
+            assert!(outcome.retry_after > Duration::from_secs(3600));
         }
     }
 
