@@ -29,11 +29,12 @@ export ENVOY_BIN
 CARGO ?= cargo
 E2E_THREADS ?= 2
 
-.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest validate demo bench token clean help
+.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest validate demo bench token clean help fuzz fuzz-smoke
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
-	@echo "make test    - fmt, clippy (native + wasm), unit tests, wasm build, config validation, end-to-end tests (Envoy $(ENVOY_VERSION) and $(ENVOY_OLDEST))"
+	@echo "make test    - fmt, clippy (native + wasm), unit and property tests, fuzzing smoke ($(FUZZ_SMOKE_SECONDS) s per target), wasm build, config validation, end-to-end and fault tests (Envoy $(ENVOY_VERSION) and $(ENVOY_OLDEST))"
+	@echo "make fuzz    - every fuzz target for FUZZ_SECONDS=$(FUZZ_SECONDS) s each (FUZZ_TARGETS for a subset; docs/fuzzing.md)"
 	@echo "make demo    - build, start the upstream and Envoy with envoy/demo.yaml on :10000"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
@@ -84,7 +85,7 @@ e2e-oldest:
 validate: setup build
 	$(CARGO) test -p palisade-harness --test examples -- --ignored
 
-test: setup lint unit e2e e2e-oldest
+test: setup lint unit fuzz-smoke e2e e2e-oldest
 
 demo: setup build
 	$(CARGO) build --release -p palisade-upstream
@@ -106,3 +107,15 @@ token:
 clean:
 	$(CARGO) clean
 	rm -rf dist
+
+# Fuzzing (docs/fuzzing.md): every cargo-fuzz target for FUZZ_SECONDS each; FUZZ_TARGETS="a b"
+# for a subset. Needs the nightly toolchain; installs the pinned cargo-fuzz into .tools/.
+# `make test` runs the short smoke (FUZZ_SMOKE_SECONDS each); the long run is e.g.
+# `make fuzz FUZZ_SECONDS=600`.
+FUZZ_SECONDS ?= 10
+FUZZ_SMOKE_SECONDS ?= 5
+fuzz:
+	FUZZ_SECONDS=$(FUZZ_SECONDS) ./scripts/fuzz.sh
+
+fuzz-smoke:
+	FUZZ_SECONDS=$(FUZZ_SMOKE_SECONDS) ./scripts/fuzz.sh
