@@ -104,11 +104,16 @@ impl fmt::Display for StartError {
 impl std::error::Error for StartError {}
 
 /// A running Envoy, killed on drop (its log is printed then if the test is failing).
+///
+/// Every test also checks on drop that no Wasm VM failed while it ran ([`Envoy::vm_failures`]):
+/// a module that panicked fails the test even if the requests it sent got the statuses it wanted.
+/// A test that crashes a VM on purpose says so with [`Envoy::expect_vm_failures`].
 pub struct Envoy {
     child: Child,
     admin: String,
     listener_port: u16,
     log_path: PathBuf,
+    vm_failures_expected: std::sync::atomic::AtomicBool,
     _dir: tempfile::TempDir,
 }
 
@@ -172,6 +177,7 @@ impl Envoy {
             admin: String::new(),
             listener_port: 0,
             log_path,
+            vm_failures_expected: std::sync::atomic::AtomicBool::new(false),
             _dir: dir,
         };
         match envoy.wait_ready(&admin_file) {
@@ -249,15 +255,18 @@ impl Envoy {
 
     /// Every counter and gauge from `/stats`, by name.
     pub fn stats(&self) -> BTreeMap<String, u64> {
-        let body = client::get(&format!("{}/stats", self.admin))
-            .expect("GET /stats")
-            .body;
-        body.lines()
+        self.try_stats().expect("GET /stats")
+    }
+
+    fn try_stats(&self) -> Result<BTreeMap<String, u64>, String> {
+        let body = client::get(&format!("{}/stats", self.admin))?.body;
+        Ok(body
+            .lines()
             .filter_map(|line| {
                 let (name, value) = line.rsplit_once(": ")?;
                 Some((name.to_owned(), value.trim().parse::<u64>().ok()?))
             })
-            .collect()
+            .collect())
     }
 
     /// One stat, or 0 if Envoy has not created it (yet).
@@ -296,8 +305,13 @@ impl Envoy {
     /// its log (`Function: proxy_on_... failed`, and our panic hook's `panic (the worker's Wasm VM
     /// will abort)` line, at any failure policy). Empty when no VM failed.
     pub fn vm_failures(&self) -> Vec<String> {
+        self.try_vm_failures()
+            .unwrap_or_else(|e| vec![format!("GET /stats failed: {e}")])
+    }
+
+    fn try_vm_failures(&self) -> Result<Vec<String>, String> {
         let mut found: Vec<String> = self
-            .stats()
+            .try_stats()?
             .into_iter()
             .filter(|(name, value)| {
                 name.starts_with("wasm.") && name.contains(".vm_reload") && *value > 0
@@ -313,7 +327,12 @@ impl Envoy {
                 })
                 .map(|l| format!("log {l}")),
         );
-        found
+        Ok(found)
+    }
+
+    /// This test makes a Wasm VM fail on purpose: skip the check on drop.
+    pub fn expect_vm_failures(&self) {
+        self.vm_failures_expected.store(true, Ordering::Relaxed);
     }
 
     /// Panic (printing the log) if any Wasm VM failed; see [`Envoy::vm_failures`].
@@ -339,7 +358,25 @@ impl Envoy {
 
 impl Drop for Envoy {
     fn drop(&mut self) {
+        // The VM check needs the admin port, so it runs before the kill; not for an Envoy that
+        // never became ready (no admin port) or a test that is already failing.
+        let failures = if std::thread::panicking()
+            || self.admin.is_empty()
+            || self.vm_failures_expected.load(Ordering::Relaxed)
+        {
+            Vec::new()
+        } else {
+            self.try_vm_failures().unwrap_or_default()
+        };
         self.kill();
+        if !failures.is_empty() {
+            panic!(
+                "a Wasm VM failed during this test:\n{}\n----- envoy log ({}) -----\n{}\n----- end of envoy log -----",
+                failures.join("\n"),
+                self.log_path.display(),
+                self.log()
+            );
+        }
         if std::thread::panicking() {
             eprintln!(
                 "----- envoy log ({}) -----\n{}\n----- end of envoy log -----",

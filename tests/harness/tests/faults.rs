@@ -240,6 +240,7 @@ fn the_vm_failure_check_sees_a_module_that_panics() {
         .route(Route::backend("all", "/"))
         .render(upstream.port());
     let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    envoy.expect_vm_failures();
     assert_eq!(Request::get(&envoy.url("/")).send().unwrap().status, 200);
     envoy.assert_no_vm_failures();
 
