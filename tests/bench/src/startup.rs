@@ -7,12 +7,11 @@
 
 use crate::load::{self, Load, RequestTemplate};
 use crate::procfs;
-use palisade_harness::envoy::{LocalBinary, Runner};
+use palisade_harness::envoy::{Launch, LocalBinary, Process, Runner};
 use palisade_harness::{client, Bootstrap, Envoy, EnvoyOptions, Filter, Route};
 use std::fs::File;
 use std::io;
-use std::path::PathBuf;
-use std::process::Child;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -30,21 +29,26 @@ struct TimedRunner {
 }
 
 impl Runner for TimedRunner {
-    fn spawn(&self, args: &[String], log: File) -> io::Result<Child> {
-        let admin_file = args
+    fn spawn(&self, launch: &Launch, log: File) -> io::Result<Process> {
+        let admin_file = launch
+            .args
             .windows(2)
             .find(|w| w[0] == "--admin-address-path")
             .map(|w| PathBuf::from(&w[1]));
         let spawned = Instant::now();
-        let child = self.inner.spawn(args, log)?;
+        let process = self.inner.spawn(launch, log)?;
         let stop = Arc::clone(&self.stop);
         let watcher = std::thread::spawn(move || poll_ready(admin_file, &stop));
         *self.watch.lock().unwrap() = Some((spawned, watcher));
-        Ok(child)
+        Ok(process)
     }
 
     fn describe(&self) -> String {
         self.inner.describe()
+    }
+
+    fn validate(&self, config: &Path, workdir: &Path) -> io::Result<std::process::Output> {
+        self.inner.validate(config, workdir)
     }
 }
 

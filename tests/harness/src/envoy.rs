@@ -1,8 +1,9 @@
 //! Starting and stopping a real Envoy.
 //!
-//! [`Runner`] is the seam between "how Envoy is launched" and everything else: today a local
-//! binary ([`LocalBinary`], from `ENVOY_BIN` or the Makefile-installed copy); a container runner
-//! can implement the same trait later.
+//! [`Runner`] is the seam between "how Envoy is launched" and everything else: a local binary
+//! ([`LocalBinary`], from `ENVOY_BIN` or the Makefile-installed copy, the default) or a container
+//! ([`DockerRunner`], chosen with `PALISADE_RUNNER=docker`). Tests do not know which one runs: the
+//! same bootstrap, the same ports, the same assertions.
 
 use crate::client;
 use crate::repo_root;
@@ -18,12 +19,42 @@ use std::time::{Duration, Instant};
 /// How long Envoy may take to become ready before the start counts as failed.
 const START_TIMEOUT: Duration = Duration::from_secs(60);
 
+/// What to launch: Envoy's arguments, and the host paths they name.
+#[derive(Debug, Clone, Default)]
+pub struct Launch {
+    pub args: Vec<String>,
+    /// Files and directories Envoy only reads (the bootstrap, modules, LDS files).
+    pub read_only: Vec<PathBuf>,
+    /// Directories Envoy writes into (the admin address file).
+    pub writable: Vec<PathBuf>,
+}
+
+/// A launched Envoy: the process the harness waits on, and the container behind it, if any.
+#[derive(Debug)]
+pub struct Process {
+    pub child: Child,
+    /// Container name to remove when the Envoy is stopped (killing the `docker run` client alone
+    /// would leave the container running).
+    pub container: Option<String>,
+}
+
 /// Launches an Envoy process.
 pub trait Runner {
-    /// Start Envoy with these arguments, sending stdout and stderr to `log`.
-    fn spawn(&self, args: &[String], log: File) -> io::Result<Child>;
+    /// Start Envoy, sending its stdout and stderr to `log`.
+    fn spawn(&self, launch: &Launch, log: File) -> io::Result<Process>;
     /// Human-readable description for error messages.
     fn describe(&self) -> String;
+    /// Run `envoy --mode validate -c <config>` with `workdir` as the working directory.
+    fn validate(&self, config: &Path, workdir: &Path) -> io::Result<std::process::Output>;
+}
+
+/// The runner `PALISADE_RUNNER` names: `native` (the default) or `docker`.
+pub fn runner_from_env() -> Box<dyn Runner> {
+    match std::env::var("PALISADE_RUNNER").as_deref() {
+        Err(_) | Ok("") | Ok("native") => Box::new(LocalBinary::from_env()),
+        Ok("docker") => Box::new(DockerRunner::from_env()),
+        Ok(other) => panic!("PALISADE_RUNNER={other:?}: expected `native` or `docker`"),
+    }
 }
 
 /// Runs a local Envoy binary.
@@ -48,19 +79,211 @@ impl LocalBinary {
 }
 
 impl Runner for LocalBinary {
-    fn spawn(&self, args: &[String], log: File) -> io::Result<Child> {
+    fn spawn(&self, launch: &Launch, log: File) -> io::Result<Process> {
         let err = log.try_clone()?;
-        Command::new(&self.path)
-            .args(args)
+        let child = Command::new(&self.path)
+            .args(&launch.args)
             .stdin(Stdio::null())
             .stdout(Stdio::from(log))
             .stderr(Stdio::from(err))
-            .spawn()
+            .spawn()?;
+        Ok(Process {
+            child,
+            container: None,
+        })
     }
 
     fn describe(&self) -> String {
         self.path.display().to_string()
     }
+
+    fn validate(&self, config: &Path, workdir: &Path) -> io::Result<std::process::Output> {
+        Command::new(&self.path)
+            .current_dir(workdir)
+            .args(["--mode", "validate", "-c"])
+            .arg(config)
+            .args(["--base-id", &unique_base_id().to_string()])
+            .output()
+    }
+}
+
+/// Runs Envoy in a container of `image` (`palisade/envoy:<version>` from `make images`, or the
+/// official `envoyproxy/envoy:v<version>`: both take Envoy's arguments as the command).
+///
+/// - The container joins the host's network namespace (`--network host`). The tests bind Envoy's
+///   listener and admin port to 127.0.0.1 port 0 and discover them, reload listeners on fixed
+///   loopback ports, and talk to upstreams and JWKS servers that run in the test process on
+///   127.0.0.1: in the host namespace all of that works unchanged, and every byte stays on
+///   loopback. Nothing is exposed beyond 127.0.0.1, since that is all Envoy binds. (The compose
+///   demo, deploy/compose, is where Envoy runs on a bridge network with published ports.)
+/// - Host paths are mounted at the same paths, so the bootstrap needs no rewriting: the config
+///   and module paths read-only, the admin-address directory read-write.
+/// - The container runs as the test process's uid and gid, so it can read the test's private
+///   temporary directories and the files it writes belong to the test.
+/// - Each container has a unique name and the label `io.palisade`; it is removed (`docker rm -f`)
+///   when its [`Envoy`] is dropped, including when the test panics. `make e2e-docker` checks that
+///   none is left.
+#[derive(Debug, Clone)]
+pub struct DockerRunner {
+    pub image: String,
+}
+
+static NEXT_CONTAINER: AtomicU32 = AtomicU32::new(0);
+
+impl DockerRunner {
+    /// The image from `PALISADE_ENVOY_IMAGE` (the Makefile sets it to `palisade/envoy:<version>`).
+    pub fn from_env() -> DockerRunner {
+        let image = std::env::var("PALISADE_ENVOY_IMAGE").unwrap_or_default();
+        assert!(
+            !image.is_empty(),
+            "PALISADE_RUNNER=docker needs PALISADE_ENVOY_IMAGE (e.g. palisade/envoy:1.40.0 from `make images`); `make e2e-docker` sets both"
+        );
+        DockerRunner { image }
+    }
+
+    /// `--user uid:gid` of the directory `dir` (one the test process created), without libc.
+    fn user_of(dir: &Path) -> io::Result<String> {
+        use std::os::unix::fs::MetadataExt;
+        let meta = std::fs::metadata(dir)?;
+        Ok(format!("{}:{}", meta.uid(), meta.gid()))
+    }
+
+    fn mount_args(read_only: &[PathBuf], writable: &[PathBuf]) -> Vec<String> {
+        let mut args = Vec::new();
+        for p in writable {
+            args.push("--volume".to_owned());
+            args.push(format!("{0}:{0}:rw", p.display()));
+        }
+        for p in minimal_dirs(read_only) {
+            if writable.iter().any(|w| p.starts_with(w)) {
+                continue;
+            }
+            args.push("--volume".to_owned());
+            args.push(format!("{0}:{0}:ro", p.display()));
+        }
+        args
+    }
+}
+
+/// The directories to mount for `paths`: a file's parent, a directory itself, none inside another.
+fn minimal_dirs(paths: &[PathBuf]) -> Vec<PathBuf> {
+    let mut dirs: Vec<PathBuf> = paths
+        .iter()
+        .filter_map(|p| {
+            if p.is_dir() {
+                Some(p.clone())
+            } else {
+                p.parent().map(Path::to_path_buf)
+            }
+        })
+        .collect();
+    dirs.sort();
+    dirs.dedup();
+    let mut kept: Vec<PathBuf> = Vec::new();
+    for d in dirs {
+        if !kept.iter().any(|k| d.starts_with(k)) {
+            kept.push(d);
+        }
+    }
+    kept
+}
+
+impl Runner for DockerRunner {
+    fn spawn(&self, launch: &Launch, log: File) -> io::Result<Process> {
+        let owner = launch
+            .writable
+            .first()
+            .ok_or_else(|| io::Error::other("a container needs a writable directory"))?;
+        let name = format!(
+            "palisade-test-{}-{}",
+            std::process::id(),
+            NEXT_CONTAINER.fetch_add(1, Ordering::Relaxed)
+        );
+        let err = log.try_clone()?;
+        let child = Command::new("docker")
+            .args(["run", "--rm", "--name", &name])
+            .args([
+                "--label",
+                "io.palisade=1",
+                "--label",
+                "io.palisade.role=e2e",
+            ])
+            .args([
+                "--network",
+                "host",
+                "--user",
+                &DockerRunner::user_of(owner)?,
+            ])
+            .args(DockerRunner::mount_args(
+                &launch.read_only,
+                &launch.writable,
+            ))
+            .arg(&self.image)
+            .args(&launch.args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(log))
+            .stderr(Stdio::from(err))
+            .spawn()?;
+        Ok(Process {
+            child,
+            container: Some(name),
+        })
+    }
+
+    fn describe(&self) -> String {
+        format!("docker image {}", self.image)
+    }
+
+    fn validate(&self, config: &Path, workdir: &Path) -> io::Result<std::process::Output> {
+        let config = workdir.join(config);
+        Command::new("docker")
+            .args([
+                "run",
+                "--rm",
+                "--label",
+                "io.palisade=1",
+                "--network",
+                "none",
+            ])
+            .args(["--user", &DockerRunner::user_of(workdir)?])
+            .args(DockerRunner::mount_args(
+                &[workdir.to_path_buf(), config.clone()],
+                &[],
+            ))
+            .arg("--workdir")
+            .arg(workdir)
+            .arg(&self.image)
+            .args(["--mode", "validate", "-c"])
+            .arg(&config)
+            .output()
+    }
+}
+
+/// Absolute paths under the repository or the temporary directory that a bootstrap names and that
+/// exist (module files, LDS files and their watched directories): what a container must be able to
+/// read. Other paths (`/dev/stdout` for access logs, route prefixes) are not the harness's to mount.
+pub fn referenced_paths(bootstrap_yaml: &str) -> Vec<PathBuf> {
+    let roots = [repo_root(), std::env::temp_dir()];
+    let mut found = Vec::new();
+    for (i, _) in bootstrap_yaml.match_indices('/') {
+        let before = bootstrap_yaml[..i].chars().next_back();
+        if !matches!(before, Some('"') | Some(' ')) {
+            continue;
+        }
+        let rest = &bootstrap_yaml[i..];
+        let end = rest
+            .find(|c: char| c == '"' || c == ',' || c == '}' || c.is_whitespace())
+            .unwrap_or(rest.len());
+        let candidate = PathBuf::from(&rest[..end]);
+        if roots
+            .iter()
+            .any(|r| candidate.starts_with(r) && candidate != *r)
+            && candidate.exists()
+        {
+            found.push(candidate);
+        }
+    }
+    found
 }
 
 /// Options for one Envoy.
@@ -109,7 +332,7 @@ impl std::error::Error for StartError {}
 /// a module that panicked fails the test even if the requests it sent got the statuses it wanted.
 /// A test that crashes a VM on purpose says so with [`Envoy::expect_vm_failures`].
 pub struct Envoy {
-    child: Child,
+    process: Process,
     admin: String,
     listener_port: u16,
     log_path: PathBuf,
@@ -127,12 +350,13 @@ fn unique_base_id() -> u32 {
 }
 
 impl Envoy {
-    /// Start Envoy on `bootstrap_yaml` with default options and the local binary.
+    /// Start Envoy on `bootstrap_yaml` with default options and the runner `PALISADE_RUNNER`
+    /// names ([`runner_from_env`]: the local binary unless it says `docker`).
     pub fn start(bootstrap_yaml: &str) -> Result<Envoy, StartError> {
         Envoy::start_with(
             bootstrap_yaml,
             &EnvoyOptions::default(),
-            &LocalBinary::from_env(),
+            runner_from_env().as_ref(),
         )
     }
 
@@ -147,10 +371,17 @@ impl Envoy {
             log: String::new(),
         };
         let dir = tempfile::tempdir().map_err(|e| fail(format!("tempdir: {e}")))?;
-        let config = dir.path().join("bootstrap.yaml");
+        // The bootstrap in a directory of its own (read-only in a container), the admin address
+        // file in another (written by Envoy).
+        let config_dir = dir.path().join("config");
+        let run_dir = dir.path().join("run");
+        for d in [&config_dir, &run_dir] {
+            std::fs::create_dir(d).map_err(|e| fail(format!("create {}: {e}", d.display())))?;
+        }
+        let config = config_dir.join("bootstrap.yaml");
         std::fs::write(&config, bootstrap_yaml)
             .map_err(|e| fail(format!("write bootstrap: {e}")))?;
-        let admin_file = dir.path().join("admin-address");
+        let admin_file = run_dir.join("admin-address");
         let log_path = dir.path().join("envoy.log");
         let log = File::create(&log_path).map_err(|e| fail(format!("create log: {e}")))?;
         let mut args = vec![
@@ -169,11 +400,18 @@ impl Envoy {
             args.push("--component-log-level".to_owned());
             args.push(c.clone());
         }
-        let child = runner
-            .spawn(&args, log)
+        let mut read_only = vec![config_dir];
+        read_only.extend(referenced_paths(bootstrap_yaml));
+        let launch = Launch {
+            args,
+            read_only,
+            writable: vec![run_dir],
+        };
+        let process = runner
+            .spawn(&launch, log)
             .map_err(|e| fail(format!("spawn {}: {e}", runner.describe())))?;
         let mut envoy = Envoy {
-            child,
+            process,
             admin: String::new(),
             listener_port: 0,
             log_path,
@@ -196,7 +434,7 @@ impl Envoy {
         let deadline = Instant::now() + START_TIMEOUT;
         let mut pause = Duration::from_millis(10);
         loop {
-            if let Ok(Some(status)) = self.child.try_wait() {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
                 return Err(format!("Envoy exited during startup with {status}"));
             }
             if Instant::now() > deadline {
@@ -345,14 +583,28 @@ impl Envoy {
         );
     }
 
-    /// The Envoy process id (for CPU accounting in benchmarks).
+    /// The Envoy process id (for CPU accounting in benchmarks). With [`DockerRunner`] it is the
+    /// `docker run` client's, not Envoy's: benchmarks run the local binary.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.process.child.id()
+    }
+
+    /// The container Envoy runs in, if a container runner started it.
+    pub fn container(&self) -> Option<&str> {
+        self.process.container.as_deref()
     }
 
     fn kill(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if let Some(name) = &self.process.container {
+            // Removing the container ends the attached `docker run` client as well.
+            let _ = Command::new("docker")
+                .args(["rm", "--force", name])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status();
+        }
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
     }
 }
 
@@ -388,16 +640,13 @@ impl Drop for Envoy {
 }
 
 /// Run `envoy --mode validate` on a bootstrap file, from the repository root (so relative module
-/// paths resolve as they do for `make demo`); `Err` carries Envoy's output.
+/// paths resolve as they do for `make demo`), with the runner `PALISADE_RUNNER` names; `Err`
+/// carries Envoy's output.
 pub fn validate(bootstrap: &Path) -> Result<(), String> {
-    let bin = LocalBinary::from_env();
-    let out = Command::new(&bin.path)
-        .current_dir(repo_root())
-        .args(["--mode", "validate", "-c"])
-        .arg(bootstrap)
-        .args(["--base-id", &unique_base_id().to_string()])
-        .output()
-        .map_err(|e| format!("spawn {}: {e}", bin.describe()))?;
+    let runner = runner_from_env();
+    let out = runner
+        .validate(bootstrap, &repo_root())
+        .map_err(|e| format!("spawn {}: {e}", runner.describe()))?;
     if out.status.success() {
         Ok(())
     } else {
