@@ -29,7 +29,16 @@ export ENVOY_BIN
 CARGO ?= cargo
 E2E_THREADS ?= 2
 
-.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest validate demo bench token clean help fuzz fuzz-smoke
+# Container images (`make images`, scripts/images.sh): palisade/envoy:$(ENVOY_VERSION),
+# palisade/upstream:$(VERSION) and palisade/<module>-wasm:$(VERSION) for every shipped module.
+VERSION := $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+WASM_IMAGE_MODULES := $(filter-out probe,$(MODULES))
+UPSTREAM_BIN := target/release/palisade-upstream
+# The Envoy image the Docker tier and `make demo-compose` run (PALISADE_ENVOY_IMAGE=envoyproxy/envoy:v1.40.0
+# runs the official image instead).
+PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
+
+.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest e2e-docker images upstream validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
@@ -76,7 +85,7 @@ unit:
 # End-to-end tests boot real Envoy; they are #[ignore]d in plain `cargo test` (which has no Envoy
 # or dist/) and run here. They include `envoy --mode validate` of every envoy/*.yaml.
 e2e: setup build
-	$(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)
+	$(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS) --skip docker_only::
 
 # The same suite against the oldest supported Envoy (installed alongside, in its own venv).
 e2e-oldest:
@@ -85,11 +94,34 @@ e2e-oldest:
 validate: setup build
 	$(CARGO) test -p palisade-harness --test examples -- --ignored
 
-test: setup lint unit fuzz-smoke e2e e2e-oldest
+test: setup lint unit fuzz-smoke e2e e2e-oldest e2e-docker
 
-demo: setup build
-	$(CARGO) build --release -p palisade-upstream
+demo: setup build upstream
 	ENVOY_BIN="$(ENVOY_BIN)" ./scripts/demo.sh
+
+upstream:
+	$(CARGO) build --release -p palisade-upstream
+
+# Container images, built locally from what `make build` and `make setup` made; pulls nothing.
+images: setup build upstream
+	ENVOY_BIN="$(ENVOY_BIN)" ENVOY_VERSION="$(ENVOY_VERSION)" VERSION="$(VERSION)" \
+	  WASM_MODULES="$(WASM_IMAGE_MODULES)" UPSTREAM_BIN="$(UPSTREAM_BIN)" ./scripts/images.sh
+
+# The demo under docker compose (deploy/compose/compose.yaml) with the local images; Ctrl-C (or
+# `make demo-compose-down`) stops it. ENVOY_IMAGE / UPSTREAM_IMAGE pick other images.
+demo-compose: images
+	ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" ./scripts/demo-compose.sh up
+
+demo-compose-down:
+	./scripts/demo-compose.sh down
+
+# Docker tier: the whole end-to-end suite with Envoy in palisade/envoy containers
+# (PALISADE_RUNNER=docker), the image checks and the compose demo test (tests/harness/tests/docker.rs);
+# afterwards no container, network or volume of ours may be left.
+e2e-docker: images
+	PALISADE_ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" PALISADE_UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" \
+	  PALISADE_IMAGE_VERSION="$(VERSION)" PALISADE_WASM_IMAGES="$(WASM_IMAGE_MODULES)" \
+	  ./scripts/docker-tier.sh $(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)
 
 # Benchmarks (see BENCHMARKS.md): Envoy CPU per request of every case against no filter, the probe
 # floor and Envoy's native filters; module sizes, startup, memory, micro-benchmarks. Flags go in

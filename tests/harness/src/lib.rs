@@ -12,6 +12,7 @@
 
 pub mod bootstrap;
 pub mod client;
+pub mod demo;
 pub mod envoy;
 
 pub use bootstrap::{free_port, render_example, Bootstrap, FailurePolicy, Filter, LdsFile, Route};

@@ -142,77 +142,13 @@ fn upstream_controls_pass_through_envoy() {
 #[test]
 #[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
 fn the_demo_shows_every_plugin_acting() {
+    use palisade_harness::demo::{assert_walkthrough, DemoTarget};
     use palisade_harness::{render_example, repo_root};
     let upstream = start_upstream();
     let yaml = render_example(&repo_root().join("envoy/demo.yaml"), upstream.port());
     let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
-    let token = std::fs::read_to_string(repo_root().join("envoy/jwt_auth.token")).unwrap();
-    let bearer = format!("Bearer {}", token.trim());
-
-    // jwt_auth: open paths bypass, /secure needs a token, /admin needs the admin scope.
-    let open = Request::get(&envoy.url("/hello")).send().unwrap();
-    assert_eq!(open.status, 200);
-    assert!(
-        open.echoed_header("x-palisade-probe").is_some(),
-        "probe ran"
-    );
-    let denied = Request::get(&envoy.url("/secure")).send().unwrap();
-    assert_eq!(denied.status, 401);
-    assert!(denied
-        .header("www-authenticate")
-        .unwrap()
-        .starts_with("Bearer realm="));
-    let ok = Request::get(&envoy.url("/secure"))
-        .header("authorization", &bearer)
-        .send()
-        .unwrap();
-    assert_eq!(ok.status, 200);
-    assert_eq!(ok.echoed_header("x-jwt-sub").as_deref(), Some("demo-user"));
-    let admin = Request::get(&envoy.url("/admin"))
-        .header("authorization", &bearer)
-        .send()
-        .unwrap();
-    assert_eq!(admin.status, 403);
-
-    // rate_limit: a burst of 5 under /limited.
-    let statuses: Vec<u16> = (0..7)
-        .map(|_| Request::get(&envoy.url("/limited")).send().unwrap().status)
-        .collect();
-    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429]);
-
-    // transform: path, headers, query and body rewritten; the response is marked.
-    let r = Request::new("POST", &envoy.url("/v1/users/42?debug=1"))
-        .header("content-type", "application/json")
-        .header("x-internal-secret", "1")
-        .body(r#"{"name": "ada", "password": "hunter2"}"#)
-        .send()
-        .unwrap();
-    assert_eq!(r.status, 200);
-    assert_eq!(r.header("x-palisade-transformed"), Some("true"));
-    let echo = r.json();
-    assert_eq!(echo["path"], "/v2/users/42");
-    assert_eq!(echo["args"]["api_version"], "2");
-    assert!(echo["args"].get("debug").is_none());
-    assert_eq!(echo["headers"]["x-user-id"], "42");
-    assert!(echo["headers"].get("x-internal-secret").is_none());
-    assert_eq!(echo["body_json"]["source"], "gateway");
-    assert!(echo["body_json"].get("password").is_none());
-
-    // circuit_breaker: five upstream failures open it; the next request fails fast.
-    for _ in 0..5 {
-        let r = Request::get(&envoy.url("/fail"))
-            .header("x-upstream-status", "503")
-            .send()
-            .unwrap();
-        assert_eq!(r.status, 503);
-    }
-    let hits = upstream.stats().hits;
-    let fast = Request::get(&envoy.url("/")).send().unwrap();
-    assert_eq!(fast.status, 503);
-    assert_eq!(fast.header("x-palisade-circuit"), Some("open"));
-    assert_eq!(
-        upstream.stats().hits,
-        hits,
-        "an open breaker sends nothing upstream"
-    );
+    assert_walkthrough(&DemoTarget {
+        base: envoy.url(""),
+        admin: envoy.admin_url().to_owned(),
+    });
 }

@@ -1,0 +1,148 @@
+//! The demo's walk-through (`scripts/walkthrough.txt`, printed by `make demo` and
+//! `make demo-compose`) run as assertions, against any Envoy running `envoy/demo.yaml` or its
+//! compose twin: the native demo test and the compose test both call [`assert_walkthrough`], so
+//! what the walk-through promises is what both deployments are checked to do.
+//!
+//! The steps run in the walk-through's order. The circuit breaker comes last: once open it
+//! fails every request to the backend fast for 5 s, which would mask the steps after it.
+
+use crate::client::{self, Request};
+use crate::repo_root;
+
+/// A demo Envoy to walk through: its listener and admin base URLs (`http://host:port`).
+#[derive(Debug, Clone)]
+pub struct DemoTarget {
+    pub base: String,
+    pub admin: String,
+}
+
+impl DemoTarget {
+    fn url(&self, path: &str) -> String {
+        format!("{}{}", self.base, path)
+    }
+
+    /// A counter from the admin `/stats`; an unknown name is an error, not 0.
+    fn stat(&self, name: &str) -> u64 {
+        let body = client::get(&format!("{}/stats?filter=^{}$", self.admin, name))
+            .unwrap_or_else(|e| panic!("GET /stats: {e}"))
+            .body;
+        body.lines()
+            .find_map(|l| {
+                let (n, v) = l.rsplit_once(": ")?;
+                (n == name).then(|| v.trim().parse::<u64>().ok()).flatten()
+            })
+            .unwrap_or_else(|| panic!("stat {name} not found in /stats: {body}"))
+    }
+}
+
+/// The demo JWT (`make -s token`), as an `Authorization` value.
+pub fn demo_bearer() -> String {
+    let token = std::fs::read_to_string(repo_root().join("envoy/jwt_auth.token"))
+        .unwrap_or_else(|e| panic!("read envoy/jwt_auth.token: {e}"));
+    format!("Bearer {}", token.trim())
+}
+
+/// Every step of the walk-through, asserted.
+pub fn assert_walkthrough(demo: &DemoTarget) {
+    let send = |r: Request| r.send().unwrap_or_else(|e| panic!("request failed: {e}"));
+    let bearer = demo_bearer();
+
+    // The echo upstream shows what reached it; the probe counts across workers.
+    let open = send(Request::get(&demo.url("/hello?x=1")));
+    assert_eq!(open.status, 200, "{}", open.body);
+    assert!(
+        open.echoed_header("x-palisade-probe").is_some(),
+        "probe ran"
+    );
+
+    // jwt_auth: /secure needs a token; /admin needs the admin scope.
+    let denied = send(Request::get(&demo.url("/secure")));
+    assert_eq!(denied.status, 401);
+    let challenge = denied.header("www-authenticate").unwrap_or_default();
+    assert!(
+        challenge.starts_with("Bearer realm=\"palisade-demo\""),
+        "{challenge}"
+    );
+    let ok = send(Request::get(&demo.url("/secure")).header("authorization", &bearer));
+    assert_eq!(ok.status, 200, "{}", ok.body);
+    assert_eq!(ok.echoed_header("x-jwt-sub").as_deref(), Some("demo-user"));
+    let admin = send(Request::get(&demo.url("/admin")).header("authorization", &bearer));
+    assert_eq!(admin.status, 403);
+
+    // rate_limit: a burst of 5 under /limited, then 429 with Retry-After and RateLimit-*.
+    let limited: Vec<_> = (0..7)
+        .map(|_| send(Request::get(&demo.url("/limited"))))
+        .collect();
+    let statuses: Vec<u16> = limited.iter().map(|r| r.status).collect();
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 429, 429]);
+    let over = &limited[6];
+    let retry_after: u64 = over
+        .header("retry-after")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("429 without a numeric retry-after: {:?}", over.headers));
+    assert!(retry_after >= 1, "retry-after {retry_after}");
+    assert_eq!(over.header("ratelimit-limit"), Some("5"));
+    assert_eq!(over.header("ratelimit-remaining"), Some("0"));
+    assert!(
+        over.header("ratelimit-reset").is_some(),
+        "{:?}",
+        over.headers
+    );
+    assert!(
+        over.header("ratelimit-policy").is_some(),
+        "{:?}",
+        over.headers
+    );
+
+    // bulkhead: 2 in flight at most, waiting up to 250 ms; 6 slow requests at once: 2 get 200,
+    // the 4 others wait in vain and get 503 `expired`.
+    let slow = client::parallel(6, 6, |_| {
+        Request::get(&demo.url("/slow")).header("x-upstream-delay-ms", "1500")
+    });
+    let counts = client::status_counts(&slow);
+    assert_eq!(
+        counts,
+        [(200, 2), (503, 4)].into_iter().collect(),
+        "bulkhead statuses"
+    );
+    for r in slow.iter().flatten().filter(|r| r.status == 503) {
+        assert_eq!(r.header("x-palisade-bulkhead"), Some("expired"));
+    }
+
+    // transform: path, headers, query and JSON body rewritten on the way in; the response too.
+    let r = send(
+        Request::new("POST", &demo.url("/v1/users/42?debug=1"))
+            .header("content-type", "application/json")
+            .header("x-internal-secret", "1")
+            .body(r#"{"name": "ada", "password": "hunter2"}"#),
+    );
+    assert_eq!(r.status, 200, "{}", r.body);
+    assert_eq!(r.header("x-palisade-transformed"), Some("true"));
+    let echo = r.json();
+    assert_eq!(echo["path"], "/v2/users/42");
+    assert_eq!(echo["args"]["api_version"], "2");
+    assert!(echo["args"].get("debug").is_none(), "{echo}");
+    assert_eq!(echo["headers"]["x-user-id"], "42");
+    assert!(echo["headers"]["x-client-ip"].is_string(), "{echo}");
+    assert!(echo["headers"].get("x-internal-secret").is_none(), "{echo}");
+    assert_eq!(echo["body_json"]["name"], "ada");
+    assert_eq!(echo["body_json"]["source"], "gateway");
+    assert!(echo["body_json"].get("password").is_none(), "{echo}");
+    assert_eq!(echo["gateway"]["rule"], "users_v1_to_v2");
+
+    // circuit_breaker: five upstream failures open it; the next request fails fast, unsent.
+    for _ in 0..5 {
+        let r = send(Request::get(&demo.url("/fail")).header("x-upstream-status", "503"));
+        assert_eq!(r.status, 503);
+    }
+    let sent = demo.stat("cluster.backend.upstream_rq_total");
+    let fast = send(Request::get(&demo.url("/")));
+    assert_eq!(fast.status, 503);
+    assert_eq!(fast.header("x-palisade-circuit"), Some("open"));
+    assert!(fast.header("retry-after").is_some(), "{:?}", fast.headers);
+    assert_eq!(
+        demo.stat("cluster.backend.upstream_rq_total"),
+        sent,
+        "an open breaker sends nothing upstream"
+    );
+}
