@@ -184,6 +184,11 @@ impl Bootstrap {
             r#"- name: main
   address:
     socket_address: {{ address: 127.0.0.1, port_value: {port} }}
+  # Connections go to the worker with the fewest, not where the kernel's SO_REUSEPORT hash sends
+  # them: a test's 8 connections reach both workers every time (by hash, all 8 land on one
+  # worker in 1 run of 128), so the cross-worker assertions cannot flake.
+  enable_reuse_port: false
+  connection_balance_config: {{ exact_balance: {{}} }}
   filter_chains:
   - filters:
     - name: envoy.filters.network.http_connection_manager

@@ -116,8 +116,9 @@ impl Runner for LocalBinary {
 ///   127.0.0.1: in the host namespace all of that works unchanged, and every byte stays on
 ///   loopback. Nothing is exposed beyond 127.0.0.1, since that is all Envoy binds. (The compose
 ///   demo, deploy/compose, is where Envoy runs on a bridge network with published ports.)
-/// - Host paths are mounted at the same paths, so the bootstrap needs no rewriting: the config
-///   and module paths read-only, the admin-address directory read-write.
+/// - Host paths are mounted at the same paths, so the bootstrap needs no rewriting: the config,
+///   `dist/` and the other paths the bootstrap names ([`referenced_paths`]) read-only, the
+///   admin-address directory read-write.
 /// - The container runs as the test process's uid and gid, so it can read the test's private
 ///   temporary directories and the files it writes belong to the test.
 /// - Each container has a unique name and the label `io.palisade`; it is removed (`docker rm -f`)
@@ -400,7 +401,8 @@ impl Envoy {
             args.push("--component-log-level".to_owned());
             args.push(c.clone());
         }
-        let mut read_only = vec![config_dir];
+        // dist/ always: resources delivered later (LDS files) name modules the bootstrap does not.
+        let mut read_only = vec![config_dir, repo_root().join("dist")];
         read_only.extend(referenced_paths(bootstrap_yaml));
         let launch = Launch {
             args,

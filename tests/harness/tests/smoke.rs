@@ -152,3 +152,27 @@ fn the_demo_shows_every_plugin_acting() {
         admin: envoy.admin_url().to_owned(),
     });
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn the_harness_spreads_connections_evenly_over_both_workers() {
+    // Every cross-worker assertion in the suite relies on this: 8 keep-alive connections are
+    // 4 per worker (exact balance), never all on one by the luck of a hash.
+    let yaml = Bootstrap::new()
+        .route(Route::direct("all", "/", 200, "ok"))
+        .render(1);
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let barrier = std::sync::Barrier::new(8);
+    std::thread::scope(|scope| {
+        for _ in 0..8 {
+            scope.spawn(|| {
+                let agent = palisade_harness::client::agent();
+                let first = Request::get(&envoy.url("/")).send_with(&agent).unwrap();
+                assert_eq!(first.status, 200);
+                // Hold the connection open until all 8 are established.
+                barrier.wait();
+            });
+        }
+    });
+    assert_eq!(envoy.worker_connections(), vec![4, 4]);
+}
