@@ -38,13 +38,15 @@ UPSTREAM_BIN := target/release/palisade-upstream
 # runs the official image instead).
 PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
 
-.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest e2e-docker images upstream validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
+.PHONY: setup wasm-target envoy build test lint unit e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
-	@echo "make test    - fmt, clippy (native + wasm), unit and property tests, fuzzing smoke ($(FUZZ_SMOKE_SECONDS) s per target), wasm build, config validation, end-to-end and fault tests (Envoy $(ENVOY_VERSION) and $(ENVOY_OLDEST))"
+	@echo "make test    - fmt, clippy (native + wasm), unit and property tests, fuzzing smoke ($(FUZZ_SMOKE_SECONDS) s per target), wasm build, config validation, end-to-end and fault tests (Envoy $(ENVOY_VERSION) and $(ENVOY_OLDEST)), and the Docker tier (e2e suite in containers, images, compose demo)"
 	@echo "make fuzz    - every fuzz target for FUZZ_SECONDS=$(FUZZ_SECONDS) s each (FUZZ_TARGETS for a subset; docs/fuzzing.md)"
 	@echo "make demo    - build, start the upstream and Envoy with envoy/demo.yaml on :10000"
+	@echo "make demo-compose - the same demo under docker compose (deploy/compose), local images"
+	@echo "make images  - build palisade/envoy, palisade/upstream and palisade/<module>-wasm locally (pulls nothing)"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
 	@echo "make setup   - install the wasm target and Envoy $(ENVOY_VERSION) (ENVOY_BIN=$(ENVOY_BIN))"
@@ -107,9 +109,22 @@ images: setup build upstream
 	ENVOY_BIN="$(ENVOY_BIN)" ENVOY_VERSION="$(ENVOY_VERSION)" VERSION="$(VERSION)" \
 	  WASM_MODULES="$(WASM_IMAGE_MODULES)" UPSTREAM_BIN="$(UPSTREAM_BIN)" ./scripts/images.sh
 
+# A compose command: `docker compose` or `docker-compose`; Debian's docker-compose package is
+# installed when neither exists (as root, with apt-get). The Docker engine itself is the machine's.
+compose-tool:
+	@if ! docker compose version >/dev/null 2>&1 && ! command -v docker-compose >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's docker-compose"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker-compose >/dev/null; }; \
+	  else \
+	    echo "error: neither 'docker compose' nor 'docker-compose' is installed" >&2; exit 1; \
+	  fi; \
+	fi
+
 # The demo under docker compose (deploy/compose/compose.yaml) with the local images; Ctrl-C (or
 # `make demo-compose-down`) stops it. ENVOY_IMAGE / UPSTREAM_IMAGE pick other images.
-demo-compose: images
+demo-compose: images compose-tool
 	ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" ./scripts/demo-compose.sh up
 
 demo-compose-down:
@@ -118,7 +133,7 @@ demo-compose-down:
 # Docker tier: the whole end-to-end suite with Envoy in palisade/envoy containers
 # (PALISADE_RUNNER=docker), the image checks and the compose demo test (tests/harness/tests/docker.rs);
 # afterwards no container, network or volume of ours may be left.
-e2e-docker: images
+e2e-docker: images compose-tool
 	PALISADE_ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" PALISADE_UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" \
 	  PALISADE_IMAGE_VERSION="$(VERSION)" PALISADE_WASM_IMAGES="$(WASM_IMAGE_MODULES)" \
 	  ./scripts/docker-tier.sh $(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)

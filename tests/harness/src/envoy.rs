@@ -215,6 +215,9 @@ impl Runner for DockerRunner {
                 "--user",
                 &DockerRunner::user_of(owner)?,
             ])
+            // The official image's entrypoint drops root to its `envoy` user unless ENVOY_UID is
+            // 0; the test's uid must stay, to read the test's private directories.
+            .args(["--env", "ENVOY_UID=0"])
             .args(DockerRunner::mount_args(
                 &launch.read_only,
                 &launch.writable,

@@ -359,3 +359,24 @@ mod docker_only {
         assert!(networks.is_empty(), "networks left: {networks}");
     }
 }
+
+/// Runs in the native tiers too (no engine needed): the Docker tier must fail loudly, never skip,
+/// when no engine answers.
+#[test]
+fn the_docker_tier_fails_with_a_clear_message_when_no_engine_answers() {
+    let out = std::process::Command::new("bash")
+        .arg(palisade_harness::repo_root().join("scripts/docker-tier.sh"))
+        .arg("true")
+        .env(
+            "DOCKER_HOST",
+            "unix:///nonexistent/palisade-test-docker.sock",
+        )
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success(), "exit status {}", out.status);
+    assert!(
+        stderr.contains("no Docker engine answers"),
+        "stderr: {stderr}"
+    );
+}
