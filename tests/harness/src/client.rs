@@ -169,7 +169,13 @@ pub fn status_counts(
 }
 
 /// Send raw bytes on a new connection and return the status code of the response (for requests
-/// a well-behaved client library refuses to send, such as header values that are not UTF-8).
+/// a well-behaved client library refuses to send, such as header values that are not UTF-8, and
+/// for requests the server answers before it has read them: oversized headers or bodies).
+///
+/// The request is written on its own thread while this one reads, so a response that comes back
+/// early (say a 431 or 413 followed by the server closing the connection) is read, whether or not
+/// the rest of the request could still be written. A transport error before any status line is an
+/// `Err`: the status is never guessed.
 pub fn raw_status(port: u16, request: &[u8]) -> Result<u16, String> {
     use std::io::{Read, Write};
     let mut stream =
@@ -177,24 +183,37 @@ pub fn raw_status(port: u16, request: &[u8]) -> Result<u16, String> {
     stream
         .set_read_timeout(Some(Duration::from_secs(10)))
         .map_err(|e| e.to_string())?;
-    stream.write_all(request).map_err(|e| e.to_string())?;
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n") {
-        match stream.read(&mut byte) {
-            Ok(1) => head.push(byte[0]),
-            Ok(_) => {
-                return Err(format!(
-                    "connection closed after {:?}",
-                    String::from_utf8_lossy(&head)
-                ))
+    let mut writer = stream.try_clone().map_err(|e| e.to_string())?;
+    let request = request.to_vec();
+    std::thread::scope(|scope| {
+        // A write error (the server closed early) is expected in that case: the reader decides.
+        scope.spawn(move || {
+            let _ = writer.write_all(&request);
+        });
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n") {
+            match stream.read(&mut byte) {
+                Ok(1) => head.push(byte[0]),
+                Ok(_) => {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return Err(format!(
+                        "connection closed after {:?}",
+                        String::from_utf8_lossy(&head)
+                    ));
+                }
+                Err(e) => {
+                    let _ = stream.shutdown(std::net::Shutdown::Both);
+                    return Err(e.to_string());
+                }
             }
-            Err(e) => return Err(e.to_string()),
         }
-    }
-    let line = String::from_utf8_lossy(&head);
-    line.split_whitespace()
-        .nth(1)
-        .and_then(|code| code.parse().ok())
-        .ok_or_else(|| format!("not an HTTP status line: {line:?}"))
+        // Unblock the writer if it is still sending: the status is all we need.
+        let _ = stream.shutdown(std::net::Shutdown::Both);
+        let line = String::from_utf8_lossy(&head);
+        line.split_whitespace()
+            .nth(1)
+            .and_then(|code| code.parse().ok())
+            .ok_or_else(|| format!("not an HTTP status line: {line:?}"))
+    })
 }

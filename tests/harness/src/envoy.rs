@@ -512,8 +512,25 @@ impl Envoy {
             .collect())
     }
 
-    /// One stat, or 0 if Envoy has not created it (yet).
+    /// One stat. A name Envoy does not have fails the test (its stats are listed), as a misspelled
+    /// metric must not pass a `== 0` check; a stat Envoy creates only on first use is read with
+    /// [`Envoy::stat_or_zero`].
     pub fn stat(&self, name: &str) -> u64 {
+        let stats = self.stats();
+        match stats.get(name) {
+            Some(v) => *v,
+            None => {
+                let prefix = name.split('.').take(2).collect::<Vec<_>>().join(".");
+                let near: Vec<&String> = stats.keys().filter(|k| k.starts_with(&prefix)).collect();
+                panic!("Envoy has no stat {name:?}; stats under {prefix:?}: {near:?}")
+            }
+        }
+    }
+
+    /// One stat, or 0 if Envoy has not created it: only for stats Envoy creates lazily (a cluster's
+    /// `upstream_rq_503` appears with the first 503), never for a module's own metrics, which exist
+    /// from `on_configure` on.
+    pub fn stat_or_zero(&self, name: &str) -> u64 {
         self.stats().get(name).copied().unwrap_or(0)
     }
 

@@ -176,3 +176,19 @@ fn the_harness_spreads_connections_evenly_over_both_workers() {
     });
     assert_eq!(envoy.worker_connections(), vec![4, 4]);
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+#[should_panic(expected = "Envoy has no stat")]
+fn a_misspelled_stat_name_fails_instead_of_reading_zero() {
+    let yaml = Bootstrap::new()
+        .filter(Filter::wasm(
+            "probe",
+            &json!({"header": "x-palisade-probe", "count": true}),
+        ))
+        .route(Route::direct("all", "/", 200, "ok"))
+        .render(1);
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    // The real one is `...probe.count_failures`: a typo must not pass a `== 0` check.
+    assert_eq!(envoy.stat("wasmcustom.palisade.probe.count_failure"), 0);
+}
