@@ -139,7 +139,7 @@ impl Bulkhead {
                 None => 0,
                 Some(v) => {
                     let v = v.unwrap_or_default();
-                    fnv1a(v.as_bytes()) % u64::from(rule.max_partitions)
+                    palisade_core::hash::fnv1a64(v.as_bytes()) % u64::from(rule.max_partitions)
                 }
             };
             return Some(Target {
@@ -149,17 +149,6 @@ impl Bulkhead {
         }
         None
     }
-}
-
-/// FNV-1a, 64 bit: stable across builds and platforms, so every worker maps a value to the same
-/// partition slot.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in bytes {
-        h ^= u64::from(*b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    h
 }
 
 /// Something to count, per rule.

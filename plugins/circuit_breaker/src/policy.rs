@@ -168,13 +168,6 @@ fn ceil_secs(d: Duration) -> u64 {
         .unwrap_or(u64::MAX)
 }
 
-/// 64-bit FNV-1a: tiny and stable across builds, so slots survive a module upgrade.
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
-}
-
 fn first_segments(path: &str, n: u32) -> String {
     let p = url_path(path);
     let mut end = p.len();
@@ -272,7 +265,7 @@ impl Breakers {
             return Ok(None);
         };
         let key = Breakers::key_value(rule, req).ok_or(index)?;
-        let hash = fnv1a(key.as_bytes());
+        let hash = palisade_core::hash::fnv1a64(key.as_bytes());
         let slot = hash % u64::from(rule.max_breakers);
         let prefix = self.prefixes.get(index).map(String::as_str).unwrap_or("");
         Ok(Some(BreakerRef {

@@ -8,6 +8,7 @@
 
 pub mod config;
 pub mod decision;
+pub mod hash;
 pub mod key;
 pub mod matcher;
 pub mod pairs;

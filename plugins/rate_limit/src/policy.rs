@@ -149,7 +149,7 @@ impl RateLimiter {
         store: &dyn SharedStore,
         now: Timestamp,
     ) -> Result<(RuleOutcome, bool), UpdateError> {
-        let hash = fnv1a(key.as_bytes());
+        let hash = palisade_core::hash::fnv1a64(key.as_bytes());
         let slot = hash % rule.max_keys;
         let prefix = self
             .key_prefixes
@@ -193,13 +193,6 @@ fn rule_key_prefix(rule: &Rule) -> String {
         .map(|l| format!("{}-{}-{}ms", l.capacity, l.refill, l.period.as_millis()))
         .collect();
     format!("{}/{}/k{}/", rule.name, limits.join("."), rule.max_keys)
-}
-
-/// 64-bit FNV-1a: tiny, stable across Rust versions (so slots survive a module upgrade).
-fn fnv1a(bytes: &[u8]) -> u64 {
-    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |h, b| {
-        (h ^ u64::from(*b)).wrapping_mul(0x0100_0000_01b3)
-    })
 }
 
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` for the binding limit, and `-Policy` for all.
@@ -594,11 +587,5 @@ mod tests {
             .collect();
         let admitted: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
         assert_eq!(admitted, 100);
-    }
-
-    #[test]
-    fn fnv_is_the_reference_function() {
-        assert_eq!(fnv1a(b""), 0xcbf2_9ce4_8422_2325);
-        assert_eq!(fnv1a(b"a"), 0xaf63_dc4c_8601_ec8c);
     }
 }
