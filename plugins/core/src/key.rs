@@ -28,6 +28,12 @@ use std::net::{IpAddr, SocketAddr};
 pub trait RequestView {
     /// A request header by lowercase name.
     fn header(&self, name: &str) -> Option<String>;
+    /// Every value of a request header, one per header line, in order (a request may repeat a
+    /// header: two `Authorization` lines are two values). The default is [`RequestView::header`]'s
+    /// single value.
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.header(name).into_iter().collect()
+    }
     /// `:path`, including the query string.
     fn path(&self) -> Option<String>;
     /// `:method`.

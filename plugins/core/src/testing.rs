@@ -189,6 +189,14 @@ impl RequestView for FakeRequest {
         }
     }
 
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.clone())
+            .collect()
+    }
+
     fn path(&self) -> Option<String> {
         Some(self.path.clone())
     }

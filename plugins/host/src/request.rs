@@ -15,6 +15,19 @@ impl RequestView for HostRequest {
         http::request_header(name).ok().flatten()
     }
 
+    /// From the whole header map: the single-value hostcall gives only one value of a repeated
+    /// header. Values that are not UTF-8 are kept (lossily), so they still count as a value.
+    fn header_values(&self, name: &str) -> Vec<String> {
+        crate::header_map::request_headers()
+            .map(|all| {
+                all.into_iter()
+                    .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+                    .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+                    .collect()
+            })
+            .unwrap_or_else(|_| self.header(name).into_iter().collect())
+    }
+
     fn path(&self) -> Option<String> {
         http::request_header(":path").ok().flatten()
     }
