@@ -7,6 +7,7 @@ use crate::claims::{ClaimPath, Condition, Requirement};
 use crate::jwks::KeySet;
 use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
+use crate::Compat;
 use palisade_core::config::{parse_duration, parse_json, validate_name, ConfigError, FieldPath};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
@@ -63,6 +64,8 @@ struct ProviderWire {
     claim_to_headers: Option<Vec<ClaimHeaderWire>>,
     #[serde(default)]
     payload_header: Option<String>,
+    #[serde(default)]
+    compat: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -219,6 +222,8 @@ pub struct Provider {
     pub forward: bool,
     pub claim_headers: Vec<(ClaimPath, String)>,
     pub payload_header: Option<String>,
+    /// Relaxations for users migrating from Envoy's `jwt_authn` (default: none).
+    pub compat: Compat,
 }
 
 /// What a rule asks of a request.
@@ -509,7 +514,7 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
             let mut algs = Vec::new();
             for (i, name) in list.iter().enumerate() {
                 let ap = path.field("algorithms").index(i);
-                let alg = Alg::from_name(name).ok_or_else(|| ap.invalid(name, "expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, EdDSA, HS256, HS384, HS512"))?;
+                let alg = Alg::from_name(name).ok_or_else(|| ap.invalid(name, "expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512"))?;
                 if alg.key_kind() == KeyKind::Hmac && matches!(jwks, JwksSource::Remote(_)) {
                     return Err(ap.invalid(
                         name,
@@ -585,6 +590,15 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         Some(h) => Some(validate_output_header(h, &path.field("payload_header"))?),
         None => None,
     };
+    let compat = match pw.compat.as_deref() {
+        None | Some("strict") => Compat::Strict,
+        Some("jwt_authn") => Compat::JwtAuthn,
+        Some(other) => {
+            return Err(path
+                .field("compat")
+                .invalid(other, "expected `strict` or `jwt_authn`"))
+        }
+    };
     Ok(Provider {
         name,
         issuer: pw.issuer.clone(),
@@ -600,6 +614,7 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         forward: pw.forward.unwrap_or(false),
         claim_headers,
         payload_header,
+        compat,
     })
 }
 
@@ -805,6 +820,20 @@ mod tests {
         assert_eq!(c.audience_failure_status, 403);
         assert_eq!(c.keys_unavailable, KeysUnavailable::Reject);
         assert_eq!(c.cache_max_entries, 1024);
+        assert_eq!(p.compat, Compat::Strict);
+    }
+
+    #[test]
+    fn compat_is_strict_or_jwt_authn() {
+        let mut v = minimal();
+        v["providers"][0]["compat"] = json!("jwt_authn");
+        assert_eq!(parse(&v).unwrap().providers[0].compat, Compat::JwtAuthn);
+        v["providers"][0]["compat"] = json!("strict");
+        assert_eq!(parse(&v).unwrap().providers[0].compat, Compat::Strict);
+        v["providers"][0]["compat"] = json!("envoy");
+        let err = parse(&v).unwrap_err();
+        assert_eq!(err.field.as_str(), "providers[0].compat");
+        assert!(err.to_string().contains("envoy"), "{err}");
     }
 
     #[test]

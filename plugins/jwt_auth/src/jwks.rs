@@ -16,10 +16,12 @@
 //!
 //! Selection: with a `kid` in the token, only keys with that `kid` are candidates, and none is an
 //! `unknown_kid` denial (there is no "try every key" fallback an attacker could steer). Without a
-//! `kid`, every key bound to the token's algorithm is tried, as Envoy does.
+//! `kid`, every key bound to the token's algorithm is tried, as Envoy does. A key *without* a
+//! `kid` never matches a token that names one, unless the provider has `compat: "jwt_authn"`
+//! (jwt_verify_lib lets it match: a token could then pick such a key whatever `kid` it names).
 
 use crate::token::{Alg, KeyKind, Strict, Token};
-use crate::{Failure, Reason};
+use crate::{Compat, Failure, Reason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jwt_compact::alg::{Ed25519, Es256, RsaPublicKey, VerifyingKey};
@@ -36,6 +38,8 @@ pub const MAX_KEYS: usize = 64;
 pub enum Material {
     Rsa(Box<RsaPublicKey>),
     EcP256(Box<<Es256 as Algorithm>::VerifyingKey>),
+    EcP384(Box<p384::ecdsa::VerifyingKey>),
+    EcP521(Box<p521::ecdsa::VerifyingKey>),
     Ed25519(Box<<Ed25519 as Algorithm>::VerifyingKey>),
     /// An HMAC secret. Never printed.
     Hmac(Vec<u8>),
@@ -46,6 +50,8 @@ impl Material {
         match self {
             Material::Rsa(_) => KeyKind::Rsa,
             Material::EcP256(_) => KeyKind::EcP256,
+            Material::EcP384(_) => KeyKind::EcP384,
+            Material::EcP521(_) => KeyKind::EcP521,
             Material::Ed25519(_) => KeyKind::Ed25519,
             Material::Hmac(_) => KeyKind::Hmac,
         }
@@ -123,13 +129,26 @@ impl KeySet {
         Ok(set)
     }
 
-    /// Keys that may verify `token`, or the denial if there are none.
+    /// Keys that may verify `token`, or the denial if there are none (strict selection).
     pub fn candidates<'k>(&'k self, token: &Token<'_>) -> Result<Vec<&'k Key>, Failure> {
+        self.candidates_with(token, Compat::Strict)
+    }
+
+    /// [`KeySet::candidates`]; with [`Compat::JwtAuthn`] a key without `kid` is also a candidate
+    /// for a token that names a `kid` (jwt_verify_lib's rule).
+    pub fn candidates_with<'k>(
+        &'k self,
+        token: &Token<'_>,
+        compat: Compat,
+    ) -> Result<Vec<&'k Key>, Failure> {
         let by_kid: Vec<&Key> = match &token.kid {
             Some(kid) => self
                 .keys
                 .iter()
-                .filter(|k| k.kid.as_deref() == Some(kid.as_str()))
+                .filter(|k| match k.kid.as_deref() {
+                    Some(k) => k == kid.as_str(),
+                    None => compat == Compat::JwtAuthn,
+                })
                 .collect(),
             None => self.keys.iter().collect(),
         };
@@ -175,6 +194,8 @@ fn parse_key(entry: &Value, allow_symmetric: bool) -> Result<Option<Key>, String
     let kind = match (kty, text("crv")?) {
         ("RSA", _) => KeyKind::Rsa,
         ("EC", Some("P-256")) => KeyKind::EcP256,
+        ("EC", Some("P-384")) => KeyKind::EcP384,
+        ("EC", Some("P-521")) => KeyKind::EcP521,
         ("OKP", Some("Ed25519")) => KeyKind::Ed25519,
         ("oct", _) if allow_symmetric => KeyKind::Hmac,
         _ => return Ok(None),
@@ -196,17 +217,24 @@ fn parse_key(entry: &Value, allow_symmetric: bool) -> Result<Option<Key>, String
             Material::Rsa(Box::new(key))
         }
         KeyKind::EcP256 => {
-            let (x, y) = (bytes("x")?, bytes("y")?);
-            if x.len() != 32 || y.len() != 32 {
-                return Err("invalid P-256 key".into());
-            }
-            let mut sec1 = Vec::with_capacity(65);
-            sec1.push(4u8); // uncompressed point
-            sec1.extend_from_slice(&x);
-            sec1.extend_from_slice(&y);
+            let sec1 = sec1_point(&bytes("x")?, &bytes("y")?, 32).ok_or("invalid P-256 key")?;
             Material::EcP256(Box::new(
                 <<Es256 as Algorithm>::VerifyingKey as VerifyingKey<Es256>>::from_slice(&sec1)
                     .map_err(|_| "invalid P-256 key".to_owned())?,
+            ))
+        }
+        KeyKind::EcP384 => {
+            let sec1 = sec1_point(&bytes("x")?, &bytes("y")?, 48).ok_or("invalid P-384 key")?;
+            Material::EcP384(Box::new(
+                p384::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|_| "invalid P-384 key".to_owned())?,
+            ))
+        }
+        KeyKind::EcP521 => {
+            let sec1 = sec1_point(&bytes("x")?, &bytes("y")?, 66).ok_or("invalid P-521 key")?;
+            Material::EcP521(Box::new(
+                p521::ecdsa::VerifyingKey::from_sec1_bytes(&sec1)
+                    .map_err(|_| "invalid P-521 key".to_owned())?,
             ))
         }
         KeyKind::Ed25519 => Material::Ed25519(Box::new(
@@ -250,6 +278,20 @@ fn parse_key(entry: &Value, allow_symmetric: bool) -> Result<Option<Key>, String
         algs,
         material,
     }))
+}
+
+/// The uncompressed SEC1 encoding of the point (`x`, `y`), each exactly `len` bytes (RFC 7518
+/// §6.2.1.2: the full field size, leading zeros kept), or `None`. The curve crates then check
+/// that the point is on the curve.
+fn sec1_point(x: &[u8], y: &[u8], len: usize) -> Option<Vec<u8>> {
+    if x.len() != len || y.len() != len {
+        return None;
+    }
+    let mut sec1 = Vec::with_capacity(1 + 2 * len);
+    sec1.push(4u8); // uncompressed point
+    sec1.extend_from_slice(x);
+    sec1.extend_from_slice(y);
+    Some(sec1)
 }
 
 #[cfg(test)]
@@ -304,15 +346,77 @@ mod tests {
         let doc: Value = serde_json::from_str(testkeys::JWKS).unwrap();
         let good = doc["keys"][0].clone();
         let enc = json!({"kty": "RSA", "use": "enc", "n": "AQAB", "e": "AQAB"});
-        let p384 = json!({"kty": "EC", "crv": "P-384", "x": "AA", "y": "AA"});
-        let set = KeySet::from_entries(&[enc, p384, good.clone()], false).unwrap();
+        let k256 = json!({"kty": "EC", "crv": "secp256k1", "x": "AA", "y": "AA"});
+        let set = KeySet::from_entries(&[enc, k256, good.clone()], false).unwrap();
         assert_eq!((set.keys.len(), set.skipped), (1, 2));
+        // A P-384 or P-521 key of the wrong size, or off the curve, is broken, not skipped.
+        for crv in ["P-384", "P-521"] {
+            let short = json!({"kty": "EC", "crv": crv, "x": "AAAA", "y": "AAAA"});
+            assert!(KeySet::from_entries(&[good.clone(), short], false).is_err());
+        }
+        let mut off_curve = testkeys::ec_jwk(Alg::Es384);
+        off_curve["y"] = off_curve["x"].clone();
+        assert!(KeySet::from_entries(&[good.clone(), off_curve], false).is_err());
         let broken = json!({"kty": "EC", "crv": "P-256", "x": "AAAA", "y": "AAAA"});
         assert!(KeySet::from_entries(&[good.clone(), broken], false).is_err());
         let mismatched = json!({"kty": "RSA", "alg": "HS256", "n": good["n"], "e": "AQAB"});
         assert!(KeySet::from_entries(&[mismatched], false).is_err());
         assert!(KeySet::parse(b"{\"keys\": []}", false).is_err());
         assert!(KeySet::parse(b"[]", false).is_err());
+    }
+
+    #[test]
+    fn p384_and_p521_keys_are_bound_to_es384_and_es512() {
+        let entries = [testkeys::ec_jwk(Alg::Es384), testkeys::ec_jwk(Alg::Es512)];
+        let set = KeySet::from_entries(&entries, false).unwrap();
+        assert_eq!(set.keys[0].algs, [Alg::Es384]);
+        assert_eq!(set.keys[1].algs, [Alg::Es512]);
+        assert!(matches!(set.keys[0].material, Material::EcP384(_)));
+        assert!(matches!(set.keys[1].material, Material::EcP521(_)));
+        // Without `alg`, the curve alone decides.
+        let mut bare = testkeys::ec_jwk(Alg::Es512);
+        bare.as_object_mut().unwrap().remove("alg");
+        let set = KeySet::from_entries(&[bare], false).unwrap();
+        assert_eq!(set.keys[0].algs, [Alg::Es512]);
+        // An `alg` that does not fit the curve is a broken key (curve confusion in the JWKS).
+        let mut wrong = testkeys::ec_jwk(Alg::Es384);
+        wrong["alg"] = json!("ES256");
+        assert!(KeySet::from_entries(&[wrong], false).is_err());
+        let mut wrong = testkeys::ec_jwk(Alg::Es256);
+        wrong["alg"] = json!("ES512");
+        assert!(KeySet::from_entries(&[wrong], false).is_err());
+    }
+
+    #[test]
+    fn a_kidless_key_matches_a_token_with_a_kid_only_in_jwt_authn_compatibility() {
+        use crate::token::parse;
+        let mut key = testkeys::ec_jwk(Alg::Es384);
+        key.as_object_mut().unwrap().remove("kid");
+        let set = KeySet::from_entries(&[key], false).unwrap();
+        let raw = testkeys::sign_raw(
+            Alg::Es384,
+            testkeys::Signer::Ec384,
+            r#"{"alg":"ES384","kid":"anything"}"#,
+            "{}",
+        );
+        let token = parse(&raw, 8192).unwrap();
+        assert_eq!(
+            set.candidates(&token).unwrap_err().reason,
+            Reason::UnknownKid
+        );
+        assert_eq!(
+            set.candidates_with(&token, Compat::JwtAuthn).unwrap().len(),
+            1
+        );
+        // A key whose kid differs never matches, in either mode.
+        let named = KeySet::from_entries(&[testkeys::ec_jwk(Alg::Es384)], false).unwrap();
+        assert_eq!(
+            named
+                .candidates_with(&token, Compat::JwtAuthn)
+                .unwrap_err()
+                .reason,
+            Reason::UnknownKid
+        );
     }
 
     #[test]

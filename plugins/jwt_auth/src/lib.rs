@@ -22,11 +22,23 @@ pub mod remote;
 pub mod token;
 pub mod verify;
 
-#[cfg(test)]
+#[cfg(any(test, feature = "test-support"))]
 pub mod testkeys;
 
 #[cfg(target_arch = "wasm32")]
 mod filter;
+
+/// How closely a provider follows Envoy's `jwt_authn` (google/jwt_verify_lib) where Palisade is
+/// stricter by default (the provider option `compat`; docs/security.md lists every difference).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Compat {
+    /// Palisade's own rules.
+    #[default]
+    Strict,
+    /// `compat: "jwt_authn"`: a JWKS key without `kid` also matches a token that names a `kid`,
+    /// and a signature segment with canonical `=` padding is accepted.
+    JwtAuthn,
+}
 
 /// Why a request was denied; each is a metric (`denied.<name>`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -23,7 +23,7 @@ use crate::config::{Config, JwksSource, Location, Provider, Requires};
 use crate::jwks::KeySet;
 use crate::token;
 use crate::verify;
-use crate::{Failure, Reason};
+use crate::{Compat, Failure, Reason};
 use palisade_core::key::RequestView;
 use palisade_core::{Decision, LocalReply, Timestamp};
 use std::rc::Rc;
@@ -247,7 +247,20 @@ impl Authenticator {
             .max()
             .unwrap_or(0);
         let first = candidates.first().copied().unwrap_or(0);
-        let parsed = token::parse(raw, largest).map_err(|f| Denial::Failure(f, first))?;
+        // Parsed once for every candidate provider: leniently if one of them is in `jwt_authn`
+        // compatibility, and then each strict provider refuses what only compatibility allows.
+        let compat = if candidates.iter().any(|i| {
+            self.config
+                .providers
+                .get(*i)
+                .is_some_and(|p| p.compat == Compat::JwtAuthn)
+        }) {
+            Compat::JwtAuthn
+        } else {
+            Compat::Strict
+        };
+        let parsed =
+            token::parse_with(raw, largest, compat).map_err(|f| Denial::Failure(f, first))?;
         let iss = verify::issuer(&parsed.claims);
         let mut first_failure = None;
         for &index in candidates {
@@ -286,6 +299,11 @@ impl Authenticator {
         if raw.len() > provider.max_token_size {
             return Err(fail(Failure::malformed("the token is too large")));
         }
+        if parsed.padded_signature && provider.compat != Compat::JwtAuthn {
+            return Err(fail(Failure::malformed(
+                "the token signature is not canonical base64url",
+            )));
+        }
         if !provider.algorithms.contains(&parsed.alg) {
             return Err(fail(Failure::malformed(
                 "the token's algorithm is not allowed",
@@ -294,7 +312,7 @@ impl Authenticator {
         let Some(current) = keys.get(index).and_then(Option::as_ref) else {
             return Err(Denial::KeysPending(index));
         };
-        verify::verify_signature(parsed, &current.set).map_err(fail)?;
+        verify::verify_signature_with(parsed, &current.set, provider.compat).map_err(fail)?;
         let exp = verify::check_times(&parsed.claims, now_secs, provider.time).map_err(fail)?;
         verify::check_audience(&parsed.claims, &provider.audiences).map_err(fail)?;
         // The instant `check_times` would start saying `expired`.
@@ -335,13 +353,9 @@ impl Authenticator {
             };
             for (l, location) in provider.locations.iter().enumerate() {
                 let values: Vec<String> = match location {
-                    Location::Header { name, prefix } => req
-                        .header(name)
-                        .and_then(|v| {
-                            strip_prefix_ignore_case(&v, prefix).map(|t| t.trim().to_owned())
-                        })
-                        .into_iter()
-                        .collect(),
+                    Location::Header { name, prefix } => {
+                        header_tokens(&req.header_values(name), prefix)?
+                    }
                     Location::Query(name) => path
                         .as_deref()
                         .map(|p| query_values(p, name))
@@ -469,6 +483,37 @@ fn is_cors_preflight(req: &dyn RequestView) -> bool {
     req.method().as_deref() == Some("OPTIONS")
         && req.header("origin").is_some()
         && req.header("access-control-request-method").is_some()
+}
+
+/// The tokens in one header location (all its values).
+///
+/// Envoy joins repeated lines of some headers (`authorization` among them) into one value with
+/// `,`, and other headers arrive as several values; a JWT never contains a `,`. So each value is
+/// split on `,`, and when two or more pieces carry the prefix, each is a token. Two tokens in one
+/// header location — two `Authorization` lines — are refused as RFC 6750 forbids (400), even if
+/// they are the same token: a request with two `Authorization` lines is not well-formed HTTP.
+/// A value with a `,` and a single prefixed piece is taken whole (and its token is malformed).
+fn header_tokens(values: &[String], prefix: &str) -> Result<Vec<String>, Failure> {
+    let mut tokens = Vec::new();
+    for value in values {
+        let pieces: Vec<String> = value
+            .split(',')
+            .filter_map(|piece| strip_prefix_ignore_case(piece.trim(), prefix))
+            .map(|t| t.trim().to_owned())
+            .filter(|t| !t.is_empty())
+            .collect();
+        if pieces.len() > 1 {
+            tokens.extend(pieces);
+        } else if let Some(t) = strip_prefix_ignore_case(value, prefix) {
+            tokens.push(t.trim().to_owned());
+        }
+    }
+    if tokens.iter().filter(|t| !t.is_empty()).count() > 1 {
+        return Err(Failure::malformed(
+            "the request carries more than one token",
+        ));
+    }
+    Ok(tokens)
 }
 
 fn strip_prefix_ignore_case<'v>(value: &'v str, prefix: &str) -> Option<&'v str> {
@@ -1040,10 +1085,54 @@ mod tests {
             .contains("invalid_request"));
         let v = f.check(&bearer(&format!("/x?access_token={a}"), &a));
         assert!(v.decision.is_continue());
+        let same = v;
+        // Two tokens in two header locations: 400 if they differ, one token if not.
+        let v = f.check(&bearer("/x", &a).header("x-token", &b));
+        denied(&v, Reason::Malformed, 400);
+        let v = f.check(&bearer("/x", &a).header("x-token", &a));
+        assert!(v.decision.is_continue(), "{v:?}");
+        let v = same;
         assert!(v
             .mutations
             .contains(&Mutation::Remove("authorization".into())));
         assert!(v.mutations.contains(&Mutation::Path("/x".into())));
+    }
+
+    /// Regression (issue 15): Envoy joins two `Authorization` lines into one value with `,`, so
+    /// two different tokens there were one garbled token (401), not the documented 400.
+    #[test]
+    fn two_tokens_in_one_header_location_are_400_whether_joined_or_repeated() {
+        let mut f = Fixture::new(multi_location());
+        let a = testkeys::token(Alg::EdDsa, &good_claims());
+        let b = testkeys::token(Alg::Es256, &good_claims());
+        for (x, y) in [(&a, &b), (&a, &a)] {
+            // As Envoy delivers them: one value, joined with `,` (with or without a space).
+            for sep in [",", ", "] {
+                let joined = FakeRequest::new("GET", "/x")
+                    .header("authorization", &format!("Bearer {x}{sep}Bearer {y}"));
+                let v = f.check(&joined);
+                denied(&v, Reason::Malformed, 400);
+                assert!(reply(&v)
+                    .header_value("www-authenticate")
+                    .unwrap()
+                    .contains("invalid_request"));
+            }
+            // As separate values (headers the proxy does not join), with a prefix or without.
+            let repeated = bearer("/x", x).header("authorization", &format!("Bearer {y}"));
+            denied(&f.check(&repeated), Reason::Malformed, 400);
+            let repeated = FakeRequest::new("GET", "/x")
+                .header("x-token", x)
+                .header("x-token", y);
+            denied(&f.check(&repeated), Reason::Malformed, 400);
+        }
+        // A comma inside one token's text is that token's problem: malformed, 401.
+        denied(
+            &f.check(&bearer("/x", &format!("{a},junk"))),
+            Reason::Malformed,
+            401,
+        );
+        // One token alone still passes.
+        assert!(f.check(&bearer("/x", &a)).decision.is_continue());
     }
 
     #[test]

@@ -18,9 +18,19 @@
 //! - `crit` (no extension is implemented, so any listed one is not understood), `b64` (RFC 7797
 //!   unencoded payloads), `zip`/`enc` (JWE), and the key-carrying headers `jku`, `x5u`, `jwk` and
 //!   `x5c`: keys come only from configuration, never from the token;
-//! - `exp`, `nbf` or `iat` that are present but not numbers.
+//! - registered claims of the wrong JSON type (RFC 7519 §4.1): `iss`, `sub` and `jti` that are not
+//!   strings, an `aud` that is neither a string nor an array of strings, and `exp`, `nbf` or `iat`
+//!   that are not numbers;
+//! - `exp`, `nbf` or `iat` outside `0 <= value < 2^63` seconds ([`MAX_NUMERIC_DATE`]): a token
+//!   "valid until 1e20" never expires, and a negative time is no time at all. Envoy's `jwt_authn`
+//!   (jwt_verify_lib) refuses values outside `0 <= value < 2^64`; ours is the tighter bound of a
+//!   signed 64-bit integer. Custom claims are never type-checked.
+//!
+//! One relaxation exists, for users migrating from `jwt_authn` ([`Compat::JwtAuthn`]): a
+//! signature segment with canonical `=` padding is then accepted (the signing input is unchanged;
+//! the header and payload must still be canonical).
 
-use crate::Failure;
+use crate::{Compat, Failure};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
@@ -37,6 +47,8 @@ pub enum Alg {
     Ps384,
     Ps512,
     Es256,
+    Es384,
+    Es512,
     EdDsa,
     Hs256,
     Hs384,
@@ -48,12 +60,14 @@ pub enum Alg {
 pub enum KeyKind {
     Rsa,
     EcP256,
+    EcP384,
+    EcP521,
     Ed25519,
     Hmac,
 }
 
 impl Alg {
-    pub const ALL: [Alg; 11] = [
+    pub const ALL: [Alg; 13] = [
         Alg::Rs256,
         Alg::Rs384,
         Alg::Rs512,
@@ -61,6 +75,8 @@ impl Alg {
         Alg::Ps384,
         Alg::Ps512,
         Alg::Es256,
+        Alg::Es384,
+        Alg::Es512,
         Alg::EdDsa,
         Alg::Hs256,
         Alg::Hs384,
@@ -80,6 +96,8 @@ impl Alg {
             Alg::Ps384 => "PS384",
             Alg::Ps512 => "PS512",
             Alg::Es256 => "ES256",
+            Alg::Es384 => "ES384",
+            Alg::Es512 => "ES512",
             Alg::EdDsa => "EdDSA",
             Alg::Hs256 => "HS256",
             Alg::Hs384 => "HS384",
@@ -93,6 +111,8 @@ impl Alg {
                 KeyKind::Rsa
             }
             Alg::Es256 => KeyKind::EcP256,
+            Alg::Es384 => KeyKind::EcP384,
+            Alg::Es512 => KeyKind::EcP521,
             Alg::EdDsa => KeyKind::Ed25519,
             Alg::Hs256 | Alg::Hs384 | Alg::Hs512 => KeyKind::Hmac,
         }
@@ -119,6 +139,9 @@ pub struct Token<'a> {
     /// The payload segment as it came (base64url), for the payload output header.
     pub payload_b64: &'a str,
     pub signature: Vec<u8>,
+    /// The signature segment carried `=` padding (accepted only by [`parse_with`] with
+    /// [`Compat::JwtAuthn`]; a provider without that compatibility must refuse the token).
+    pub padded_signature: bool,
 }
 
 /// Header members that are rejected whenever present; see the module docs.
@@ -133,11 +156,24 @@ const FORBIDDEN_HEADERS: [(&str, &str); 8] = [
     ("enc", "encrypted tokens are not supported"),
 ];
 
-/// The registered time claims, which must be numbers when present.
+/// The registered time claims (NumericDate, RFC 7519 §2), which must be numbers in range when
+/// present.
 pub const TIME_CLAIMS: [&str; 3] = ["exp", "nbf", "iat"];
 
-/// Take a compact JWS apart and run every check that needs no key.
+/// NumericDate claims must be below this (2^63 seconds, the range of a signed 64-bit integer), and
+/// not negative; compared as a double, so `9223372036854775807` (2^63 as a double) is out of
+/// range. jwt_verify_lib (Envoy's `jwt_authn`) allows up to 2^64: between the two bounds
+/// Palisade is stricter (measured by `tests/harness/tests/jwt_differential.rs`).
+pub const MAX_NUMERIC_DATE: f64 = 9_223_372_036_854_775_808.0;
+
+/// Take a compact JWS apart and run every check that needs no key (strict: no compatibility
+/// relaxation).
 pub fn parse(raw: &str, max_size: usize) -> Result<Token<'_>, Failure> {
+    parse_with(raw, max_size, Compat::Strict)
+}
+
+/// [`parse`], with the relaxations of `compat` (see the module docs).
+pub fn parse_with(raw: &str, max_size: usize, compat: Compat) -> Result<Token<'_>, Failure> {
     if raw.len() > max_size {
         return Err(Failure::malformed("the token is too large"));
     }
@@ -177,18 +213,19 @@ pub fn parse(raw: &str, max_size: usize) -> Result<Token<'_>, Failure> {
         Some(_) => return Err(Failure::malformed("the token's kid is not a string")),
     };
     let claims = decode_object(payload_b64, "payload")?;
-    for name in TIME_CLAIMS {
-        if let Some(v) = claims.get(name) {
-            if !v.is_number() {
-                return Err(Failure::malformed(match name {
-                    "exp" => "the exp claim is not a number",
-                    "nbf" => "the nbf claim is not a number",
-                    _ => "the iat claim is not a number",
-                }));
-            }
-        }
+    check_registered_claims(&claims)?;
+    let unpadded = match signature_b64.strip_suffix("==") {
+        Some(s) => s,
+        None => signature_b64.strip_suffix('=').unwrap_or(signature_b64),
+    };
+    let padded_signature = unpadded.len() != signature_b64.len();
+    // Only canonical padding: the unpadded length plus the `=`s is a multiple of 4.
+    if padded_signature && (compat != Compat::JwtAuthn || signature_b64.len() % 4 != 0) {
+        return Err(Failure::malformed(
+            "the token signature is not canonical base64url",
+        ));
     }
-    let signature = decode(signature_b64, "signature")?;
+    let signature = decode(unpadded, "signature")?;
     // `split` gave us three slices of `raw`; the signing input is the first two with their dot.
     let signing_input = &raw[..header_b64.len() + 1 + payload_b64.len()];
     Ok(Token {
@@ -198,7 +235,55 @@ pub fn parse(raw: &str, max_size: usize) -> Result<Token<'_>, Failure> {
         signing_input,
         payload_b64,
         signature,
+        padded_signature,
     })
+}
+
+/// RFC 7519 §4.1 types of the registered claims, and the NumericDate range.
+fn check_registered_claims(claims: &Map<String, Value>) -> Result<(), Failure> {
+    for name in TIME_CLAIMS {
+        let Some(v) = claims.get(name) else { continue };
+        let (not_number, out_of_range) = match name {
+            "exp" => (
+                "the exp claim is not a number",
+                "the exp claim is out of range (0 to 2^63-1 seconds)",
+            ),
+            "nbf" => (
+                "the nbf claim is not a number",
+                "the nbf claim is out of range (0 to 2^63-1 seconds)",
+            ),
+            _ => (
+                "the iat claim is not a number",
+                "the iat claim is out of range (0 to 2^63-1 seconds)",
+            ),
+        };
+        let Some(n) = v.as_f64() else {
+            return Err(Failure::malformed(not_number));
+        };
+        if !(0.0..MAX_NUMERIC_DATE).contains(&n) {
+            return Err(Failure::malformed(out_of_range));
+        }
+    }
+    for (name, why) in [
+        ("iss", "the iss claim is not a string"),
+        ("sub", "the sub claim is not a string"),
+        ("jti", "the jti claim is not a string"),
+    ] {
+        if claims.get(name).is_some_and(|v| !v.is_string()) {
+            return Err(Failure::malformed(why));
+        }
+    }
+    let aud_ok = match claims.get("aud") {
+        None | Some(Value::String(_)) => true,
+        Some(Value::Array(items)) => items.iter().all(Value::is_string),
+        Some(_) => false,
+    };
+    if !aud_ok {
+        return Err(Failure::malformed(
+            "the aud claim is not a string or an array of strings",
+        ));
+    }
+    Ok(())
 }
 
 /// Canonical base64url without padding; anything else is malformed.
@@ -343,7 +428,7 @@ mod tests {
 
     #[test]
     fn unknown_or_missing_algorithms_are_rejected() {
-        rejected(&token(r#"{"alg":"ES512"}"#, "{}"));
+        rejected(&token(r#"{"alg":"ES256K"}"#, "{}"));
         rejected(&token(r#"{"alg":"rs256"}"#, "{}"));
         rejected(&token(r#"{"typ":"JWT"}"#, "{}"));
         rejected(&token(r#"{"alg":256}"#, "{}"));
@@ -420,6 +505,101 @@ mod tests {
             assert!(f.description.contains(claim));
         }
         assert!(parse(&token(r#"{"alg":"HS256"}"#, r#"{"exp":1.5e9}"#), 8192).is_ok());
+    }
+
+    #[test]
+    fn time_claims_outside_zero_to_two_to_the_63_are_rejected_as_out_of_range() {
+        for claim in ["exp", "nbf", "iat"] {
+            for bad in [
+                "1e20",
+                "18446744073709551615",
+                "9223372036854775808",
+                "9223372036854775807",
+                "-1",
+                "-0.5",
+                "-9223372036854775808",
+            ] {
+                let f = rejected(&token(
+                    r#"{"alg":"HS256"}"#,
+                    &format!(r#"{{"{claim}":{bad}}}"#),
+                ));
+                assert!(
+                    f.description.contains(claim) && f.description.contains("out of range"),
+                    "{claim}={bad}: {f:?}"
+                );
+            }
+            for good in ["0", "1", "4102444800", "9223372036854774784", "1.5"] {
+                let raw = token(r#"{"alg":"HS256"}"#, &format!(r#"{{"{claim}":{good}}}"#));
+                assert!(parse(&raw, 8192).is_ok(), "{claim}={good}");
+            }
+        }
+    }
+
+    #[test]
+    fn registered_claims_of_the_wrong_type_are_rejected_and_custom_ones_are_not() {
+        for (payload, claim) in [
+            (r#"{"iss":7}"#, "iss"),
+            (r#"{"iss":["a"]}"#, "iss"),
+            (r#"{"sub":123}"#, "sub"),
+            (r#"{"sub":null}"#, "sub"),
+            (r#"{"jti":42}"#, "jti"),
+            (r#"{"aud":7}"#, "aud"),
+            (r#"{"aud":{"a":1}}"#, "aud"),
+            (r#"{"aud":["api",7]}"#, "aud"),
+            (r#"{"aud":["api",null]}"#, "aud"),
+        ] {
+            let f = rejected(&token(r#"{"alg":"HS256"}"#, payload));
+            assert!(f.description.contains(claim), "{payload}: {f:?}");
+        }
+        for payload in [
+            r#"{"iss":"i","sub":"s","jti":"j","aud":"a"}"#,
+            r#"{"aud":["a","b"]}"#,
+            r#"{"aud":[]}"#,
+            r#"{"scope":7,"roles":[1,null],"custom":{"sub":1}}"#,
+        ] {
+            assert!(
+                parse(&token(r#"{"alg":"HS256"}"#, payload), 8192).is_ok(),
+                "{payload}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_padded_signature_is_accepted_only_in_jwt_authn_compatibility() {
+        let header = b64(r#"{"alg":"HS256"}"#);
+        let payload = b64(r#"{"a":1}"#);
+        // "si" is "c2k" unpadded, "c2k=" padded.
+        for padded in ["c2k=", "c2lnbg=="] {
+            let raw = format!("{header}.{payload}.{padded}");
+            let f = rejected(&raw);
+            assert!(f.description.contains("signature"), "{f:?}");
+            let t = parse_with(&raw, 8192, Compat::JwtAuthn).unwrap();
+            assert!(t.padded_signature);
+            assert_eq!(t.signing_input, format!("{header}.{payload}"));
+        }
+        assert_eq!(
+            parse_with(&format!("{header}.{payload}.c2k="), 8192, Compat::JwtAuthn)
+                .unwrap()
+                .signature,
+            b"si"
+        );
+        // Still refused in compatibility: wrong amounts of padding, padding elsewhere.
+        for raw in [
+            format!("{header}.{payload}.c2k=="),
+            format!("{header}.{payload}.c2ln="),
+            format!("{header}.{payload}.c2lu=="),
+            format!("{header}=.{payload}.c2k="),
+            format!("{header}.{payload}=.c2k="),
+            format!("{header}.{payload}.="),
+        ] {
+            let f = parse_with(&raw, 8192, Compat::JwtAuthn).unwrap_err();
+            assert_eq!(f.reason, Reason::Malformed, "{raw}");
+        }
+        assert!(
+            !parse(&token(r#"{"alg":"HS256"}"#, "{}"), 8192)
+                .unwrap()
+                .padded_signature
+        );
     }
 
     #[test]

@@ -7,7 +7,7 @@
 
 use crate::jwks::{Key, KeySet, Material};
 use crate::token::{Alg, Token};
-use crate::{Failure, Reason};
+use crate::{Compat, Failure, Reason};
 use jwt_compact::alg::{
     Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa, RsaSignature,
 };
@@ -16,7 +16,16 @@ use serde_json::{Map, Value};
 
 /// Verify the token's signature with the candidate keys of `keys` (see [`KeySet::candidates`]).
 pub fn verify_signature(token: &Token<'_>, keys: &KeySet) -> Result<(), Failure> {
-    let candidates = keys.candidates(token)?;
+    verify_signature_with(token, keys, Compat::Strict)
+}
+
+/// [`verify_signature`] with the key selection of `compat` ([`KeySet::candidates_with`]).
+pub fn verify_signature_with(
+    token: &Token<'_>,
+    keys: &KeySet,
+    compat: Compat,
+) -> Result<(), Failure> {
+    let candidates = keys.candidates_with(token, compat)?;
     if candidates.iter().any(|key| {
         verify_with(
             token.alg,
@@ -58,6 +67,8 @@ fn verify_with(alg: Alg, key: &Key, msg: &[u8], sig: &[u8]) -> bool {
         (Material::Rsa(k), Alg::Ps384) => check_rsa(Rsa::ps384(), k, msg, sig),
         (Material::Rsa(k), Alg::Ps512) => check_rsa(Rsa::ps512(), k, msg, sig),
         (Material::EcP256(k), Alg::Es256) => check(&Es256, k, msg, sig),
+        (Material::EcP384(k), Alg::Es384) => check_p384(k, msg, sig),
+        (Material::EcP521(k), Alg::Es512) => check_p521(k, msg, sig),
         (Material::Ed25519(k), Alg::EdDsa) => check(&Ed25519, k, msg, sig),
         (Material::Hmac(s), Alg::Hs256) => check(&Hs256, &Hs256Key::new(s), msg, sig),
         (Material::Hmac(s), Alg::Hs384) => check(&Hs384, &Hs384Key::new(s), msg, sig),
@@ -70,6 +81,25 @@ fn check_rsa(alg: Rsa, key: &jwt_compact::alg::RsaPublicKey, msg: &[u8], sig: &[
     // An RSA signature is exactly as long as the modulus; anything else cannot verify.
     match RsaSignature::try_from_slice(sig) {
         Ok(sig) => alg.verify_signature(&sig, key, msg),
+        Err(_) => false,
+    }
+}
+
+// ES384 / ES512 (RFC 7518 §3.4): the signature is the raw `r || s`, each exactly the curve's
+// size (48 / 66 bytes); `from_slice` refuses any other length (so a DER signature never parses)
+// and a zero or out-of-range `r` or `s`. The digest is SHA-384 / SHA-512 of the signing input.
+fn check_p384(key: &p384::ecdsa::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+    use p384::ecdsa::signature::Verifier as _;
+    match p384::ecdsa::Signature::from_slice(sig) {
+        Ok(sig) => key.verify(msg, &sig).is_ok(),
+        Err(_) => false,
+    }
+}
+
+fn check_p521(key: &p521::ecdsa::VerifyingKey, msg: &[u8], sig: &[u8]) -> bool {
+    use p521::ecdsa::signature::Verifier as _;
+    match p521::ecdsa::Signature::from_slice(sig) {
+        Ok(sig) => key.verify(msg, &sig).is_ok(),
         Err(_) => false,
     }
 }
@@ -153,6 +183,8 @@ mod tests {
         let mut doc: Value = serde_json::from_str(testkeys::JWKS).unwrap();
         let entries = doc["keys"].as_array_mut().unwrap();
         entries.push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        entries.push(testkeys::ec_jwk(Alg::Es384));
+        entries.push(testkeys::ec_jwk(Alg::Es512));
         // An HMAC key long enough for every HS variant: the secret, repeated.
         let secret = base64::Engine::decode(
             &base64::engine::general_purpose::URL_SAFE_NO_PAD,
@@ -181,10 +213,20 @@ mod tests {
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [7u8; 64]);
         entries.push(json!({"kty": "oct", "kid": "hmac-64", "k": long}));
         entries.push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        entries.push(testkeys::ec_jwk(Alg::Es384));
+        entries.push(testkeys::ec_jwk(Alg::Es512));
         let set = KeySet::from_entries(entries, true).unwrap();
 
         let claims = json!({"iss": "i", "exp": 2_000_000_000u64});
-        for alg in [Alg::Rs256, Alg::Ps256, Alg::Es256, Alg::EdDsa, Alg::Hs256] {
+        for alg in [
+            Alg::Rs256,
+            Alg::Ps256,
+            Alg::Es256,
+            Alg::Es384,
+            Alg::Es512,
+            Alg::EdDsa,
+            Alg::Hs256,
+        ] {
             let raw = testkeys::token(alg, &claims);
             assert_eq!(verify(&raw, &set), Ok(()), "{alg:?}");
         }
@@ -334,6 +376,80 @@ mod tests {
     #[test]
     fn an_hmac_signature_of_the_wrong_length_is_rejected_without_panicking() {
         wrong_length_signatures_are_bad_signatures(Alg::Hs256, &[1, 31, 33, 64]);
+    }
+
+    #[test]
+    fn es384_and_es512_signatures_of_the_wrong_length_are_bad_signatures() {
+        // 96 / 132 bytes are right; one byte either way, the other curves' sizes, and empty-ish.
+        wrong_length_signatures_are_bad_signatures(Alg::Es384, &[1, 64, 95, 97, 132]);
+        wrong_length_signatures_are_bad_signatures(Alg::Es512, &[1, 64, 96, 131, 133]);
+    }
+
+    #[test]
+    fn a_der_encoded_ecdsa_signature_is_refused_for_every_curve() {
+        for alg in [Alg::Es256, Alg::Es384, Alg::Es512] {
+            let good = testkeys::token(alg, &json!({}));
+            assert_eq!(verify(&good, &keys()), Ok(()), "{alg:?}");
+            let (input, sig) = good.rsplit_once('.').unwrap();
+            let raw =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
+                    .unwrap();
+            let der = base64::Engine::encode(
+                &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+                testkeys::der_from_raw(&raw),
+            );
+            assert_eq!(
+                verify(&format!("{input}.{der}"), &keys())
+                    .unwrap_err()
+                    .reason,
+                Reason::BadSignature,
+                "{alg:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn curve_confusion_between_ec_keys_is_rejected() {
+        // Each EC algorithm signed correctly by its own key, but naming another curve's key.
+        let kids = [
+            (Alg::Es256, "test-ec"),
+            (Alg::Es384, "test-ec384"),
+            (Alg::Es512, "test-ec521"),
+        ];
+        for (alg, _) in kids {
+            let (signer, _) = testkeys::default_signer(alg);
+            for (other, kid) in kids.iter().filter(|(a, _)| *a != alg) {
+                let header = json!({"alg": alg.name(), "kid": kid}).to_string();
+                let raw = sign_raw(alg, signer, &header, "{}");
+                let f = verify(&raw, &keys()).unwrap_err();
+                assert_eq!(f.reason, Reason::BadSignature, "{alg:?} on {other:?}'s key");
+                assert!(f.description.contains("not allowed for its key"));
+            }
+            // Without a kid, only keys of the token's curve are tried: the signature verifies.
+            let header = json!({"alg": alg.name()}).to_string();
+            assert_eq!(
+                verify(&sign_raw(alg, signer, &header, "{}"), &keys()),
+                Ok(())
+            );
+        }
+        // An ES512-sized signature under an ES384 header (and the reverse): wrong length.
+        let es512 = testkeys::token(Alg::Es512, &json!({}));
+        let (_, sig512) = es512.rsplit_once('.').unwrap();
+        let es384 = testkeys::token(Alg::Es384, &json!({}));
+        let (input384, sig384) = es384.rsplit_once('.').unwrap();
+        assert_eq!(
+            verify(&format!("{input384}.{sig512}"), &keys())
+                .unwrap_err()
+                .reason,
+            Reason::BadSignature
+        );
+        let (input512, _) = es512.rsplit_once('.').unwrap();
+        assert_eq!(
+            verify(&format!("{input512}.{sig384}"), &keys())
+                .unwrap_err()
+                .reason,
+            Reason::BadSignature
+        );
     }
 
     /// A genuine `alg` token's signing input with signatures of each of `lengths` bytes: every
