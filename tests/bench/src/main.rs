@@ -260,10 +260,11 @@ fn module_sizes() -> Result<String, String> {
     );
     for (name, bytes) in &modules {
         let kib = *bytes as f64 / 1024.0;
-        // Only budgets an issue sets (jwt_auth: under 700 KiB); the others are reported as is.
+        // Only budgets an issue sets (jwt_auth: under 700 KiB, raised to 920 KiB by issue 15 for
+        // P-384 and P-521, measured in BENCHMARKS.md); the others are reported as is.
         let (budget, verdict) = match name.as_str() {
-            "jwt_auth" if kib <= 700.0 => ("700 KiB".to_owned(), "within"),
-            "jwt_auth" => ("700 KiB".to_owned(), "**over budget**"),
+            "jwt_auth" if kib <= 920.0 => ("920 KiB".to_owned(), "within"),
+            "jwt_auth" => ("920 KiB".to_owned(), "**over budget**"),
             _ => ("—".to_owned(), ""),
         };
         let _ = writeln!(
