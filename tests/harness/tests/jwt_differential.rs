@@ -300,6 +300,13 @@ fn corpus(now: u64) -> Vec<Case> {
         ),
         Expect::Agree(401),
     );
+    for none in ["None", "NONE"] {
+        one(
+            &format!("alg {none}, unsigned"),
+            format!("{}.{payload_b64}.", b64(format!(r#"{{"alg":"{none}"}}"#))),
+            Expect::Agree(401),
+        );
+    }
     one(
         "empty signature",
         format!("{rs_input}."),
@@ -495,6 +502,18 @@ fn corpus(now: u64) -> Vec<Case> {
             ours: 401,
             id: "non-canonical-base64url",
         },
+    );
+    // The standard alphabet: a genuine signature whose base64url text has `-` or `_`, respelled
+    // with `+` and `/`.
+    let standard = (0..64)
+        .map(|i| signed(Alg::Es256, &with(json!({"jti": format!("t{i}")}))))
+        .find(|t| t.rsplit_once('.').unwrap().1.contains(['-', '_']))
+        .unwrap();
+    let (input, sig) = standard.rsplit_once('.').unwrap();
+    one(
+        "signature in the standard base64 alphabet (+ and /)",
+        format!("{input}.{}", sig.replace('-', "+").replace('_', "/")),
+        Expect::Agree(401),
     );
     one(
         "a token over max_token_size (8192 bytes)",
