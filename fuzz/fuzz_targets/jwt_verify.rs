@@ -1,15 +1,16 @@
 //! The crucial JWT oracle: **a forged token never verifies.** The input is a token (seeded with
 //! tokens genuinely signed by the TEST-ONLY keys, see `fuzz/gen_seeds.py`); it goes through
 //! `token::parse`, `KeySet::candidates`, `verify::verify_signature` against a fixed key set with
-//! one key of every kind (RS256, PS256, ES256, EdDSA, and HS256 since inline sets allow symmetric
-//! keys), then `check_times` and `check_audience`. If the signature verifies, the signed part
+//! one key of every kind (RS256, PS256, ES256, ES384, ES512, EdDSA, and HS256 since inline sets
+//! allow symmetric keys; the P-384/P-521 keys come from `jwt_auth::testkeys`), then `check_times` and `check_audience`. If the signature verifies, the signed part
 //! (`header.payload`) must be byte-identical to one in `seeds/genuine_tokens.txt`: any other
 //! accepted signing input is a forgery (alg confusion, malleated header, key-kind mix-up...).
 #![no_main]
 
 use jwt_auth::config::MAX_MAX_TOKEN_SIZE;
 use jwt_auth::jwks::KeySet;
-use jwt_auth::token::parse;
+use jwt_auth::testkeys;
+use jwt_auth::token::{parse, Alg};
 use jwt_auth::verify::{check_audience, check_times, verify_signature, TimeRules};
 use libfuzzer_sys::fuzz_target;
 use serde_json::Value;
@@ -26,11 +27,13 @@ static KEYS: LazyLock<KeySet> = LazyLock::new(|| {
     keys.push(serde_json::json!({
         "kty": "oct", "kid": "test-hmac", "alg": "HS256", "use": "sig", "k": HMAC_SECRET.trim()
     }));
+    keys.push(testkeys::ec_jwk(Alg::Es384));
+    keys.push(testkeys::ec_jwk(Alg::Es512));
     let text = serde_json::to_vec(&doc).unwrap();
     let set = KeySet::parse(&text, true).unwrap();
     assert_eq!(
         set.keys.len(),
-        5,
+        7,
         "the fixed key set must hold one key of every kind"
     );
     set
