@@ -688,3 +688,48 @@ fn a_signature_of_the_wrong_length_is_401_and_every_vm_keeps_serving() {
     );
     envoy.assert_no_vm_failures();
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn two_lines_of_a_token_header_are_400_whether_envoy_joins_them_or_not() {
+    // Envoy joins two `Authorization` lines into one value with `,` (an inline header); a custom
+    // header keeps its lines apart, and the single-value hostcall sees only the first. Both are
+    // one header location holding two tokens: 400 invalid_request (issue 15: they were 401, or
+    // the second token was never seen).
+    let mut config = inline_config();
+    config["providers"][0]["from_headers"] =
+        json!([{"name": "authorization", "prefix": "Bearer "}, {"name": "x-token"}]);
+    let (_upstream, envoy) = start(&config);
+    let (a, b) = (token("valid_es256"), token("valid_eddsa"));
+    let status = |lines: &[String]| {
+        let mut req = "GET /t HTTP/1.1\r\nhost: jwt.test\r\n".to_owned();
+        for line in lines {
+            req.push_str(line);
+            req.push_str("\r\n");
+        }
+        req.push_str("connection: close\r\n\r\n");
+        palisade_harness::client::raw_status(envoy.listener_port(), req.as_bytes()).unwrap()
+    };
+    for header in ["authorization: Bearer", "x-token:"] {
+        let line = |t: &str| format!("{header} {t}");
+        assert_eq!(status(&[line(&a)]), 200, "{header}");
+        assert_eq!(status(&[line(&a), line(&b)]), 400, "{header}, two tokens");
+        assert_eq!(
+            status(&[line(&a), line(&a)]),
+            400,
+            "{header}, one token twice"
+        );
+    }
+    // The same token in two different locations is one token.
+    assert_eq!(
+        status(&[
+            format!("authorization: Bearer {a}"),
+            format!("x-token: {a}")
+        ]),
+        200
+    );
+    assert_eq!(
+        envoy.stat("wasmcustom.palisade.jwt_auth.denied.malformed"),
+        4
+    );
+}
