@@ -5,7 +5,7 @@
 //! (and lists every deliberate difference). Keep the two in step.
 
 use palisade_core::config::{
-    one_of, parse_duration, parse_json, validate_rules, ConfigError, FieldPath,
+    duration_in, one_of, parse_json, validate_rules, ConfigError, FieldPath,
     ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
@@ -281,24 +281,6 @@ impl Config {
     }
 }
 
-fn duration_in(
-    text: Option<&str>,
-    default: Duration,
-    path: &FieldPath,
-    min: Duration,
-    max: Duration,
-    (min_text, max_text): (&str, &str),
-) -> Result<Duration, ConfigError> {
-    let Some(text) = text else {
-        return Ok(default);
-    };
-    let d = parse_duration(text, path)?;
-    if d < min || d > max {
-        return Err(path.out_of_range(text, min_text, max_text));
-    }
-    Ok(d)
-}
-
 fn percent(value: Option<f64>, default: f64, path: &FieldPath) -> Result<f64, ConfigError> {
     let v = value.unwrap_or(default);
     if v.is_finite() && v > 0.0 && v <= 100.0 {
@@ -353,7 +335,6 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
                 &bp.field("max_delay"),
                 Duration::from_millis(1),
                 Duration::from_secs(1),
-                ("1ms", "1s"),
             )?;
             Some(Batching {
                 max_calls,
@@ -454,7 +435,6 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
         &path.field("slow_call_duration"),
         Duration::from_millis(1),
         MAX_WAIT,
-        ("1ms", "1d"),
     )?;
     let consecutive_failures = match rw.consecutive_failures {
         None => None,
@@ -471,7 +451,6 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
         &path.field("wait_duration_in_open"),
         Duration::from_millis(1),
         MAX_WAIT,
-        ("1ms", "1d"),
     )?;
     let backoff = match &rw.exponential_backoff {
         None => None,
@@ -481,14 +460,19 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
             if !(multiplier.is_finite() && (1.0..=100.0).contains(&multiplier)) {
                 return Err(bp.field("multiplier").out_of_range(multiplier, 1, 100));
             }
+            let max_wait_path = bp.field("max_wait");
             let max_wait = duration_in(
                 b.max_wait.as_deref(),
                 MAX_WAIT.min(wait_duration_in_open.saturating_mul(32)),
-                &bp.field("max_wait"),
-                wait_duration_in_open,
+                &max_wait_path,
+                Duration::ZERO,
                 MAX_WAIT,
-                ("wait_duration_in_open", "1d"),
             )?;
+            // The lower bound is another field: name it, not its value.
+            if max_wait < wait_duration_in_open {
+                let shown = b.max_wait.as_deref().unwrap_or_default();
+                return Err(max_wait_path.out_of_range(shown, "wait_duration_in_open", "1d"));
+            }
             Some(Backoff {
                 multiplier,
                 max_wait,
@@ -509,7 +493,6 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
         &path.field("half_open_probe_timeout"),
         Duration::from_millis(1),
         Duration::from_secs(3600),
-        ("1ms", "1h"),
     )?;
     Ok(Thresholds {
         window,
@@ -733,6 +716,21 @@ mod tests {
                 r#"{"name":"b","key":{"path_segments":0}}"#,
                 "rules[0].key.path_segments",
                 "\"0\"",
+            ),
+            (
+                r#"{"name":"b","wait_duration_in_open":"10s","exponential_backoff":{"max_wait":"5s"}}"#,
+                "rules[0].exponential_backoff.max_wait",
+                "wait_duration_in_open to 1d",
+            ),
+            (
+                r#"{"name":"b","exponential_backoff":{"max_wait":"2d"}}"#,
+                "rules[0].exponential_backoff.max_wait",
+                "\"2d\"",
+            ),
+            (
+                r#"{"name":"b","half_open_probe_timeout":"2h"}"#,
+                "rules[0].half_open_probe_timeout",
+                "1ms to 1h",
             ),
             (
                 r#"{"name":"b","exponential_backoff":{"multiplier":0.5}}"#,

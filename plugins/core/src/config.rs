@@ -314,10 +314,83 @@ pub fn parse_duration(text: &str, path: &FieldPath) -> Result<std::time::Duratio
         .ok_or_else(|| path.invalid(text, "duration too large"))
 }
 
+/// A duration in the syntax [`parse_duration`] reads, in the largest unit that shows it exactly:
+/// `1d`, `10m`, `90s`, `250ms`. Used to show a field's allowed range.
+pub fn format_duration(d: std::time::Duration) -> String {
+    let ms = d.as_millis();
+    for (unit, per) in [
+        ("d", 86_400_000),
+        ("h", 3_600_000),
+        ("m", 60_000),
+        ("s", 1_000),
+    ] {
+        if ms != 0 && ms.is_multiple_of(per) {
+            return format!("{}{unit}", ms / per);
+        }
+    }
+    format!("{ms}ms")
+}
+
+/// An optional duration field: `default` when absent, else parsed ([`parse_duration`]) and
+/// checked to lie within `min..=max`; the error names the field, the value and the range.
+pub fn duration_in(
+    text: Option<&str>,
+    default: std::time::Duration,
+    path: &FieldPath,
+    min: std::time::Duration,
+    max: std::time::Duration,
+) -> Result<std::time::Duration, ConfigError> {
+    let Some(text) = text else {
+        return Ok(default);
+    };
+    let d = parse_duration(text, path)?;
+    if d < min || d > max {
+        return Err(path.out_of_range(text, format_duration(min), format_duration(max)));
+    }
+    Ok(d)
+}
+
 #[cfg(test)]
 mod duration_tests {
     use super::*;
     use std::time::Duration;
+
+    #[test]
+    fn a_duration_is_shown_in_the_largest_exact_unit_and_parses_back() {
+        let p = FieldPath::root().field("d");
+        for (d, text) in [
+            (Duration::from_millis(0), "0ms"),
+            (Duration::from_millis(250), "250ms"),
+            (Duration::from_millis(1500), "1500ms"),
+            (Duration::from_secs(90), "90s"),
+            (Duration::from_secs(600), "10m"),
+            (Duration::from_secs(3600), "1h"),
+            (Duration::from_secs(86_400), "1d"),
+        ] {
+            assert_eq!(format_duration(d), text);
+            assert_eq!(parse_duration(text, &p).unwrap(), d);
+        }
+    }
+
+    #[test]
+    fn an_optional_duration_defaults_when_absent_and_names_its_range_when_outside() {
+        let p = FieldPath::root().field("timeout");
+        let (min, max) = (Duration::from_millis(1), Duration::from_secs(60));
+        let default = Duration::from_secs(5);
+        assert_eq!(duration_in(None, default, &p, min, max).unwrap(), default);
+        assert_eq!(
+            duration_in(Some("2s"), default, &p, min, max).unwrap(),
+            Duration::from_secs(2)
+        );
+        let err = duration_in(Some("2m"), default, &p, min, max)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("timeout") && err.contains("\"2m\"") && err.contains("1ms to 1m"),
+            "{err}"
+        );
+        assert!(duration_in(Some("0ms"), default, &p, min, max).is_err());
+    }
 
     #[test]
     fn durations_parse_in_every_unit() {

@@ -8,7 +8,7 @@ use crate::jwks::KeySet;
 use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
-use palisade_core::config::{parse_duration, parse_json, validate_name, ConfigError, FieldPath};
+use palisade_core::config::{duration_in, parse_json, validate_name, ConfigError, FieldPath};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -281,27 +281,6 @@ pub const DEFAULT_CACHE_DURATION: Duration = Duration::from_secs(600);
 pub const DEFAULT_MIN_REFETCH: Duration = Duration::from_secs(30);
 pub const DEFAULT_MAX_WAIT: Duration = Duration::from_secs(3);
 
-fn duration_in(
-    text: Option<&str>,
-    default: Duration,
-    min: Duration,
-    max: Duration,
-    path: &FieldPath,
-) -> Result<Duration, ConfigError> {
-    let Some(text) = text else {
-        return Ok(default);
-    };
-    let d = parse_duration(text, path)?;
-    if d < min || d > max {
-        return Err(path.out_of_range(
-            text,
-            format!("{}ms", min.as_millis()),
-            format!("{}s", max.as_secs()),
-        ));
-    }
-    Ok(d)
-}
-
 impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let wire: Wire = parse_json(bytes)?;
@@ -418,9 +397,9 @@ impl Config {
                     "pause" => KeysUnavailable::Pause(duration_in(
                         k.max_wait.as_deref(),
                         DEFAULT_MAX_WAIT,
+                        &path.field("max_wait"),
                         Duration::from_millis(100),
                         Duration::from_secs(60),
-                        &path.field("max_wait"),
                     )?),
                     other => {
                         return Err(path
@@ -529,9 +508,9 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
     let clock_skew = duration_in(
         pw.clock_skew.as_deref(),
         DEFAULT_CLOCK_SKEW,
+        &path.field("clock_skew"),
         Duration::ZERO,
         MAX_CLOCK_SKEW,
-        &path.field("clock_skew"),
     )?;
     let max_token_size = pw.max_token_size.unwrap_or(DEFAULT_MAX_TOKEN_SIZE);
     if !(64..=MAX_MAX_TOKEN_SIZE).contains(&max_token_size) {
@@ -662,23 +641,23 @@ fn validate_remote(r: &RemoteWire, path: &FieldPath) -> Result<Remote, ConfigErr
     let timeout = duration_in(
         r.timeout.as_deref(),
         DEFAULT_FETCH_TIMEOUT,
+        &path.field("timeout"),
         Duration::from_millis(100),
         Duration::from_secs(60),
-        &path.field("timeout"),
     )?;
     let cache_duration = duration_in(
         r.cache_duration.as_deref(),
         DEFAULT_CACHE_DURATION,
+        &path.field("cache_duration"),
         Duration::from_secs(1),
         Duration::from_secs(7 * 86_400),
-        &path.field("cache_duration"),
     )?;
     let min_refetch_interval = duration_in(
         r.min_refetch_interval.as_deref(),
         DEFAULT_MIN_REFETCH,
+        &path.field("min_refetch_interval"),
         Duration::from_secs(1),
         Duration::from_secs(86_400),
-        &path.field("min_refetch_interval"),
     )?;
     Ok(Remote {
         cluster: r.cluster.clone(),
