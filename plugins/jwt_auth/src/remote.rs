@@ -103,10 +103,16 @@ impl Keys {
     /// keeps the source reuses the published set without a fetch; one that changes the source
     /// never installs the old source's keys. Each distinct source ever configured costs two keys.
     pub fn new(provider: &str, remote: &Remote) -> Keys {
-        let source = fnv1a(&[&remote.cluster, &remote.authority, &remote.path]);
+        // The parts NUL-separated, so ("ab", "c") and ("a", "bc") are different sources.
+        let parts = [&remote.cluster, &remote.authority, &remote.path];
+        let joined: Vec<u8> = parts
+            .iter()
+            .flat_map(|p| p.bytes().chain(std::iter::once(0u8)))
+            .collect();
+        let source = palisade_core::hash::fnv1a64(&joined);
         Keys {
-            record: format!("fetch/{provider}/{source:08x}"),
-            document: format!("jwks/{provider}/{source:08x}"),
+            record: format!("fetch/{provider}/{source:016x}"),
+            document: format!("jwks/{provider}/{source:016x}"),
         }
     }
 
@@ -114,18 +120,6 @@ impl Keys {
     pub fn full(&self, prefix: &KeyPrefix) -> String {
         prefix.key(&self.document)
     }
-}
-
-/// FNV-1a (32 bits) over the parts, separated: stable across builds, unlike `DefaultHasher`.
-fn fnv1a(parts: &[&str]) -> u32 {
-    let mut h: u32 = 0x811c_9dc5;
-    for part in parts {
-        for b in part.bytes().chain(std::iter::once(0u8)) {
-            h ^= u32::from(b);
-            h = h.wrapping_mul(0x0100_0193);
-        }
-    }
-    h
 }
 
 fn ms(d: Duration) -> u64 {
@@ -283,6 +277,30 @@ mod tests {
 
     fn at(ms: u64) -> Timestamp {
         Timestamp::from_millis(ms)
+    }
+
+    #[test]
+    fn each_key_source_gets_its_own_shared_data_keys_and_the_same_source_the_same() {
+        let base = Keys::new("p", &remote());
+        assert_eq!(base.document, Keys::new("p", &remote()).document);
+        let moved = |f: fn(&mut Remote)| {
+            let mut r = remote();
+            f(&mut r);
+            Keys::new("p", &r)
+        };
+        // Moving a character from one part to the next is another source, not the same bytes.
+        let shifted = moved(|r| {
+            r.cluster = "idpi".into();
+            r.authority = "dp".into();
+        });
+        for other in [
+            shifted,
+            moved(|r| r.path = "/jwks2".into()),
+            Keys::new("q", &remote()),
+        ] {
+            assert_ne!(other.document, base.document);
+            assert_ne!(other.record, base.record);
+        }
     }
 
     #[test]
