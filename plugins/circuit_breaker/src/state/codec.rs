@@ -47,6 +47,9 @@ pub struct Header {
 }
 
 impl Header {
+    /// Encoded length: version, phase, owner, epoch, open_until.
+    const LEN: usize = 1 + 1 + 8 + 4 + 8;
+
     pub fn decode(bytes: &[u8]) -> Option<Header> {
         let mut r = Reader(bytes);
         if r.u8()? != VERSION {
@@ -133,14 +136,13 @@ impl Breaker {
     /// Decode a value written by [`Breaker::encode`] for a window of shape `spec`; `None` if it
     /// is not one (absent, another version, another shape).
     pub fn decode(bytes: &[u8], spec: &WindowSpec) -> Option<Breaker> {
-        let mut r = Reader(bytes);
-        if r.u8()? != VERSION {
-            return None;
-        }
-        let phase = Phase::from_u8(r.u8()?)?;
-        let owner = r.u64()?;
-        let epoch = r.u32()?;
-        let open_until_ms = r.u64()?;
+        let Header {
+            owner,
+            phase,
+            epoch,
+            open_until_ms,
+        } = Header::decode(bytes)?;
+        let mut r = Reader(bytes.get(Header::LEN..)?);
         let opens = r.u16()?;
         let consecutive_failures = r.u32()?;
         let next_token = r.u32()?;
