@@ -123,6 +123,19 @@ impl ConfigError {
         )
     }
 
+    /// The same error, for a config nested at `prefix` (a chain entry: `chain[1].rate_limit`).
+    pub fn within(self, prefix: &FieldPath) -> Self {
+        let inner = self.field.0;
+        let field = if inner.is_empty() {
+            prefix.clone()
+        } else if inner.starts_with('[') {
+            FieldPath(format!("{}{}", prefix.0, inner))
+        } else {
+            prefix.field(&inner)
+        };
+        ConfigError { field, ..self }
+    }
+
     /// Like [`ConfigError::invalid`] for fields holding secrets: the value is not kept.
     pub fn invalid_secret(field: FieldPath, reason: impl Into<String>) -> Self {
         ConfigError::new(

@@ -42,6 +42,11 @@ pub trait RequestView {
     fn source_address(&self) -> Option<String>;
     /// The matched route's name (`xds.route_name`), if the route has one.
     fn route_name(&self) -> Option<String>;
+    /// A claim of the token verified earlier in the same chain (by jwt_auth), as text. Outside a
+    /// chain, or before jwt_auth, there are none.
+    fn claim(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Wire form of the client-IP setting: `{"trusted_hops": 0}`.
@@ -140,7 +145,7 @@ pub fn client_ip(req: &dyn RequestView, source: ClientIpSource) -> ClientIp {
 }
 
 /// Wire form of one key part: `"client_ip"`, `{"header": "x-api-key"}`, `{"query": "key"}`,
-/// `"path"`, `"method"`, `"route_name"` or `{"constant": "text"}`.
+/// `"path"`, `"method"`, `"route_name"`, `{"constant": "text"}` or `{"claim": "sub"}`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeyPartWire {
@@ -151,6 +156,8 @@ pub enum KeyPartWire {
     Method,
     RouteName,
     Constant(String),
+    /// A claim of the token jwt_auth verified earlier in the same chain (`{"claim": "sub"}`).
+    Claim(String),
 }
 
 /// One validated part of a request key.
@@ -166,6 +173,8 @@ pub enum KeyPart {
     Method,
     RouteName,
     Constant(String),
+    /// A verified claim's text (see [`RequestView::claim`]); dotted names reach into objects.
+    Claim(String),
 }
 
 impl KeyPart {
@@ -187,6 +196,14 @@ impl KeyPart {
             KeyPartWire::Method => KeyPart::Method,
             KeyPartWire::RouteName => KeyPart::RouteName,
             KeyPartWire::Constant(text) => KeyPart::Constant(text.clone()),
+            KeyPartWire::Claim(name) => {
+                if name.is_empty() {
+                    return Err(path
+                        .field("claim")
+                        .invalid(name, "claim name must not be empty"));
+                }
+                KeyPart::Claim(name.clone())
+            }
         })
     }
 
@@ -200,6 +217,7 @@ impl KeyPart {
             KeyPart::Method => req.method(),
             KeyPart::RouteName => req.route_name().filter(|r| !r.is_empty()),
             KeyPart::Constant(text) => Some(text.clone()),
+            KeyPart::Claim(name) => req.claim(name),
         }
     }
 }

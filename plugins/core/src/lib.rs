@@ -8,10 +8,12 @@
 
 pub mod config;
 pub mod decision;
+pub mod fake_host;
 pub mod hash;
 pub mod key;
 pub mod matcher;
 pub mod pairs;
+pub mod plugin;
 pub mod store;
 pub mod testing;
 pub mod time;

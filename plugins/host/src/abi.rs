@@ -354,6 +354,7 @@ pub fn set_shared_data(key: &str, value: &[u8], cas: u32) -> Result<(), HostErro
 /// Answer the current stream locally (no gRPC status, no response-code details).
 pub fn send_local_response(
     status_code: u32,
+    details: &str,
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Result<(), HostError> {
@@ -366,8 +367,12 @@ pub fn send_local_response(
     let status = unsafe {
         sys::proxy_send_local_response(
             status_code,
-            std::ptr::null(),
-            0,
+            if details.is_empty() {
+                std::ptr::null()
+            } else {
+                details.as_ptr()
+            },
+            details.len(),
             if body.is_empty() {
                 std::ptr::null()
             } else {

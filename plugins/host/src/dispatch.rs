@@ -38,7 +38,7 @@ pub fn http_call(
     // The ABI carries the timeout as u32 milliseconds (the SDK would wrap a longer one).
     let timeout = timeout.min(Duration::from_millis(u64::from(u32::MAX)));
     hostcalls::dispatch_http_call(cluster, headers.to_vec(), body, Vec::new(), timeout)
-        .map_err(|s| HostError::new("dispatch_http_call", s))
+        .map_err(|s| crate::error::from_status("dispatch_http_call", s))
 }
 
 /// The `:status` of the call response being delivered, if it parsed (`None` after a reset).

@@ -80,8 +80,13 @@ pub fn send_reply(reply: &LocalReply) -> Result<(), HostError> {
         .map(|(n, v)| (n.as_str(), v.as_str()))
         .collect();
     log::debug!("local reply {} ({})", reply.status, reply.details);
-    abi::send_local_response(u32::from(reply.status), &headers, &reply.body)
-        .map_err(|e| e.during("send_http_response"))
+    abi::send_local_response(
+        u32::from(reply.status),
+        &reply.details,
+        &headers,
+        &reply.body,
+    )
+    .map_err(|e| e.during("send_http_response"))
 }
 
 /// Apply a decision: continue, or send the reply and stop iteration.

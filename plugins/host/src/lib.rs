@@ -25,9 +25,11 @@ pub mod header_map;
 pub mod http;
 pub mod metrics;
 pub mod request;
+pub mod skeleton;
 pub mod store;
 
 pub use error::HostError;
+pub use palisade_core;
 pub use proxy_wasm;
 
 use palisade_core::Timestamp;

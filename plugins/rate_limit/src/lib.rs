@@ -4,11 +4,15 @@
 //! - [`bucket`]: the token-bucket maths (GCRA, exact integers, several limits at once).
 //! - [`config`]: JSON config, parsed and validated (reference: `docs/rate_limit.md`).
 //! - [`policy`]: rules → keys → buckets in shared data → decision.
-//! - `filter` (Wasm only): reads the request, asks the policy, applies the decision.
+//! - [`filter`]: the policy in the plugin skeleton ([`filter::KIND`]); with the `standalone`
+//!   feature (default) the crate is also the `rate_limit.wasm` module.
 
 pub mod bucket;
 pub mod config;
+pub mod filter;
 pub mod policy;
 
-#[cfg(target_arch = "wasm32")]
-mod filter;
+pub use filter::KIND;
+
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
+palisade_host::export!(one: crate::KIND);

@@ -41,6 +41,21 @@ pub enum Event {
     Collision,
 }
 
+impl palisade_core::plugin::MetricEvent for Event {
+    const NAMES: &'static [&'static str] = &[
+        "allowed",
+        "limited",
+        "shadow_limited",
+        "store_failures",
+        "skipped_missing_key",
+        "collisions",
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
+}
+
 /// The outcome for one request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Verdict {

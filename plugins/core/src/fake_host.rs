@@ -1,0 +1,556 @@
+//! A scripted proxy for native tests of the skeleton and every policy's glue.
+//!
+//! It behaves like Envoy where tests could be fooled otherwise:
+//! - a header lookup returns the first value of a repeated header (`getHeaderMapValue`), except
+//!   `authorization`, whose lines Envoy joins with `,` (an inline header);
+//! - shared data follows proxy-wasm-cpp-host: an absent key accepts any CAS, CAS 0 is
+//!   unconditional, tokens come from one counter that skips 0;
+//! - defining a metric twice gives the same id; reading a metric that was never defined is an
+//!   error ([`FakeHost::stat`]), not 0, so a misspelled name cannot pass a `== 0` check;
+//! - calls about "the stream" act on the effective context, which the driver sets as Envoy does
+//!   before each stream callback; a context that has ended is `BadArgument` to switch to.
+//!
+//! Faults: [`FakeHost::fail`] makes every later call of one operation fail with a status.
+
+use crate::plugin::host::{code, Buffer, HeaderMap, Host, HostError, MetricKind};
+use crate::Timestamp;
+use std::cell::RefCell;
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+/// A reply a stream got.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SentReply {
+    pub status: u16,
+    pub details: String,
+    pub headers: Vec<(String, String)>,
+    pub body: Vec<u8>,
+}
+
+impl SentReply {
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// One stream as the fake proxy holds it.
+#[derive(Debug, Clone, Default)]
+pub struct FakeStream {
+    pub request: Vec<(String, Vec<u8>)>,
+    pub response: Vec<(String, Vec<u8>)>,
+    pub request_body: Vec<u8>,
+    pub response_body: Vec<u8>,
+    pub properties: HashMap<String, Vec<u8>>,
+    pub reply: Option<SentReply>,
+    pub resumed: u32,
+    pub reset: bool,
+    pub ended: bool,
+}
+
+/// An HTTP call a policy dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeCall {
+    pub token: u32,
+    pub cluster: String,
+    pub headers: Vec<(String, String)>,
+    pub timeout: Duration,
+}
+
+#[derive(Debug, Default)]
+struct Metrics {
+    by_name: BTreeMap<String, (u32, MetricKind)>,
+    values: HashMap<u32, i64>,
+    samples: HashMap<u32, Vec<u64>>,
+}
+
+#[derive(Debug, Default)]
+struct State {
+    now: Timestamp,
+    current: u32,
+    streams: HashMap<u32, FakeStream>,
+    root_properties: HashMap<String, Vec<u8>>,
+    configuration: Vec<u8>,
+    shared: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+    metrics: Metrics,
+    tick: Option<Duration>,
+    calls: Vec<FakeCall>,
+    next_token: u32,
+    call_response: Option<(Pairs, Vec<u8>)>,
+    faults: HashMap<&'static str, u32>,
+}
+
+/// See the module docs.
+#[derive(Debug, Default)]
+pub struct FakeHost {
+    state: RefCell<State>,
+}
+
+type Pairs = Vec<(String, Vec<u8>)>;
+
+fn key(path: &[&str]) -> String {
+    path.join(".")
+}
+
+impl FakeHost {
+    pub fn new() -> Self {
+        let host = FakeHost::default();
+        host.state.borrow_mut().now = Timestamp::from_nanos(1_700_000_000_000_000_000);
+        host
+    }
+
+    pub fn now_is(&self, t: Timestamp) {
+        self.state.borrow_mut().now = t;
+    }
+
+    pub fn advance(&self, d: Duration) {
+        let mut s = self.state.borrow_mut();
+        s.now = s.now.saturating_add(d);
+    }
+
+    pub fn set_configuration(&self, json: &str) {
+        self.state.borrow_mut().configuration = json.as_bytes().to_vec();
+    }
+
+    /// A root-level property (`plugin_name`), or one every stream sees unless it has its own.
+    pub fn set_root_property(&self, path: &[&str], value: &str) {
+        self.state
+            .borrow_mut()
+            .root_properties
+            .insert(key(path), value.as_bytes().to_vec());
+    }
+
+    /// Make every later call of `op` (a [`Host`] method name) fail with `status`.
+    pub fn fail(&self, op: &'static str, status: u32) {
+        self.state.borrow_mut().faults.insert(op, status);
+    }
+
+    pub fn heal(&self, op: &'static str) {
+        self.state.borrow_mut().faults.remove(op);
+    }
+
+    fn check(&self, op: &'static str) -> Result<(), HostError> {
+        match self.state.borrow().faults.get(op) {
+            Some(c) => Err(HostError::from_code(op, *c)),
+            None => Ok(()),
+        }
+    }
+
+    /// Open a stream with these request headers (pseudo-headers included) and make it current.
+    pub fn open_stream(&self, context: u32, headers: &[(&str, &str)]) {
+        let mut s = self.state.borrow_mut();
+        let stream = FakeStream {
+            request: headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                .collect(),
+            ..FakeStream::default()
+        };
+        s.streams.insert(context, stream);
+        s.current = context;
+    }
+
+    /// Envoy switches the effective context to a stream before each of its callbacks.
+    pub fn enter(&self, context: u32) {
+        self.state.borrow_mut().current = context;
+    }
+
+    pub fn set_stream_property(&self, context: u32, path: &[&str], value: &str) {
+        if let Some(st) = self.state.borrow_mut().streams.get_mut(&context) {
+            st.properties.insert(key(path), value.as_bytes().to_vec());
+        }
+    }
+
+    pub fn set_response(&self, context: u32, headers: &[(&str, &str)]) {
+        if let Some(st) = self.state.borrow_mut().streams.get_mut(&context) {
+            st.response = headers
+                .iter()
+                .map(|(n, v)| (n.to_ascii_lowercase(), v.as_bytes().to_vec()))
+                .collect();
+        }
+    }
+
+    pub fn set_request_body(&self, context: u32, body: &[u8]) {
+        if let Some(st) = self.state.borrow_mut().streams.get_mut(&context) {
+            st.request_body = body.to_vec();
+        }
+    }
+
+    /// The host forgets the stream (it ended).
+    pub fn close_stream(&self, context: u32) {
+        if let Some(st) = self.state.borrow_mut().streams.get_mut(&context) {
+            st.ended = true;
+        }
+    }
+
+    pub fn stream(&self, context: u32) -> Option<FakeStream> {
+        self.state.borrow().streams.get(&context).cloned()
+    }
+
+    /// A request header of a stream as the upstream would get it (first value).
+    pub fn request_header_of(&self, context: u32, name: &str) -> Option<String> {
+        let s = self.state.borrow();
+        let st = s.streams.get(&context)?;
+        st.request
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    pub fn reply_of(&self, context: u32) -> Option<SentReply> {
+        self.state.borrow().streams.get(&context)?.reply.clone()
+    }
+
+    /// A metric's value by its full name; an error if no such metric was defined.
+    pub fn stat(&self, name: &str) -> Result<i64, String> {
+        let s = self.state.borrow();
+        let (id, _) = s.metrics.by_name.get(name).ok_or_else(|| {
+            format!(
+                "no metric named {name}; defined: {:?}",
+                s.metrics.by_name.keys().collect::<Vec<_>>()
+            )
+        })?;
+        Ok(s.metrics.values.get(id).copied().unwrap_or(0))
+    }
+
+    /// The samples recorded into a histogram.
+    pub fn samples(&self, name: &str) -> Result<Vec<u64>, String> {
+        let s = self.state.borrow();
+        let (id, _) = s
+            .metrics
+            .by_name
+            .get(name)
+            .ok_or_else(|| format!("no metric named {name}"))?;
+        Ok(s.metrics.samples.get(id).cloned().unwrap_or_default())
+    }
+
+    pub fn metric_names(&self) -> Vec<String> {
+        self.state
+            .borrow()
+            .metrics
+            .by_name
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.state.borrow().tick
+    }
+
+    pub fn shared_keys(&self) -> Vec<String> {
+        let mut k: Vec<String> = self.state.borrow().shared.keys().cloned().collect();
+        k.sort();
+        k
+    }
+
+    pub fn calls(&self) -> Vec<FakeCall> {
+        self.state.borrow().calls.clone()
+    }
+
+    /// Make the call response being delivered have these headers and body.
+    pub fn deliver_call_response(&self, headers: &[(&str, &str)], body: &[u8]) {
+        self.state.borrow_mut().call_response = Some((
+            headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec()))
+                .collect(),
+            body.to_vec(),
+        ));
+    }
+
+    fn with_stream<R>(
+        &self,
+        op: &'static str,
+        f: impl FnOnce(&mut FakeStream) -> R,
+    ) -> Result<R, HostError> {
+        self.check(op)?;
+        let mut s = self.state.borrow_mut();
+        let current = s.current;
+        match s.streams.get_mut(&current) {
+            Some(st) if !st.ended => Ok(f(st)),
+            _ => Err(HostError::from_code(op, code::BAD_ARGUMENT)),
+        }
+    }
+
+    fn map_of(st: &mut FakeStream, map: HeaderMap) -> &mut Vec<(String, Vec<u8>)> {
+        match map {
+            HeaderMap::Request | HeaderMap::CallResponse => &mut st.request,
+            HeaderMap::Response => &mut st.response,
+        }
+    }
+}
+
+impl Host for FakeHost {
+    fn now(&self) -> Timestamp {
+        self.state.borrow().now
+    }
+
+    fn header(&self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
+        if map == HeaderMap::CallResponse {
+            self.check("header")?;
+            let s = self.state.borrow();
+            return Ok(s
+                .call_response
+                .as_ref()
+                .and_then(|(h, _)| h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())));
+        }
+        self.with_stream("header", |st| {
+            let values: Vec<&Vec<u8>> = FakeHost::map_of(st, map)
+                .iter()
+                .filter(|(n, _)| n == name)
+                .map(|(_, v)| v)
+                .collect();
+            if name == "authorization" && values.len() > 1 {
+                return Some(
+                    values
+                        .iter()
+                        .map(|v| v.as_slice())
+                        .collect::<Vec<_>>()
+                        .join(&b","[..]),
+                );
+            }
+            values.first().map(|v| v.to_vec())
+        })
+    }
+
+    fn headers(&self, map: HeaderMap) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        self.with_stream("headers", |st| FakeHost::map_of(st, map).clone())
+    }
+
+    fn replace_header(&self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.with_stream("replace_header", |st| {
+            let m = FakeHost::map_of(st, map);
+            match m.iter().position(|(n, _)| n == name) {
+                Some(i) => {
+                    m[i].1 = value.to_vec();
+                    let mut j = i + 1;
+                    while j < m.len() {
+                        if m[j].0 == name {
+                            m.remove(j);
+                        } else {
+                            j += 1;
+                        }
+                    }
+                }
+                None => m.push((name.to_owned(), value.to_vec())),
+            }
+        })
+    }
+
+    fn add_header(&self, map: HeaderMap, name: &str, value: &[u8]) -> Result<(), HostError> {
+        self.with_stream("add_header", |st| {
+            FakeHost::map_of(st, map).push((name.to_owned(), value.to_vec()))
+        })
+    }
+
+    fn remove_header(&self, map: HeaderMap, name: &str) -> Result<(), HostError> {
+        self.with_stream("remove_header", |st| {
+            FakeHost::map_of(st, map).retain(|(n, _)| n != name)
+        })
+    }
+
+    fn buffer(
+        &self,
+        which: Buffer,
+        start: usize,
+        max: usize,
+    ) -> Result<Option<Vec<u8>>, HostError> {
+        let slice = |b: &[u8]| {
+            let from = start.min(b.len());
+            let to = start.saturating_add(max).min(b.len());
+            Some(b[from..to].to_vec())
+        };
+        match which {
+            Buffer::PluginConfiguration => {
+                self.check("buffer")?;
+                Ok(slice(&self.state.borrow().configuration))
+            }
+            Buffer::CallResponseBody => {
+                self.check("buffer")?;
+                let s = self.state.borrow();
+                Ok(s.call_response.as_ref().and_then(|(_, b)| slice(b)))
+            }
+            Buffer::RequestBody => self.with_stream("buffer", |st| slice(&st.request_body)),
+            Buffer::ResponseBody => self.with_stream("buffer", |st| slice(&st.response_body)),
+        }
+    }
+
+    fn set_buffer(
+        &self,
+        which: Buffer,
+        start: usize,
+        size: usize,
+        value: &[u8],
+    ) -> Result<(), HostError> {
+        self.with_stream("set_buffer", |st| {
+            let b = match which {
+                Buffer::RequestBody => &mut st.request_body,
+                _ => &mut st.response_body,
+            };
+            let from = start.min(b.len());
+            let to = start.saturating_add(size).min(b.len());
+            b.splice(from..to, value.iter().copied());
+        })
+    }
+
+    fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
+        self.check("property")?;
+        let k = key(path);
+        let s = self.state.borrow();
+        let own = s
+            .streams
+            .get(&s.current)
+            .and_then(|st| st.properties.get(&k).cloned());
+        Ok(own.or_else(|| s.root_properties.get(&k).cloned()))
+    }
+
+    fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
+        self.check("shared_data")?;
+        Ok(match self.state.borrow().shared.get(key) {
+            None => (None, None),
+            Some((v, cas)) if v.is_empty() => (None, Some(*cas)),
+            Some((v, cas)) => (Some(v.clone()), Some(*cas)),
+        })
+    }
+
+    fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
+        self.check("set_shared_data")?;
+        let mut s = self.state.borrow_mut();
+        if let Some((_, current)) = s.shared.get(key) {
+            if cas != 0 && cas != *current {
+                return Err(HostError::from_code("set_shared_data", code::CAS_MISMATCH));
+            }
+        }
+        s.next_cas = s.next_cas.wrapping_add(1);
+        if s.next_cas == 0 {
+            s.next_cas = 1;
+        }
+        let next = s.next_cas;
+        s.shared.insert(key.to_owned(), (value.to_vec(), next));
+        Ok(())
+    }
+
+    fn send_reply(
+        &self,
+        status: u16,
+        details: &str,
+        headers: &[(&str, &str)],
+        body: &[u8],
+    ) -> Result<(), HostError> {
+        self.with_stream("send_reply", |st| {
+            st.reply = Some(SentReply {
+                status,
+                details: details.to_owned(),
+                headers: headers
+                    .iter()
+                    .map(|(n, v)| (n.to_string(), v.to_string()))
+                    .collect(),
+                body: body.to_vec(),
+            });
+        })
+    }
+
+    fn set_effective_context(&self, context_id: u32) -> Result<(), HostError> {
+        self.check("set_effective_context")?;
+        let mut s = self.state.borrow_mut();
+        match s.streams.get(&context_id) {
+            Some(st) if !st.ended => {
+                s.current = context_id;
+                Ok(())
+            }
+            _ => Err(HostError::from_code(
+                "set_effective_context",
+                code::BAD_ARGUMENT,
+            )),
+        }
+    }
+
+    fn resume_request(&self) -> Result<(), HostError> {
+        self.with_stream("resume_request", |st| st.resumed += 1)
+    }
+
+    fn reset_request(&self) -> Result<(), HostError> {
+        self.with_stream("reset_request", |st| st.reset = true)
+    }
+
+    fn set_tick_period(&self, period: Duration) -> Result<(), HostError> {
+        self.check("set_tick_period")?;
+        self.state.borrow_mut().tick = (!period.is_zero()).then_some(period);
+        Ok(())
+    }
+
+    fn http_call(
+        &self,
+        cluster: &str,
+        headers: &[(&str, &str)],
+        _body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        self.check("http_call")?;
+        let mut s = self.state.borrow_mut();
+        s.next_token += 1;
+        let token = s.next_token;
+        s.calls.push(FakeCall {
+            token,
+            cluster: cluster.to_owned(),
+            headers: headers
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_string()))
+                .collect(),
+            timeout,
+        });
+        Ok(token)
+    }
+
+    fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
+        self.check("define_metric")?;
+        let mut s = self.state.borrow_mut();
+        let next = u32::try_from(s.metrics.by_name.len()).unwrap_or(u32::MAX) + 1;
+        let (id, existing) = *s
+            .metrics
+            .by_name
+            .entry(name.to_owned())
+            .or_insert((next, kind));
+        if existing != kind {
+            return Err(HostError::from_code("define_metric", code::BAD_ARGUMENT));
+        }
+        Ok(id)
+    }
+
+    fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
+        self.check("increment_metric")?;
+        *self
+            .state
+            .borrow_mut()
+            .metrics
+            .values
+            .entry(id)
+            .or_insert(0) += delta;
+        Ok(())
+    }
+
+    fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
+        self.check("record_metric")?;
+        let mut s = self.state.borrow_mut();
+        let kind = s
+            .metrics
+            .by_name
+            .values()
+            .find(|(i, _)| *i == id)
+            .map(|(_, k)| *k);
+        match kind {
+            Some(MetricKind::Histogram) => s.metrics.samples.entry(id).or_default().push(value),
+            Some(_) => {
+                s.metrics
+                    .values
+                    .insert(id, i64::try_from(value).unwrap_or(i64::MAX));
+            }
+            None => return Err(HostError::from_code("record_metric", code::NOT_FOUND)),
+        }
+        Ok(())
+    }
+}

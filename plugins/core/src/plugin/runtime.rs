@@ -1,0 +1,558 @@
+//! The generic root and stream: one implementation of everything around a policy, for every
+//! standalone module and for the chain.
+//!
+//! A [`Runtime`] is one loaded configuration on one VM: its ordered stages (a standalone module
+//! has one), the tick schedule, the calls in flight, the streams paused at some stage. A [`Chain`]
+//! is one HTTP stream going through those stages:
+//! - request headers run the stages in order; a stage that pauses holds the stream there until
+//!   it wakes it ([`Wake`]), and the chain then goes on with the next stage; a local reply ends
+//!   the chain;
+//! - responses run through the stages that saw the request, in reverse order, as Envoy runs the
+//!   encoder side of a filter chain;
+//! - body callbacks run in order; a stage that buffers holds the later ones until the body is
+//!   complete;
+//! - the end of the stream reaches every stage that saw the request exactly once, however the
+//!   stream ended.
+//!
+//! Wakes are queued while a callback runs and applied when it returns ([`Runtime::flush`]), so a
+//! policy never acts on another stream while the host's effective context is its own stream.
+
+use super::host::HostRef;
+use super::policy::{
+    CallResponse, Flow, OnReplyFailure, Policy, RequestCache, RootCx, StreamCx, StreamPolicy, Wake,
+};
+use crate::{LocalReply, Timestamp};
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// One policy of a loaded configuration.
+pub struct Stage {
+    /// The plugin kind (`rate_limit`), for logs.
+    pub kind: &'static str,
+    pub policy: Box<dyn Policy>,
+}
+
+/// What the proxy should do after a stream callback.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    Continue,
+    /// Stop iteration (paused, replied, or buffering a body).
+    Pause,
+}
+
+/// Most wakes applied in one flush: a bound, so a policy that keeps waking cannot spin the VM.
+const MAX_WAKES_PER_FLUSH: usize = 4096;
+
+/// One loaded configuration on one VM.
+pub struct Runtime {
+    host: HostRef,
+    /// The module's name for logs (`rate_limit`, or `palisade` for the chain).
+    name: &'static str,
+    stages: Vec<Stage>,
+    /// Tick period of each stage and when it is next due.
+    ticks: Vec<(Option<Duration>, Cell<Timestamp>)>,
+    /// Call token → the stage that dispatched it.
+    calls: RefCell<Vec<(u32, usize)>>,
+    /// Streams paused at some stage, by context id.
+    paused: RefCell<Paused>,
+    /// Wakes queued by callbacks, with the stage that asked.
+    pending: RefCell<Vec<(usize, Wake)>>,
+}
+
+impl Runtime {
+    pub fn new(host: HostRef, name: &'static str, stages: Vec<Stage>) -> Rc<Runtime> {
+        let now = host.now();
+        let ticks = stages
+            .iter()
+            .map(|s| (s.policy.tick_period(), Cell::new(now)))
+            .collect();
+        Rc::new(Runtime {
+            host,
+            name,
+            stages,
+            ticks,
+            calls: RefCell::new(Vec::new()),
+            paused: RefCell::new(Paused::default()),
+            pending: RefCell::new(Vec::new()),
+        })
+    }
+
+    pub fn name(&self) -> &'static str {
+        self.name
+    }
+
+    pub fn stages(&self) -> &[Stage] {
+        &self.stages
+    }
+
+    /// The VM's tick period: the shortest any stage asked for (each stage still runs only when its
+    /// own period is due).
+    pub fn tick_period(&self) -> Option<Duration> {
+        self.ticks.iter().filter_map(|(p, _)| *p).min()
+    }
+
+    fn root_call(&self, stage: usize, f: impl FnOnce(&dyn Policy, &mut RootCx<'_>)) {
+        let Some(s) = self.stages.get(stage) else {
+            return;
+        };
+        let mut wakes = Vec::new();
+        let mut calls = Vec::new();
+        {
+            let mut cx = RootCx {
+                host: &self.host,
+                now: self.host.now(),
+                wakes: &mut wakes,
+                calls: &mut calls,
+            };
+            f(s.policy.as_ref(), &mut cx);
+        }
+        self.queue(stage, wakes);
+        self.calls
+            .borrow_mut()
+            .extend(calls.into_iter().map(|token| (token, stage)));
+    }
+
+    fn queue(&self, stage: usize, wakes: Vec<Wake>) {
+        if !wakes.is_empty() {
+            self.pending
+                .borrow_mut()
+                .extend(wakes.into_iter().map(|w| (stage, w)));
+        }
+    }
+
+    /// The VM's tick: every stage whose period is due.
+    pub fn on_tick(&self) {
+        let now = self.host.now();
+        for (i, (period, due)) in self.ticks.iter().enumerate() {
+            let Some(period) = period else { continue };
+            if now < due.get() {
+                continue;
+            }
+            due.set(now.saturating_add(*period));
+            self.root_call(i, |p, cx| p.on_tick(cx));
+        }
+        self.flush();
+    }
+
+    /// An HTTP call response for the root context, routed to the stage that dispatched it.
+    /// Returns false for a token no stage owns.
+    pub fn on_call_response(&self, response: CallResponse) -> bool {
+        let stage = {
+            let mut calls = self.calls.borrow_mut();
+            let Some(i) = calls.iter().position(|(t, _)| *t == response.token) else {
+                return false;
+            };
+            calls.swap_remove(i).1
+        };
+        self.root_call(stage, |p, cx| p.on_call_response(cx, response));
+        self.flush();
+        true
+    }
+
+    /// The VM is going away.
+    pub fn on_done(&self) {
+        for i in 0..self.stages.len() {
+            self.root_call(i, |p, cx| p.on_done(cx));
+        }
+        self.pending.borrow_mut().clear();
+    }
+
+    /// A new HTTP stream.
+    pub fn stream(self: &Rc<Self>, context_id: u32) -> Rc<RefCell<Chain>> {
+        Rc::new(RefCell::new(Chain {
+            runtime: Rc::clone(self),
+            context_id,
+            policies: Vec::new(),
+            cache: RequestCache::default(),
+            paused_at: None,
+            request_eos: false,
+            request_body_done: 0,
+            response_body_done: 0,
+            ended: false,
+        }))
+    }
+
+    /// Apply the queued wakes (each may run more of a stream's chain, and queue more).
+    pub fn flush(&self) {
+        let mut applied = 0;
+        loop {
+            let next = {
+                let mut pending = self.pending.borrow_mut();
+                if pending.is_empty() {
+                    return;
+                }
+                pending.remove(0)
+            };
+            applied += 1;
+            if applied > MAX_WAKES_PER_FLUSH {
+                log::error!(
+                    "palisade {}: more than {MAX_WAKES_PER_FLUSH} wakes in one callback; the rest are dropped",
+                    self.name
+                );
+                self.pending.borrow_mut().clear();
+                return;
+            }
+            self.apply_wake(next.0, next.1);
+        }
+    }
+
+    fn apply_wake(&self, stage: usize, wake: Wake) {
+        let context = wake.context();
+        let chain = self.paused.borrow().get(&context).cloned();
+        let Some(chain) = chain else {
+            // Not paused (any more): the stream ended, or the wake is stale.
+            return;
+        };
+        let handle = chain;
+        let Ok(mut chain) = handle.try_borrow_mut() else {
+            log::warn!(
+                "palisade {}: stream {context} is busy; wake dropped",
+                self.name
+            );
+            return;
+        };
+        if chain.paused_at != Some(stage) {
+            return;
+        }
+        if let Err(e) = self.host.set_effective_context(context) {
+            // The host no longer knows the stream: end it here (gives back what it holds).
+            log::warn!("palisade {}: cannot wake stream {context}: {e}", self.name);
+            chain.end();
+            return;
+        }
+        match wake {
+            Wake::Resume(_) => chain.resume_after(stage),
+            Wake::Reply(_, reply) => {
+                chain.unpause();
+                chain.reply(&reply, OnReplyFailure::Continue, true);
+            }
+            Wake::Retry(_) => chain.retry(stage),
+        }
+        if chain.paused_at.is_none() {
+            self.paused.borrow_mut().remove(&context);
+        }
+    }
+}
+
+/// The streams paused at some stage (few: a Vec beats a map here, in time and module size).
+#[derive(Default)]
+struct Paused(Vec<(u32, Rc<RefCell<Chain>>)>);
+
+impl Paused {
+    fn get(&self, id: &u32) -> Option<&Rc<RefCell<Chain>>> {
+        self.0.iter().find(|(i, _)| i == id).map(|(_, c)| c)
+    }
+
+    fn remove(&mut self, id: &u32) {
+        if let Some(i) = self.0.iter().position(|(c, _)| c == id) {
+            self.0.swap_remove(i);
+        }
+    }
+
+    fn insert_if_absent(&mut self, id: u32, chain: &Rc<RefCell<Chain>>) {
+        if self.get(&id).is_none() {
+            self.0.push((id, Rc::clone(chain)));
+        }
+    }
+}
+
+/// One HTTP stream going through a runtime's stages.
+pub struct Chain {
+    runtime: Rc<Runtime>,
+    context_id: u32,
+    /// The per-stream part of every stage the request reached, in order.
+    policies: Vec<Box<dyn StreamPolicy>>,
+    cache: RequestCache,
+    paused_at: Option<usize>,
+    request_eos: bool,
+    /// Stages done with the request (response) body, as a bit set.
+    request_body_done: u64,
+    response_body_done: u64,
+    ended: bool,
+}
+
+impl Chain {
+    fn call<R>(
+        &mut self,
+        stage: usize,
+        f: impl FnOnce(&mut dyn StreamPolicy, &mut StreamCx<'_>) -> R,
+    ) -> Option<R> {
+        let runtime = Rc::clone(&self.runtime);
+        let policy = self.policies.get_mut(stage)?;
+        let mut wakes = Vec::new();
+        let result = {
+            let mut cx = StreamCx {
+                host: &runtime.host,
+                context_id: self.context_id,
+                now: runtime.host.now(),
+                cache: &self.cache,
+                wakes: &mut wakes,
+            };
+            f(policy.as_mut(), &mut cx)
+        };
+        runtime.queue(stage, wakes);
+        Some(result)
+    }
+
+    /// Request headers arrived: run the chain from the first stage.
+    pub fn on_request_headers(&mut self, end_of_stream: bool) -> Action {
+        self.request_eos = end_of_stream;
+        self.run_from(0)
+    }
+
+    /// Run `on_request_headers` of the stages from `start` on, creating their stream parts.
+    fn run_from(&mut self, start: usize) -> Action {
+        let runtime = Rc::clone(&self.runtime);
+        let eos = self.request_eos;
+        for i in start..runtime.stages.len() {
+            if self.policies.len() == i {
+                let Some(stage) = runtime.stages.get(i) else {
+                    break;
+                };
+                self.policies.push(stage.policy.stream(self.context_id));
+            }
+            let flow = self
+                .call(i, |p, cx| p.on_request_headers(cx, eos))
+                .unwrap_or(Flow::Continue);
+            match self.after(i, flow, false) {
+                Some(action) => return action,
+                None => continue,
+            }
+        }
+        Action::Continue
+    }
+
+    /// Carry out a stage's flow; `None` means "on to the next stage".
+    fn after(&mut self, stage: usize, flow: Flow, resumed: bool) -> Option<Action> {
+        match flow {
+            Flow::Continue => None,
+            Flow::Buffer => Some(Action::Pause),
+            Flow::Pause => {
+                // The registry entry was made by whoever runs the chain (`with_chain`, a wake).
+                self.paused_at = Some(stage);
+                Some(Action::Pause)
+            }
+            Flow::Reply(reply, on_failure) => {
+                if self.reply(&reply, on_failure, resumed) {
+                    Some(Action::Pause)
+                } else {
+                    None
+                }
+            }
+        }
+    }
+
+    /// Send a local reply. True if the stream is answered (or reset); false if it goes on
+    /// (fail open). `resumed`: the stream is paused, so going on means resuming it.
+    fn reply(&mut self, reply: &LocalReply, on_failure: OnReplyFailure, resumed: bool) -> bool {
+        let host = &self.runtime.host;
+        let headers: Vec<(&str, &str)> = reply
+            .headers
+            .iter()
+            .map(|(n, v)| (n.as_str(), v.as_str()))
+            .collect();
+        log::debug!("local reply {} ({})", reply.status, reply.details);
+        let Err(e) = host.send_reply(reply.status, &reply.details, &headers, &reply.body) else {
+            return true;
+        };
+        log::error!("palisade {}: {e}", self.runtime.name);
+        match on_failure {
+            OnReplyFailure::Reset => {
+                match host.reset_request() {
+                    Ok(()) => log::warn!("local reply failed: stream reset instead"),
+                    Err(e) => log::error!("local reply failed and {e}: the stream stays paused"),
+                }
+                true
+            }
+            OnReplyFailure::Continue => {
+                if resumed {
+                    if let Err(e) = host.resume_request() {
+                        log::warn!(
+                            "palisade {}: cannot resume stream {}: {e}",
+                            self.runtime.name,
+                            self.context_id
+                        );
+                    }
+                    return true;
+                }
+                false
+            }
+        }
+    }
+
+    fn unpause(&mut self) {
+        self.paused_at = None;
+    }
+
+    /// The stage the stream was paused at let it go: run the rest, then resume the stream.
+    fn resume_after(&mut self, stage: usize) {
+        self.unpause();
+        self.continue_resumed(stage + 1);
+    }
+
+    fn continue_resumed(&mut self, start: usize) {
+        if self.run_from_resumed(start) == Action::Continue {
+            if let Err(e) = self.runtime.host.resume_request() {
+                log::warn!(
+                    "palisade {}: cannot resume stream {}: {e}",
+                    self.runtime.name,
+                    self.context_id
+                );
+            }
+        }
+    }
+
+    fn run_from_resumed(&mut self, start: usize) -> Action {
+        // As `run_from`, but a failed fail-open reply on a paused stream resumes it.
+        let runtime = Rc::clone(&self.runtime);
+        let eos = self.request_eos;
+        for i in start..runtime.stages.len() {
+            if self.policies.len() == i {
+                let Some(stage) = runtime.stages.get(i) else {
+                    break;
+                };
+                self.policies.push(stage.policy.stream(self.context_id));
+            }
+            let flow = self
+                .call(i, |p, cx| p.on_request_headers(cx, eos))
+                .unwrap_or(Flow::Continue);
+            if let Some(action) = self.after(i, flow, true) {
+                return action;
+            }
+        }
+        Action::Continue
+    }
+
+    /// A stage asked to decide again for the stream paused at it.
+    fn retry(&mut self, stage: usize) {
+        let flow = self
+            .call(stage, |p, cx| p.on_retry(cx))
+            .unwrap_or(Flow::Continue);
+        match flow {
+            Flow::Pause | Flow::Buffer => {}
+            Flow::Continue => self.resume_after(stage),
+            Flow::Reply(reply, on_failure) => {
+                self.unpause();
+                if !self.reply(&reply, on_failure, true) {
+                    self.continue_resumed(stage + 1);
+                }
+            }
+        }
+    }
+
+    fn body(&mut self, request: bool, size: usize, eos: bool) -> Action {
+        let n = self.policies.len();
+        let order: Vec<usize> = if request {
+            (0..n).collect()
+        } else {
+            (0..n).rev().collect()
+        };
+        for i in order {
+            let done = if request {
+                self.request_body_done
+            } else {
+                self.response_body_done
+            };
+            let bit = 1u64
+                .checked_shl(u32::try_from(i).unwrap_or(u32::MAX))
+                .unwrap_or(0);
+            if done & bit != 0 {
+                continue;
+            }
+            let flow = self
+                .call(i, |p, cx| {
+                    if request {
+                        p.on_request_body(cx, size, eos)
+                    } else {
+                        p.on_response_body(cx, size, eos)
+                    }
+                })
+                .unwrap_or(Flow::Continue);
+            match flow {
+                Flow::Continue => {
+                    if request {
+                        self.request_body_done |= bit;
+                    } else {
+                        self.response_body_done |= bit;
+                    }
+                }
+                Flow::Buffer | Flow::Pause => return Action::Pause,
+                Flow::Reply(reply, on_failure) => {
+                    if self.reply(&reply, on_failure, false) {
+                        return Action::Pause;
+                    }
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    pub fn on_request_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.body(true, size, end_of_stream)
+    }
+
+    pub fn on_response_body(&mut self, size: usize, end_of_stream: bool) -> Action {
+        self.body(false, size, end_of_stream)
+    }
+
+    /// Response headers: the stages that saw the request, last first.
+    pub fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
+        for i in (0..self.policies.len()).rev() {
+            let flow = self
+                .call(i, |p, cx| p.on_response_headers(cx, end_of_stream))
+                .unwrap_or(Flow::Continue);
+            match flow {
+                Flow::Continue => {}
+                Flow::Buffer | Flow::Pause => return Action::Pause,
+                Flow::Reply(reply, on_failure) => {
+                    if self.reply(&reply, on_failure, false) {
+                        return Action::Pause;
+                    }
+                }
+            }
+        }
+        Action::Continue
+    }
+
+    /// The stream ended (log, done, or the context dropped): every stage once, the first time.
+    pub fn end(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        self.unpause();
+        self.runtime.paused.borrow_mut().remove(&self.context_id);
+        for i in 0..self.policies.len() {
+            self.call(i, |p, cx| p.on_end(cx));
+        }
+    }
+
+    pub fn context_id(&self) -> u32 {
+        self.context_id
+    }
+
+    pub fn runtime(&self) -> &Rc<Runtime> {
+        &self.runtime
+    }
+}
+
+/// Register the chain's own handle before a callback that may pause it (the registry is how a
+/// wake finds a paused stream). Removed again when the stream is not left paused.
+pub fn with_chain<R>(chain: &Rc<RefCell<Chain>>, f: impl FnOnce(&mut Chain) -> R) -> Option<R> {
+    let (runtime, id) = {
+        let c = chain.try_borrow().ok()?;
+        (Rc::clone(&c.runtime), c.context_id)
+    };
+    runtime.paused.borrow_mut().insert_if_absent(id, chain);
+    let result = {
+        let mut c = chain.try_borrow_mut().ok()?;
+        let r = f(&mut c);
+        if c.paused_at.is_none() {
+            runtime.paused.borrow_mut().remove(&id);
+        }
+        r
+    };
+    runtime.flush();
+    Some(result)
+}
