@@ -312,7 +312,7 @@ fuzz_target!(|input: Input| {
             .filter_map(|(n, v)| Some((n.get()?, clean(v)))),
     );
     let request = RequestInput {
-        headers,
+        headers: headers.into(),
         end_of_stream: input.end_of_stream,
         source_address: input.source_address.clone(),
         route_name: input.route_name.clone(),

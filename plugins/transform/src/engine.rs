@@ -59,7 +59,8 @@ pub enum Direction {
 #[derive(Debug, Clone, Default)]
 pub struct RequestInput {
     /// Every header with lowercase names, pseudo-headers (`:path`, `:method`) included.
-    pub headers: Vec<(String, Vec<u8>)>,
+    /// Shared with the skeleton's per-stream cache: no copy per request.
+    pub headers: palisade_core::plugin::policy::HeaderPairs,
     /// True when no body follows the headers.
     pub end_of_stream: bool,
     /// `ip:port` of the downstream peer; read only if [`Config::needs_client_ip`].

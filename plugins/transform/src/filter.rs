@@ -1,12 +1,13 @@
-//! Wasm glue: read the stream's parts, ask the [`Transformer`], apply the edits, count the events.
+//! The policy in the skeleton: read the stream's parts, ask the [`Transformer`], apply the edits,
+//! count the events.
 //!
 //! Flow per stream:
-//! - request headers: all headers are read once (as bytes); the engine returns header edits
-//!   (`:path`/`:method` included — Envoy clears the route cache when a Wasm filter changes
-//!   request headers, so routing follows a rewritten path), an optional request body plan and
-//!   the rendered response plan;
-//! - request body (only with a body plan): `Action::Pause` buffers until end of stream (or until
-//!   `body.max_bytes` is exceeded), then the body is replaced whole;
+//! - request headers: all headers are read once (as bytes, shared with the rest of the chain); the
+//!   engine returns header edits (`:path`/`:method` included — Envoy clears the route cache when a
+//!   Wasm filter changes request headers, so routing follows a rewritten path), an optional
+//!   request body plan and the rendered response plan;
+//! - request body (only with a body plan): buffered until end of stream (or until `body.max_bytes`
+//!   is exceeded), then replaced whole;
 //! - response headers / body: the same, from the response plan.
 //!
 //! Failure modes: a bad config is rejected at `on_configure`. A hostcall that fails while
@@ -17,60 +18,57 @@
 use crate::config::Config;
 use crate::engine::{BodyPlan, Event, RequestInput, ResponsePlan, Transformer};
 use crate::ops::HeaderEdit;
-use palisade_core::Decision;
-use palisade_host::metrics::Metric;
-use palisade_host::proxy_wasm;
-use palisade_host::{body, header_map, http};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel, MapType};
+use palisade_core::plugin::host::{Buffer, HeaderMap};
+use palisade_core::plugin::{
+    EventCounters, Flow, HostError, Kind, Metric, MetricEvent, Policy, Setup, StreamCx,
+    StreamPolicy,
+};
+use palisade_core::{ConfigError, Decision};
 use std::rc::Rc;
 
-const PLUGIN: &str = "transform";
+pub const PLUGIN: &str = "transform";
 
-#[allow(unsafe_code)] // `main!` expands to the `#[no_mangle]` entry point the host calls.
-mod entry {
-    use super::*;
-    proxy_wasm::main! {{
-        palisade_host::init(PLUGIN, LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-    }}
+/// The plugin, for `export!` and the chain.
+pub const KIND: Kind = Kind {
+    name: PLUGIN,
+    build,
+};
+
+impl MetricEvent for Event {
+    const NAMES: &'static [&'static str] = &[
+        "transformed",
+        "shadow_transformed",
+        "skipped",
+        "errors",
+        "rejected",
+    ];
+
+    fn index(self) -> usize {
+        self as usize
+    }
 }
 
-/// Per-rule counters, defined once per VM in `on_configure`.
-struct RuleMetrics {
-    transformed: Metric,
-    shadow_transformed: Metric,
-    skipped: Metric,
-    errors: Metric,
-    rejected: Metric,
-}
-
-impl RuleMetrics {
-    fn define(rule: &str) -> Self {
-        let m = |what: &str| Metric::counter(&format!("palisade.transform.{rule}.{what}"));
-        RuleMetrics {
-            transformed: m("transformed"),
-            shadow_transformed: m("shadow_transformed"),
-            skipped: m("skipped"),
-            errors: m("errors"),
-            rejected: m("rejected"),
-        }
-    }
-
-    fn record(&self, event: Event) {
-        match event {
-            Event::Transformed => self.transformed.inc(),
-            Event::ShadowTransformed => self.shadow_transformed.inc(),
-            Event::Skipped => self.skipped.inc(),
-            Event::Error => self.errors.inc(),
-            Event::Rejected => self.rejected.inc(),
-        }
-    }
+fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
+    let config = Config::parse(bytes)?;
+    let metrics = config
+        .rules
+        .iter()
+        .map(|r| EventCounters::define(setup, &r.name))
+        .collect();
+    log::info!(
+        "palisade {PLUGIN}: configured {} rule(s)",
+        config.rules.len()
+    );
+    Ok(Box::new(Transform(Rc::new(Shared {
+        engine: Transformer::new(config),
+        metrics,
+        host_errors: setup.counter("host_errors"),
+    }))))
 }
 
 struct Shared {
     engine: Transformer,
-    metrics: Vec<RuleMetrics>,
+    metrics: Vec<EventCounters<Event>>,
     host_errors: Metric,
 }
 
@@ -78,12 +76,12 @@ impl Shared {
     fn count(&self, events: &[(usize, Event)]) {
         for (rule, event) in events {
             if let Some(m) = self.metrics.get(*rule) {
-                m.record(*event);
+                m.count(*event);
             }
         }
     }
 
-    fn host_error(&self, e: &palisade_host::HostError) {
+    fn host_error(&self, e: &HostError) {
         log::warn!("palisade {PLUGIN}: {e}; this part of the stream is left untouched");
         self.host_errors.inc();
     }
@@ -94,56 +92,36 @@ impl Shared {
         }
     }
 
-    fn apply_edits(&self, map: MapType, edits: &[HeaderEdit]) {
+    fn apply_edits(&self, cx: &mut StreamCx<'_>, map: HeaderMap, edits: &[HeaderEdit]) {
         for e in edits {
-            if let Err(err) = header_map::replace_values(map, &e.name, &e.values) {
+            let done = match map {
+                HeaderMap::Request => cx.set_request_values(&e.name, &e.values),
+                _ => cx.set_response_values(&e.name, &e.values),
+            };
+            if let Err(err) = done {
                 self.host_error(&err);
             }
         }
     }
 }
 
-#[derive(Default)]
-struct Root {
-    shared: Option<Rc<Shared>>,
+fn flow(decision: Decision) -> Flow {
+    match decision {
+        Decision::Continue => Flow::Continue,
+        Decision::Reply(reply) => Flow::reply_or_continue(reply),
+    }
 }
 
-impl Context for Root {}
+struct Transform(Rc<Shared>);
 
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
-            return false;
-        };
-        let metrics = config
-            .rules
-            .iter()
-            .map(|r| RuleMetrics::define(&r.name))
-            .collect();
-        log::info!(
-            "palisade {PLUGIN}: configured {} rule(s)",
-            config.rules.len()
-        );
-        self.shared = Some(Rc::new(Shared {
-            engine: Transformer::new(config),
-            metrics,
-            host_errors: Metric::counter("palisade.transform.host_errors"),
-        }));
-        true
-    }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Stream {
-            shared,
+impl Policy for Transform {
+    fn stream(&self, _context_id: u32) -> Box<dyn StreamPolicy> {
+        Box::new(Stream {
+            shared: Rc::clone(&self.0),
             request_body: None,
             response: None,
             response_body: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+        })
     }
 }
 
@@ -154,75 +132,56 @@ struct Stream {
     response_body: Option<BodyPlan>,
 }
 
-impl Stream {
-    /// Send a reply decided by the engine; `Pause` if sent, `Continue` if it could not be.
-    fn reply(&self, decision: &Decision) -> Action {
-        http::apply(decision, Action::Continue)
+/// Body handling: buffer, enforce the limit, transform at end of stream.
+fn on_body(
+    shared: &Shared,
+    cx: &StreamCx<'_>,
+    plan: &BodyPlan,
+    size: usize,
+    eos: bool,
+    which: Buffer,
+) -> (Flow, bool) {
+    if u64::try_from(size).map_or(true, |n| n > plan.max_bytes) {
+        let (decision, events) = shared.engine.body_too_large(plan);
+        shared.count(&events);
+        return (flow(decision), true);
     }
-
-    /// Shared body handling: buffer, enforce the limit, transform at end of stream.
-    fn on_body(
-        &self,
-        plan: &BodyPlan,
-        size: usize,
-        end_of_stream: bool,
-        request: bool,
-    ) -> (Action, bool) {
-        let shared = &self.shared;
-        if u64::try_from(size).map_or(true, |n| n > plan.max_bytes) {
-            let (decision, events) = shared.engine.body_too_large(plan);
-            shared.count(&events);
-            return (self.reply(&decision), true);
-        }
-        if !end_of_stream {
-            return (Action::Pause, false);
-        }
-        let read = if request {
-            body::request_body(size)
-        } else {
-            body::response_body(size)
-        };
-        let bytes = match read {
-            Ok(b) => b,
-            Err(e) => {
-                shared.host_error(&e);
-                return (Action::Continue, true);
-            }
-        };
-        let outcome = shared.engine.transform_body(plan, &bytes);
-        shared.count(&outcome.events);
-        shared.notes(&outcome.shadow_notes);
-        if !outcome.decision.is_continue() {
-            return (self.reply(&outcome.decision), true);
-        }
-        if let Some(new) = outcome.body {
-            let written = if request {
-                body::set_request_body(size, &new)
-            } else {
-                body::set_response_body(size, &new)
-            };
-            if let Err(e) = written {
-                shared.host_error(&e);
-            }
-        }
-        (Action::Continue, true)
+    if !eos {
+        return (Flow::Buffer, false);
     }
+    let bytes = match cx.body(which, size) {
+        Ok(b) => b,
+        Err(e) => {
+            shared.host_error(&e);
+            return (Flow::Continue, true);
+        }
+    };
+    let outcome = shared.engine.transform_body(plan, &bytes);
+    shared.count(&outcome.events);
+    shared.notes(&outcome.shadow_notes);
+    if !outcome.decision.is_continue() {
+        return (flow(outcome.decision), true);
+    }
+    if let Some(new) = outcome.body {
+        if let Err(e) = cx.set_body(which, size, &new) {
+            shared.host_error(&e);
+        }
+    }
+    (Flow::Continue, true)
 }
 
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+impl StreamPolicy for Stream {
+    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, end_of_stream: bool) -> Flow {
         let shared = Rc::clone(&self.shared);
         let config = shared.engine.config();
-        let headers = match header_map::request_headers() {
+        let headers = match cx.request_headers() {
             Ok(h) => h,
             Err(e) => {
                 shared.host_error(&e);
-                return Action::Continue;
+                return Flow::Continue;
             }
         };
-        let property = |path: &[&str]| match http::property_string(path) {
+        let property = |path: &'static [&'static str]| match cx.property(path) {
             Ok(v) => v,
             Err(e) => {
                 shared.host_error(&e);
@@ -247,35 +206,35 @@ impl HttpContext for Stream {
         shared.count(&outcome.events);
         shared.notes(&outcome.shadow_notes);
         if !outcome.decision.is_continue() {
-            return self.reply(&outcome.decision);
+            return flow(outcome.decision);
         }
-        shared.apply_edits(MapType::HttpRequestHeaders, &outcome.edits);
+        shared.apply_edits(cx, HeaderMap::Request, &outcome.edits);
         self.request_body = outcome.body;
         self.response = outcome.response;
-        Action::Continue
+        Flow::Continue
     }
 
-    fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_request_body(&mut self, cx: &mut StreamCx<'_>, size: usize, eos: bool) -> Flow {
         let Some(plan) = self.request_body.take() else {
-            return Action::Continue;
+            return Flow::Continue;
         };
-        let (action, done) = self.on_body(&plan, body_size, end_of_stream, true);
+        let (flow, done) = on_body(&self.shared, cx, &plan, size, eos, Buffer::RequestBody);
         if !done {
             self.request_body = Some(plan);
         }
-        action
+        flow
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
+    fn on_response_headers(&mut self, cx: &mut StreamCx<'_>, end_of_stream: bool) -> Flow {
         let Some(plan) = self.response.take() else {
-            return Action::Continue;
+            return Flow::Continue;
         };
         let shared = Rc::clone(&self.shared);
-        let headers = match header_map::response_headers() {
+        let headers = match cx.response_headers() {
             Ok(h) => h,
             Err(e) => {
                 shared.host_error(&e);
-                return Action::Continue;
+                return Flow::Continue;
             }
         };
         let outcome = shared
@@ -283,19 +242,19 @@ impl HttpContext for Stream {
             .on_response_headers(&plan, &headers, end_of_stream);
         shared.count(&outcome.events);
         shared.notes(&outcome.shadow_notes);
-        shared.apply_edits(MapType::HttpResponseHeaders, &outcome.edits);
+        shared.apply_edits(cx, HeaderMap::Response, &outcome.edits);
         self.response_body = outcome.body;
-        Action::Continue
+        Flow::Continue
     }
 
-    fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
+    fn on_response_body(&mut self, cx: &mut StreamCx<'_>, size: usize, eos: bool) -> Flow {
         let Some(plan) = self.response_body.take() else {
-            return Action::Continue;
+            return Flow::Continue;
         };
-        let (action, done) = self.on_body(&plan, body_size, end_of_stream, false);
+        let (flow, done) = on_body(&self.shared, cx, &plan, size, eos, Buffer::ResponseBody);
         if !done {
             self.response_body = Some(plan);
         }
-        action
+        flow
     }
 }

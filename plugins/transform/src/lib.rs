@@ -13,5 +13,9 @@ pub mod engine;
 pub mod ops;
 pub mod template;
 
-#[cfg(target_arch = "wasm32")]
-mod filter;
+pub mod filter;
+
+pub use filter::KIND;
+
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
+palisade_host::export!(one: crate::KIND);

@@ -327,7 +327,8 @@ fn transform_input() -> RequestInput {
             .into_iter()
             .chain(crate::cases::request_headers(&FIXTURES))
             .map(|(name, value)| (name.to_owned(), value.into_bytes()))
-            .collect(),
+            .collect::<Vec<_>>()
+            .into(),
         end_of_stream: true,
         source_address: Some("192.0.2.10:51234".to_owned()),
         route_name: None,

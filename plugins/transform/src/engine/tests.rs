@@ -17,7 +17,7 @@ fn input(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestInput {
             .map(|(n, v)| (n.to_string(), v.as_bytes().to_vec())),
     );
     RequestInput {
-        headers: h,
+        headers: h.into(),
         end_of_stream: true,
         source_address: Some("10.0.0.1:1234".into()),
         route_name: Some("route-a".into()),
@@ -27,7 +27,7 @@ fn input(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestInput {
 /// What the glue would leave: the original headers with the edits applied, as name → values.
 fn after(input: &RequestInput, edits: &[HeaderEdit]) -> BTreeMap<String, Vec<String>> {
     let mut map: BTreeMap<String, Vec<String>> = BTreeMap::new();
-    for (n, v) in &input.headers {
+    for (n, v) in input.headers.iter() {
         map.entry(n.clone())
             .or_default()
             .push(String::from_utf8_lossy(v).into_owned());
@@ -320,7 +320,7 @@ fn a_header_value_that_is_not_utf8_is_malformed_only_when_a_template_reads_it() 
         "rename": [{"from": "x-bin", "to": "x-bin2"}]}}),
     ));
     let mut inp = input("GET", "/", &[]);
-    inp.headers.push(("x-bin".into(), vec![0xff, 0xfe]));
+    std::rc::Rc::make_mut(&mut inp.headers).push(("x-bin".into(), vec![0xff, 0xfe]));
     let out = e.on_request_headers(&inp);
     assert_eq!(out.events, vec![(0, Event::Error)]);
     // The rename still moved the raw bytes as they were.
@@ -662,7 +662,7 @@ fn arbitrary_bytes_never_make_the_engine_panic() {
             }
         }
         let inp = RequestInput {
-            headers,
+            headers: headers.into(),
             end_of_stream: rng.below(4) == 0,
             source_address: Some(String::from_utf8_lossy(&rng.bytes(20)).into_owned()),
             route_name: None,
