@@ -1,10 +1,10 @@
-//! Wasm glue: read the request, ask [`Breakers`] for admission, record the call's outcome once,
-//! count everything.
+//! The policy in the skeleton: read the request, ask [`Breakers`] for admission, record the
+//! call's outcome once, count everything.
 //!
 //! - Request headers: admit or reject (the route, and so `xds.cluster_name`, is already resolved).
 //! - Response headers: the outcome (status, `response.code_details`, time since request headers)
 //!   is recorded here, as early as possible.
-//! - `on_log`: the last chance, for streams that ended without response headers reaching this
+//! - stream end: the last chance, for streams that ended without response headers reaching this
 //!   filter. The ticket is taken out of the stream when recorded, so a call is recorded once.
 //! - A tick per worker refreshes, every 500 ms, the state gauge of every breaker this worker has
 //!   seen, so the gauge moves from open to half-open without traffic; with `success_batching` it
@@ -19,31 +19,24 @@ use crate::outcome::{needs_code_details, ResponseFacts};
 use crate::policy::{BreakerRef, BreakerRequest, Breakers, Event, Ticket};
 use crate::state::{Phase, Transition};
 use palisade_core::key::RequestView;
-use palisade_core::store::KeyPrefix;
-use palisade_host::http;
-use palisade_host::metrics::Metric;
-use palisade_host::proxy_wasm;
-use palisade_host::request::HostRequest;
-use palisade_host::store::HostStore;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use palisade_core::plugin::{
+    Flow, HostStore, Kind, Metric, Policy, RootCx, Setup, StreamCx, StreamPolicy,
+};
+use palisade_core::{ConfigError, Decision, Timestamp};
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-const PLUGIN: &str = "circuit_breaker";
+pub const PLUGIN: &str = "circuit_breaker";
 /// How often gauges are refreshed from shared data.
 const GAUGE_REFRESH: Duration = Duration::from_millis(500);
 
-#[allow(unsafe_code)] // `main!` expands to the `#[no_mangle]` entry point the host calls.
-mod entry {
-    use super::*;
-    proxy_wasm::main! {{
-        palisade_host::init(PLUGIN, LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-    }}
-}
+/// The plugin, for `export!` and the chain.
+pub const KIND: Kind = Kind {
+    name: PLUGIN,
+    build,
+};
 
 /// Per-rule counters, defined once per VM in `on_configure`.
 struct RuleMetrics {
@@ -69,8 +62,8 @@ struct RuleMetrics {
 }
 
 impl RuleMetrics {
-    fn define(rule: &str, batch_successes: bool) -> Self {
-        let m = |what: &str| Metric::counter(&format!("palisade.{PLUGIN}.{rule}.{what}"));
+    fn define(setup: &Setup<'_>, rule: &str, batch_successes: bool) -> Self {
+        let m = |what: &str| setup.counter(&format!("{rule}.{what}"));
         RuleMetrics {
             name: rule.to_owned(),
             batch_successes,
@@ -112,17 +105,17 @@ impl RuleMetrics {
             // Not a metric: it would cost a hostcall on every request of the hot path, and
             // admitted calls are the sum of the `calls_*` outcomes (plus those in flight).
             Event::Admitted => return,
-            Event::Rejected => self.rejected,
-            Event::ShadowRejected => self.shadow_rejected,
-            Event::StoreFailure => self.store_failures,
-            Event::SkippedMissingKey => self.skipped_missing_key,
-            Event::Collision => self.collisions,
-            Event::ProbeExpired => self.probes_expired,
-            Event::Success => self.success,
-            Event::Failure => self.failure,
-            Event::Slow => self.slow,
-            Event::Ignored => self.ignored,
-            Event::Stale => self.stale,
+            Event::Rejected => &self.rejected,
+            Event::ShadowRejected => &self.shadow_rejected,
+            Event::StoreFailure => &self.store_failures,
+            Event::SkippedMissingKey => &self.skipped_missing_key,
+            Event::Collision => &self.collisions,
+            Event::ProbeExpired => &self.probes_expired,
+            Event::Success => &self.success,
+            Event::Failure => &self.failure,
+            Event::Slow => &self.slow,
+            Event::Ignored => &self.ignored,
+            Event::Stale => &self.stale,
             Event::Transition(Transition { to, from }) => {
                 log::info!(
                     "palisade {PLUGIN}: rule {} breaker {} -> {}",
@@ -131,9 +124,9 @@ impl RuleMetrics {
                     to.name()
                 );
                 match to {
-                    Phase::Open => self.to_open,
-                    Phase::HalfOpen => self.to_half_open,
-                    Phase::Closed => self.to_closed,
+                    Phase::Open => &self.to_open,
+                    Phase::HalfOpen => &self.to_half_open,
+                    Phase::Closed => &self.to_closed,
                 }
             }
         };
@@ -156,6 +149,10 @@ fn metric_key(key: &str) -> String {
 }
 
 struct Shared {
+    host: palisade_core::plugin::HostRef,
+    /// `palisade.circuit_breaker` (or `…_2` for a second breaker in one chain).
+    metric_prefix: String,
+    gauges_refreshed: Cell<Timestamp>,
     breakers: Breakers,
     store: HostStore,
     metrics: Vec<RuleMetrics>,
@@ -207,10 +204,14 @@ impl Shared {
                 .get(breaker.rule)
                 .map(|m| m.name.as_str())
                 .unwrap_or("unknown");
-            let gauge = Metric::gauge(&format!(
-                "palisade.{PLUGIN}.{rule}.{}.state",
-                metric_key(&breaker.key)
-            ));
+            let gauge = Metric::gauge(
+                &self.host,
+                &format!(
+                    "{}.{rule}.{}.state",
+                    self.metric_prefix,
+                    metric_key(&breaker.key)
+                ),
+            );
             gauges.insert(
                 id,
                 Gauge {
@@ -226,58 +227,66 @@ impl Shared {
     }
 }
 
-#[derive(Default)]
-struct Root {
-    shared: Option<Rc<Shared>>,
-    gauges_refreshed: palisade_core::Timestamp,
-}
-
-fn config_tick(shared: Option<&Shared>) -> Duration {
-    shared
-        .into_iter()
-        .flat_map(|s| s.breakers.config().rules.iter())
+fn config_tick(config: &Config) -> Duration {
+    config
+        .rules
+        .iter()
         .filter_map(|r| r.batching.map(|b| b.max_delay))
         .min()
         .unwrap_or(GAUGE_REFRESH)
         .min(GAUGE_REFRESH)
 }
 
-impl Context for Root {}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
-            return false;
-        };
-        let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
-        let metrics = config
-            .rules
-            .iter()
-            .map(|r| RuleMetrics::define(&r.name, r.batching.is_some()))
-            .collect();
-        log::info!(
-            "palisade {PLUGIN}: configured {} rule(s), scope {}",
-            config.rules.len(),
-            config.scope
-        );
-        self.shared = Some(Rc::new(Shared {
+fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
+    let config = Config::parse(bytes)?;
+    let store = setup.store(&config.scope);
+    let metrics = config
+        .rules
+        .iter()
+        .map(|r| RuleMetrics::define(setup, &r.name, r.batching.is_some()))
+        .collect();
+    log::info!(
+        "palisade {PLUGIN}: configured {} rule(s), shared data under {}",
+        config.rules.len(),
+        store.prefix().as_str()
+    );
+    // Tick at the shortest `success_batching.max_delay` (so a quiet worker's batch waits at
+    // most about twice that), and at least every 500 ms for the gauges.
+    let tick = config_tick(&config);
+    Ok(Box::new(CircuitBreaker {
+        tick,
+        shared: Rc::new(Shared {
+            host: Rc::clone(setup.host()),
+            metric_prefix: setup.metric_prefix(),
+            gauges_refreshed: Cell::new(Timestamp::ZERO),
             breakers: Breakers::new(config),
             store,
             metrics,
             gauges: RefCell::new(HashMap::new()),
-        }));
-        // Tick at the shortest `success_batching.max_delay` (so a quiet worker's batch waits at
-        // most about twice that), and at least every 500 ms for the gauges.
-        let tick = config_tick(self.shared.as_deref());
-        if let Err(e) = palisade_host::flow::set_tick_period(tick) {
-            log::warn!("palisade {PLUGIN}: no tick ({e}); gauges move only with traffic");
-        }
-        true
+        }),
+    }))
+}
+
+struct CircuitBreaker {
+    tick: Duration,
+    shared: Rc<Shared>,
+}
+
+impl Policy for CircuitBreaker {
+    fn stream(&self, _context_id: u32) -> Box<dyn StreamPolicy> {
+        Box::new(Stream {
+            shared: Rc::clone(&self.shared),
+            ticket: None,
+        })
     }
 
-    fn on_tick(&mut self) {
-        let Some(shared) = &self.shared else { return };
-        let now = palisade_host::now();
+    fn tick_period(&self) -> Option<Duration> {
+        Some(self.tick)
+    }
+
+    fn on_tick(&self, cx: &mut RootCx<'_>) {
+        let shared = &self.shared;
+        let now = cx.now();
         for (breaker, v) in shared.breakers.flush(&shared.store, now) {
             shared.count(breaker.rule, &v.events);
             shared.show(&breaker, v.phase);
@@ -285,10 +294,10 @@ impl RootContext for Root {
         for m in &shared.metrics {
             m.report_successes();
         }
-        if now.saturating_since(self.gauges_refreshed) < GAUGE_REFRESH {
+        if now.saturating_since(shared.gauges_refreshed.get()) < GAUGE_REFRESH {
             return;
         }
-        self.gauges_refreshed = now;
+        shared.gauges_refreshed.set(now);
         let mut gauges = shared.gauges.borrow_mut();
         for gauge in gauges.values_mut() {
             if let Some(phase) = shared.breakers.observe(&gauge.breaker, &shared.store, now) {
@@ -298,46 +307,38 @@ impl RootContext for Root {
             }
         }
     }
-
-    fn create_http_context(&self, _context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Stream {
-            shared,
-            ticket: None,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
-    }
 }
 
 /// The current stream's request, plus the cluster its route chose.
-struct HostBreakerRequest;
+struct CxRequest<'a, 'b>(&'a StreamCx<'b>);
 
-impl RequestView for HostBreakerRequest {
+impl RequestView for CxRequest<'_, '_> {
     fn header(&self, name: &str) -> Option<String> {
-        HostRequest.header(name)
+        self.0.header(name)
+    }
+    fn header_values(&self, name: &str) -> Vec<String> {
+        self.0.header_values(name)
     }
     fn path(&self) -> Option<String> {
-        HostRequest.path()
+        self.0.path()
     }
     fn method(&self) -> Option<String> {
-        HostRequest.method()
+        self.0.method()
     }
     fn source_address(&self) -> Option<String> {
-        HostRequest.source_address()
+        self.0.source_address()
     }
     fn route_name(&self) -> Option<String> {
-        HostRequest.route_name()
+        self.0.route_name()
+    }
+    fn claim(&self, name: &str) -> Option<String> {
+        self.0.claim(name)
     }
 }
 
-impl BreakerRequest for HostBreakerRequest {
+impl BreakerRequest for CxRequest<'_, '_> {
     fn cluster_name(&self) -> Option<String> {
-        http::property_string(&["xds", "cluster_name"])
-            .ok()
-            .flatten()
+        self.0.cluster_name()
     }
 }
 
@@ -348,11 +349,11 @@ struct Stream {
 }
 
 impl Stream {
-    fn finish(&mut self, status: Option<u16>) {
+    fn finish(&mut self, cx: &StreamCx<'_>, status: Option<u16>) {
         let Some(ticket) = self.ticket.take() else {
             return;
         };
-        let now = palisade_host::now();
+        let now = cx.now();
         let needed = self
             .shared
             .breakers
@@ -361,9 +362,7 @@ impl Stream {
             .get(ticket.breaker.rule)
             .is_some_and(|rule| needs_code_details(rule, status));
         let code_details = if needed {
-            http::property_string(&["response", "code_details"])
-                .ok()
-                .flatten()
+            cx.response_code_details()
         } else {
             None
         };
@@ -381,15 +380,12 @@ impl Stream {
     }
 }
 
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
-        let v = self.shared.breakers.admit(
-            &HostBreakerRequest,
-            &self.shared.store,
-            palisade_host::now(),
-        );
+impl StreamPolicy for Stream {
+    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _eos: bool) -> Flow {
+        let v = self
+            .shared
+            .breakers
+            .admit(&CxRequest(cx), &self.shared.store, cx.now());
         if let Some(rule) = v.rule {
             self.shared.count(rule, &v.events);
         }
@@ -397,22 +393,22 @@ impl HttpContext for Stream {
             self.shared.show(b, v.phase);
         }
         self.ticket = v.ticket;
-        http::apply(&v.decision, Action::Continue)
-    }
-
-    fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
-        if self.ticket.is_some() {
-            let status = http::response_header(":status")
-                .ok()
-                .flatten()
-                .and_then(|s| s.parse::<u16>().ok());
-            self.finish(status);
+        match v.decision {
+            Decision::Continue => Flow::Continue,
+            Decision::Reply(reply) => Flow::reply_or_continue(reply),
         }
-        Action::Continue
     }
 
-    fn on_log(&mut self) {
+    fn on_response_headers(&mut self, cx: &mut StreamCx<'_>, _eos: bool) -> Flow {
+        if self.ticket.is_some() {
+            let status = cx.response_status();
+            self.finish(cx, status);
+        }
+        Flow::Continue
+    }
+
+    fn on_end(&mut self, cx: &mut StreamCx<'_>) {
         // Only streams that never showed us response headers still hold their ticket.
-        self.finish(None);
+        self.finish(cx, None);
     }
 }
