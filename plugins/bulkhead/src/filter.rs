@@ -1,5 +1,6 @@
-//! Wasm glue: classify the request, ask the worker's [`Worker`] state machine, apply what it says
-//! (continue, pause, reply; resume or answer paused streams), count every event.
+//! The policy in the skeleton: classify the request, ask the worker's [`Worker`] state machine,
+//! apply what it says (continue, pause, reply; resume or answer paused streams), count every
+//! event.
 //!
 //! Failure modes: a bad config is rejected at `on_configure` (Envoy refuses it). When shared data
 //! cannot be used (host error, contention beyond the retry bound, no free worker slot) the
@@ -7,34 +8,27 @@
 //! cannot be sent lets the request through (logged). A paused stream that cannot be resumed gives
 //! its permit back at once.
 //!
-//! Release points: `on_done`, `on_log` and the context's `Drop` all end the stream in the
-//! state machine, which releases on the first and ignores the rest.
+//! Release point: the skeleton's stream end (once, however the stream ended, including a reply by
+//! a later policy of a chain); the state machine also ignores a second end.
 
 use crate::config::Config;
 use crate::policy::{Admission, Bulkhead, Event, Report, Wake, Worker, WorkerEvent};
 use crate::policy::{HEADER, SHADOW_HEADER};
-use palisade_core::store::KeyPrefix;
-use palisade_host::flow;
-use palisade_host::http;
-use palisade_host::metrics::Metric;
-use palisade_host::proxy_wasm;
-use palisade_host::request::HostRequest;
-use palisade_host::store::HostStore;
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use palisade_core::plugin::{
+    Flow, HostStore, Kind, Metric, Policy, RootCx, Setup, StreamCx, StreamPolicy,
+};
+use palisade_core::ConfigError;
 use std::cell::RefCell;
 use std::rc::Rc;
+use std::time::Duration;
 
-const PLUGIN: &str = "bulkhead";
+pub const PLUGIN: &str = "bulkhead";
 
-#[allow(unsafe_code)] // `main!` expands to the `#[no_mangle]` entry point the host calls.
-mod entry {
-    use super::*;
-    proxy_wasm::main! {{
-        palisade_host::init(PLUGIN, LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-    }}
-}
+/// The plugin, for `export!` and the chain.
+pub const KIND: Kind = Kind {
+    name: PLUGIN,
+    build,
+};
 
 /// Per-rule metrics, defined once per VM in `on_configure`.
 struct RuleMetrics {
@@ -52,11 +46,11 @@ struct RuleMetrics {
 }
 
 impl RuleMetrics {
-    fn define(rule: &str) -> Self {
-        let name = |what: &str| format!("palisade.bulkhead.{rule}.{what}");
-        let c = |what: &str| Metric::counter(&name(what));
+    fn define(setup: &Setup<'_>, rule: &str) -> Self {
+        let name = |what: &str| format!("{rule}.{what}");
+        let c = |what: &str| setup.counter(&name(what));
         RuleMetrics {
-            in_flight: Metric::gauge(&name("in_flight")),
+            in_flight: setup.gauge(&name("in_flight")),
             admitted: c("admitted"),
             rejected: c("rejected"),
             shadow_rejected: c("shadow_rejected"),
@@ -66,7 +60,7 @@ impl RuleMetrics {
             wait_abandoned: c("wait_abandoned"),
             released: c("released"),
             store_failures: c("store_failures"),
-            wait_ms: Metric::histogram(&name("wait_ms")),
+            wait_ms: setup.histogram(&name("wait_ms")),
         }
     }
 
@@ -108,8 +102,8 @@ struct Shared {
 }
 
 impl Shared {
-    /// Count a report's events and carry out its wakes.
-    fn apply(&self, report: Report) {
+    /// Count a report's events and hand its wakes to the skeleton.
+    fn apply(&self, report: Report, wake: &mut dyn FnMut(palisade_core::plugin::Wake)) {
         for (rule, event) in report.events {
             if let Some(m) = self.metrics.get(rule) {
                 m.record(event);
@@ -141,121 +135,92 @@ impl Shared {
                 }
             }
         }
-        for wake in report.wakes {
-            match wake {
-                Wake::Resume(context) => {
-                    if let Err(e) = flow::resume_stream(context) {
-                        // The stream is gone: give its permit back now.
-                        log::warn!("palisade {PLUGIN}: cannot resume stream {context}: {e}");
-                        self.end(context);
-                    }
-                }
-                Wake::Reply(context, reply) => {
-                    if let Err(e) = flow::set_effective_context(context) {
-                        // The stream is gone: nothing to answer.
-                        log::warn!("palisade {PLUGIN}: cannot answer stream {context}: {e}");
-                    } else if let Err(e) = http::send_reply(&reply) {
-                        // As for a reply at admission: let it through (logged) rather than leave
-                        // it paused with no answer until a timeout.
-                        log::warn!(
-                            "palisade {PLUGIN}: cannot answer stream {context} ({e}); resuming it"
-                        );
-                        if let Err(e) = flow::resume_http_request() {
-                            log::warn!("palisade {PLUGIN}: cannot resume stream {context}: {e}");
-                        }
-                    }
-                }
-            }
+        // A stream the skeleton cannot wake (gone) is ended by it, which gives its permit back.
+        for w in report.wakes {
+            wake(match w {
+                Wake::Resume(context) => palisade_core::plugin::Wake::Resume(context),
+                Wake::Reply(context, reply) => palisade_core::plugin::Wake::Reply(context, reply),
+            });
         }
     }
 
-    fn end(&self, context: u32) {
+    fn end(&self, context: u32, cx: &mut StreamCx<'_>) {
         let report = match self.worker.try_borrow_mut() {
             Ok(w) if !w.tracks(context) => return,
-            Ok(mut w) => w.on_stream_end(context, &self.store, palisade_host::now),
+            Ok(mut w) => w.on_stream_end(context, &self.store, || cx.now()),
             Err(_) => {
                 log::error!("palisade {PLUGIN}: re-entrant stream end for {context}");
                 return;
             }
         };
-        self.apply(report);
+        self.apply(report, &mut |w| cx.wake(w));
     }
 }
 
-#[derive(Default)]
-struct Root {
-    shared: Option<Rc<Shared>>,
-}
-
-impl Context for Root {
-    fn on_done(&mut self) -> bool {
-        if let Some(shared) = &self.shared {
-            if let Ok(mut w) = shared.worker.try_borrow_mut() {
-                if let Err(e) = w.shutdown(&shared.store) {
-                    log::warn!("palisade {PLUGIN}: could not give the worker slot back: {e}");
-                }
-            }
-        }
-        true
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
-            return false;
-        };
-        let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
-        let metrics = config
-            .rules
-            .iter()
-            .map(|r| RuleMetrics::define(&r.name))
-            .collect();
-        let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
-        log::info!(
-            "palisade {PLUGIN}: configured {} rule(s), scope {}",
-            config.rules.len(),
-            config.scope
-        );
-        // No shared-data writes here: this also runs in Envoy's throwaway canary VM. The worker
-        // claims its slot on its first tick or request.
-        let worker = Worker::new(Bulkhead::new(config));
-        if let Err(e) = flow::set_tick_period(worker.tick_period()) {
-            log::error!("palisade {PLUGIN}: cannot start ticks: {e}");
-            return false;
-        }
-        self.shared = Some(Rc::new(Shared {
+fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
+    let config = Config::parse(bytes)?;
+    let store = setup.store(&config.scope);
+    let metrics = config
+        .rules
+        .iter()
+        .map(|r| RuleMetrics::define(setup, &r.name))
+        .collect();
+    let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
+    log::info!(
+        "palisade {PLUGIN}: configured {} rule(s), shared data under {}",
+        config.rules.len(),
+        store.prefix().as_str()
+    );
+    // No shared-data writes here: this also runs in Envoy's throwaway canary VM. The worker
+    // claims its slot on its first tick or request.
+    let worker = Worker::new(Bulkhead::new(config));
+    let tick = worker.tick_period();
+    Ok(Box::new(BulkheadPolicy {
+        tick,
+        shared: Rc::new(Shared {
             worker: RefCell::new(worker),
             store,
             metrics,
-            worker_failures: Metric::counter("palisade.bulkhead.worker_slot_failures"),
+            worker_failures: setup.counter("worker_slot_failures"),
             has_shadow_rules,
-        }));
-        true
+        }),
+    }))
+}
+
+struct BulkheadPolicy {
+    tick: Duration,
+    shared: Rc<Shared>,
+}
+
+impl Policy for BulkheadPolicy {
+    fn stream(&self, context_id: u32) -> Box<dyn StreamPolicy> {
+        Box::new(Stream {
+            context_id,
+            shared: Rc::clone(&self.shared),
+            shadow: false,
+        })
     }
 
-    fn on_tick(&mut self) {
-        let Some(shared) = &self.shared else {
-            return;
-        };
+    fn tick_period(&self) -> Option<Duration> {
+        Some(self.tick)
+    }
+
+    fn on_tick(&self, cx: &mut RootCx<'_>) {
+        let shared = &self.shared;
         let report = match shared.worker.try_borrow_mut() {
-            Ok(mut w) => w.on_tick(&shared.store, palisade_host::now()),
+            Ok(mut w) => w.on_tick(&shared.store, cx.now()),
             Err(_) => return,
         };
-        shared.apply(report);
+        shared.apply(report, &mut |w| cx.wake(w));
     }
 
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let shared = self.shared.clone()?;
-        Some(Box::new(Stream {
-            context_id,
-            shared,
-            shadow: false,
-        }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
+    fn on_done(&self, _cx: &mut RootCx<'_>) {
+        let shared = &self.shared;
+        if let Ok(mut w) = shared.worker.try_borrow_mut() {
+            if let Err(e) = w.shutdown(&shared.store) {
+                log::warn!("palisade {PLUGIN}: could not give the worker slot back: {e}");
+            }
+        }
     }
 }
 
@@ -266,34 +231,17 @@ struct Stream {
     shadow: bool,
 }
 
-impl Context for Stream {
-    fn on_done(&mut self) -> bool {
-        self.shared.end(self.context_id);
-        true
-    }
-}
-
-impl Drop for Stream {
-    fn drop(&mut self) {
-        self.shared.end(self.context_id);
-    }
-}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
+impl StreamPolicy for Stream {
+    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _eos: bool) -> Flow {
         let shared = Rc::clone(&self.shared);
         let (admission, report) = {
             let Ok(mut worker) = shared.worker.try_borrow_mut() else {
-                return Action::Continue;
+                return Flow::Continue;
             };
-            let target = worker.bulkhead().classify(&HostRequest, &mut || {
-                http::property_string(&["xds", "cluster_name"])
-                    .ok()
-                    .flatten()
-            });
-            worker.on_request(self.context_id, target, &shared.store, palisade_host::now)
+            let target = worker.bulkhead().classify(&*cx, &mut || cx.cluster_name());
+            worker.on_request(self.context_id, target, &shared.store, || cx.now())
         };
-        shared.apply(report);
+        shared.apply(report, &mut |w| cx.wake(w));
         // Never trust a client-sent shadow mark.
         let shadow_rule = match &admission {
             Admission::ContinueShadow(rule) => shared.worker.try_borrow().ok().and_then(|w| {
@@ -306,12 +254,12 @@ impl HttpContext for Stream {
             _ => None,
         };
         if shared.has_shadow_rules {
-            if let Err(e) = http::set_request_header(SHADOW_HEADER, shadow_rule.as_deref()) {
+            if let Err(e) = cx.set_request_header(SHADOW_HEADER, shadow_rule.as_deref()) {
                 log::warn!("palisade {PLUGIN}: {e}");
             }
         }
         match admission {
-            Admission::Continue => Action::Continue,
+            Admission::Continue => Flow::Continue,
             Admission::ContinueShadow(_) => {
                 self.shadow = true;
                 if let Some(rule) = &shadow_rule {
@@ -319,29 +267,23 @@ impl HttpContext for Stream {
                         "palisade {PLUGIN}: shadow rule {rule} would have rejected this request"
                     );
                 }
-                Action::Continue
+                Flow::Continue
             }
-            Admission::Wait => Action::Pause,
-            Admission::Reject(reply) => match http::send_reply(&reply) {
-                Ok(()) => Action::Pause,
-                Err(e) => {
-                    log::error!("palisade {PLUGIN}: {e}");
-                    Action::Continue
-                }
-            },
+            Admission::Wait => Flow::Pause,
+            Admission::Reject(reply) => Flow::reply_or_continue(reply),
         }
     }
 
-    fn on_http_response_headers(&mut self, _headers: usize, _eos: bool) -> Action {
+    fn on_response_headers(&mut self, cx: &mut StreamCx<'_>, _eos: bool) -> Flow {
         if self.shadow {
-            if let Err(e) = http::set_response_header(HEADER, Some("shadow")) {
+            if let Err(e) = cx.set_response_header(HEADER, Some("shadow")) {
                 log::warn!("palisade {PLUGIN}: {e}");
             }
         }
-        Action::Continue
+        Flow::Continue
     }
 
-    fn on_log(&mut self) {
-        self.shared.end(self.context_id);
+    fn on_end(&mut self, cx: &mut StreamCx<'_>) {
+        self.shared.end(self.context_id, cx);
     }
 }

@@ -15,5 +15,9 @@ pub mod policy;
 #[cfg(test)]
 mod properties;
 
-#[cfg(target_arch = "wasm32")]
-mod filter;
+pub mod filter;
+
+pub use filter::KIND;
+
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
+palisade_host::export!(one: crate::KIND);

@@ -11,7 +11,7 @@ use super::host::{lossy, Buffer, HeaderMap, HostError, HostRef};
 use crate::key::RequestView;
 use crate::{LocalReply, Timestamp};
 use serde_json::{Map, Value};
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -213,14 +213,23 @@ fn edit_pairs(all: &mut HeaderPairs, name: &str, values: &[Vec<u8>]) {
 pub struct StreamCx<'a> {
     pub(super) host: &'a HostRef,
     pub(super) context_id: u32,
-    pub(super) now: Timestamp,
+    /// Read from the host on first use: many callbacks never need the time.
+    pub(super) now: Cell<Option<Timestamp>>,
     pub(super) cache: &'a RequestCache,
     pub(super) wakes: &'a mut Vec<Wake>,
 }
 
 impl StreamCx<'_> {
+    /// The proxy's clock, read once per callback.
     pub fn now(&self) -> Timestamp {
-        self.now
+        match self.now.get() {
+            Some(t) => t,
+            None => {
+                let t = self.host.now();
+                self.now.set(Some(t));
+                t
+            }
+        }
     }
 
     pub fn context_id(&self) -> u32 {

@@ -285,7 +285,7 @@ impl Chain {
             let mut cx = StreamCx {
                 host: &runtime.host,
                 context_id: self.context_id,
-                now: runtime.host.now(),
+                now: Cell::new(None),
                 cache: &self.cache,
                 wakes: &mut wakes,
             };
