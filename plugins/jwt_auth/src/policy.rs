@@ -71,6 +71,8 @@ pub struct Verdict {
     /// The request needs this provider's key set, which is not available yet. The decision is the
     /// 503 to send if the glue does not (or can no longer) wait.
     pub keys_pending: Option<usize>,
+    /// The verified token's claims, for the policies after this one in a chain.
+    pub claims: Option<Rc<serde_json::Map<String, serde_json::Value>>>,
 }
 
 /// The authenticator for one configuration.
@@ -133,6 +135,7 @@ impl Authenticator {
                 .collect(),
             refetch: None,
             keys_pending: None,
+            claims: None,
         };
         if self.config.bypass_cors_preflight && is_cors_preflight(req) {
             return verdict;
@@ -218,6 +221,7 @@ impl Authenticator {
             self.strip_token(req, &found, &mut verdict.mutations);
         }
         verdict.outcome = Outcome::Allowed { cache_hit };
+        verdict.claims = Some(Rc::clone(&entry.claims));
         verdict
     }
 
