@@ -316,6 +316,7 @@ fuzz_target!(|input: Input| {
         end_of_stream: input.end_of_stream,
         source_address: input.source_address.clone(),
         route_name: input.route_name.clone(),
+        claims: None,
     };
     let out = engine.on_request_headers(&request);
     if let Decision::Reply(r) = &out.decision {

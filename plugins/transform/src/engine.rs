@@ -67,6 +67,8 @@ pub struct RequestInput {
     pub source_address: Option<String>,
     /// `xds.route_name`; read only if [`Config::needs_route_name`].
     pub route_name: Option<String>,
+    /// Claims verified earlier in the chain (jwt_auth), for `$(claims.<name>)`.
+    pub claims: Option<palisade_core::plugin::policy::Claims>,
 }
 
 /// Body operations of one rule with every template already rendered.
@@ -154,6 +156,7 @@ struct Original<'a> {
     method: Option<&'a str>,
     source_address: Option<&'a str>,
     route_name: Option<&'a str>,
+    claims: Option<&'a serde_json::Map<String, serde_json::Value>>,
     client_ip: Option<String>,
     query: OnceCell<Result<QueryBook<'a>, Malformed>>,
 }
@@ -173,6 +176,7 @@ impl<'a> Original<'a> {
             method: pseudo(":method"),
             source_address: input.source_address.as_deref(),
             route_name: input.route_name.as_deref().filter(|r| !r.is_empty()),
+            claims: input.claims.as_deref(),
             client_ip: None,
             query: OnceCell::new(),
         }
@@ -261,6 +265,9 @@ impl Values for RuleValues<'_, '_> {
     }
     fn route_name(&self) -> Option<String> {
         self.original.route_name.map(str::to_owned)
+    }
+    fn claim(&self, name: &str) -> Option<String> {
+        palisade_core::plugin::policy::claim_text(self.original.claims?, name)
     }
 }
 

@@ -201,6 +201,7 @@ impl StreamPolicy for Stream {
             } else {
                 None
             },
+            claims: cx.claims(),
         };
         let outcome = shared.engine.on_request_headers(&input);
         shared.count(&outcome.events);

@@ -15,6 +15,7 @@
 //! | `$(method)` | the request method as received |
 //! | `$(client_ip)` | the client IP (`client_ip.trusted_hops` decides how it is found) |
 //! | `$(route_name)` | the name of the route Envoy matched |
+//! | `$(claims.<name>)` | a claim of the token jwt_auth verified earlier in the same `palisade` chain (strings as they are, numbers and booleans as JSON; dotted names reach into objects); absent outside a chain |
 //!
 //! `$$` is a literal `$`. Every other character is literal.
 //!
@@ -36,6 +37,8 @@ pub enum Piece {
     Method,
     ClientIp,
     RouteName,
+    /// A verified claim (chain only).
+    Claim(String),
 }
 
 /// Which capture groups a template may name: the groups of the regex its captures come from.
@@ -66,6 +69,10 @@ pub trait Values {
     fn method(&self) -> Option<String>;
     fn client_ip(&self) -> Option<String>;
     fn route_name(&self) -> Option<String>;
+    /// A claim verified earlier in the chain; none by default.
+    fn claim(&self, _name: &str) -> Option<String> {
+        None
+    }
 }
 
 /// A value a template needed could not be read: which part of the request was malformed.
@@ -166,6 +173,7 @@ impl Template {
                 Piece::Method => values.method(),
                 Piece::ClientIp => values.client_ip(),
                 Piece::RouteName => values.route_name(),
+                Piece::Claim(name) => values.claim(name),
             };
             match value {
                 Some(v) => out.push_str(&v),
@@ -228,12 +236,13 @@ fn parse_variable(
         ("method", None) => Piece::Method,
         ("client_ip", None) => Piece::ClientIp,
         ("route_name", None) => Piece::RouteName,
+        ("claims", Some(name)) if !name.is_empty() => Piece::Claim(name.to_owned()),
         _ => {
             return Err(path.invalid(
                 text,
                 format!(
                     "unknown variable `$({var})`; expected headers.<name>, query.<name>, path, \
-                     path.<group>, method, client_ip or route_name"
+                     path.<group>, method, client_ip, route_name or claims.<name>"
                 ),
             ))
         }

@@ -332,6 +332,7 @@ fn transform_input() -> RequestInput {
         end_of_stream: true,
         source_address: Some("192.0.2.10:51234".to_owned()),
         route_name: None,
+        claims: None,
     }
 }
 

@@ -21,6 +21,7 @@ fn input(method: &str, path: &str, headers: &[(&str, &str)]) -> RequestInput {
         end_of_stream: true,
         source_address: Some("10.0.0.1:1234".into()),
         route_name: Some("route-a".into()),
+        claims: None,
     }
 }
 
@@ -666,6 +667,7 @@ fn arbitrary_bytes_never_make_the_engine_panic() {
             end_of_stream: rng.below(4) == 0,
             source_address: Some(String::from_utf8_lossy(&rng.bytes(20)).into_owned()),
             route_name: None,
+            claims: None,
         };
         let out = e.on_request_headers(&inp);
         edited += usize::from(!out.edits.is_empty());
