@@ -23,7 +23,7 @@
 //!
 //! Not here: `proxy_http_call`. The SDK must record each call's token to route the response to
 //! the calling context (`on_http_call_response` `expect`s a known token, and its registry is
-//! private), so HTTP calls still go through the SDK; see [`crate::dispatch::http_call`].
+//! private), so HTTP calls still go through the SDK; see `skeleton::ProxyHost::http_call`.
 #![deny(clippy::undocumented_unsafe_blocks)]
 
 use crate::error::{code, HostError};
@@ -125,7 +125,6 @@ mod sys {
         ) -> u32;
         pub fn proxy_increment_metric(metric_id: u32, offset: i64) -> u32;
         pub fn proxy_record_metric(metric_id: u32, value: u64) -> u32;
-        pub fn proxy_get_metric(metric_id: u32, return_value: *mut u64) -> u32;
     }
 }
 
@@ -427,11 +426,4 @@ pub fn record_metric(id: u32, value: u64) -> Result<(), HostError> {
     // SAFETY: no pointers are passed.
     let status = unsafe { sys::proxy_record_metric(id, value) };
     check("proxy_record_metric", status)
-}
-
-pub fn get_metric(id: u32) -> Result<u64, HostError> {
-    let mut value: u64 = 0;
-    // SAFETY: the out-pointer is a live, aligned local the host writes a u64 to.
-    let status = unsafe { sys::proxy_get_metric(id, &mut value) };
-    check("proxy_get_metric", status).map(|()| value)
 }

@@ -1,15 +1,18 @@
 //! The host adapter: the only Palisade code that makes proxy-wasm hostcalls.
 //!
-//! Plugins decide in `palisade-core` and their own pure policy modules; this crate reads their
-//! inputs from the proxy and applies their decisions. Each hostcall's `Status` becomes a
-//! [`HostError`] naming the operation, so no plugin ever `unwrap`s a host result: a panic in the
-//! VM kills the worker's VM and fails its traffic.
+//! Plugins decide in `palisade-core` and their own pure policy modules, and run in core's plugin
+//! skeleton (`palisade_core::plugin`), written against a `Host` trait. This crate is that trait's
+//! one real implementation ([`skeleton::ProxyHost`]), the SDK's contexts forwarded to the
+//! skeleton ([`skeleton::Root`], [`skeleton::Stream`]) and the [`export!`] macro that makes a
+//! module's entry point. Each hostcall's status becomes a [`HostError`] naming the operation, so
+//! no plugin ever `unwrap`s a host result: a panic in the VM kills the worker's VM and fails its
+//! traffic.
 //!
 //! The SDK's `hostcalls` functions panic on statuses they do not expect, and its convenience
 //! methods on `Context` unwrap; we declare the ABI imports ourselves in `abi` (raw status codes,
 //! safe wrappers, the only hand-written `unsafe` in Palisade) and build everything here on
 //! those. The SDK is kept for the context traits, `main!` and the exported `proxy_on_*`
-//! callbacks, and for `dispatch_http_call` (see `dispatch`).
+//! callbacks, and for `dispatch_http_call` (see [`skeleton::ProxyHost`]'s `http_call`).
 //!
 //! This crate compiles to nothing on native targets (see `Cargo.toml`), which keeps proxy-wasm's
 //! unresolved imports out of native test binaries.
@@ -17,16 +20,8 @@
 
 #[allow(unsafe_code)] // The ABI imports: the one audited module allowed to use `unsafe`.
 mod abi;
-pub mod body;
-pub mod dispatch;
 pub mod error;
-pub mod flow;
-pub mod header_map;
-pub mod http;
-pub mod metrics;
-pub mod request;
 pub mod skeleton;
-pub mod store;
 
 pub use error::HostError;
 pub use palisade_core;

@@ -124,8 +124,16 @@ impl Host for ProxyHost {
         abi::set_tick_period_millis(millis)
     }
 
-    /// Through the SDK (see [`crate::dispatch`]): it records the token so that the SDK routes the
-    /// response to the calling context.
+    /// The one hostcall still made through the SDK: `hostcalls::dispatch_http_call` records the
+    /// call's token so the SDK routes `on_http_call_response` to the calling context (the registry
+    /// is private to the SDK, and an unrecorded token would make the SDK's dispatcher panic). It
+    /// panics only on a status other than Ok, BadArgument and InternalFailure; Envoy's `httpCall`
+    /// returns no other, save InvalidMemoryAccess for pointers outside our memory, which slices
+    /// cannot be. The request is checked before this is reached ([`RootCx::http_call`]), so an
+    /// ill-formed one is refused before any hostcall. A reset or timeout arrives as a response with
+    /// no headers and no body.
+    ///
+    /// [`RootCx::http_call`]: palisade_core::plugin::RootCx::http_call
     fn http_call(
         &self,
         cluster: &str,

@@ -1,11 +1,14 @@
 //! Wasm glue: read inputs, ask the pure code, apply the result.
+//!
+//! Deliberately *not* on the plugin skeleton: the probe is the benchmark's floor, the cost of the
+//! bare SDK contexts and one hostcall or two, against which the skeleton's own cost is measured.
+//! It shares the host adapter ([`ProxyHost`]) and core's metric and store handles.
 
 use crate::{count_request, Config};
+use palisade_core::plugin::host::{lossy, HeaderMap, Host, HostRef, HostStore, Metric};
 use palisade_core::store::KeyPrefix;
-use palisade_host::http;
-use palisade_host::metrics::Metric;
 use palisade_host::proxy_wasm;
-use palisade_host::store::HostStore;
+use palisade_host::skeleton::ProxyHost;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
 use proxy_wasm::types::{Action, ContextType, LogLevel};
 use std::rc::Rc;
@@ -44,10 +47,11 @@ impl RootContext for ProbeRoot {
         let Some(config) = palisade_host::load_config(PLUGIN, Config::parse) else {
             return false;
         };
-        let store = HostStore::new(KeyPrefix::new(PLUGIN, &config.scope));
+        let host: HostRef = Rc::new(ProxyHost);
+        let store = HostStore::new(&host, KeyPrefix::new(PLUGIN, &config.scope));
         let metrics = Metrics {
-            requests: Metric::counter("palisade.probe.requests"),
-            count_failures: Metric::counter("palisade.probe.count_failures"),
+            requests: Metric::counter(&host, "palisade.probe.requests"),
+            count_failures: Metric::counter(&host, "palisade.probe.count_failures"),
         };
         self.shared = Some(Rc::new(Shared {
             config,
@@ -78,7 +82,7 @@ impl HttpContext for ProbeStream {
         let s = &self.shared;
         s.metrics.requests.inc();
         if let Some(crash) = &s.config.crash_header {
-            if matches!(http::request_header(crash), Ok(Some(_))) {
+            if matches!(ProxyHost.header(HeaderMap::Request, crash), Ok(Some(_))) {
                 crash_the_vm();
             }
         }
@@ -92,12 +96,16 @@ impl HttpContext for ProbeStream {
                 }
             }
         } else {
-            http::request_header(":path")
+            ProxyHost
+                .header(HeaderMap::Request, ":path")
                 .ok()
                 .flatten()
+                .map(lossy)
                 .unwrap_or_default()
         };
-        if let Err(e) = http::set_request_header(&s.config.header, Some(&value)) {
+        if let Err(e) =
+            ProxyHost.replace_header(HeaderMap::Request, &s.config.header, value.as_bytes())
+        {
             log::warn!("palisade {PLUGIN}: {e}");
         }
         Action::Continue
