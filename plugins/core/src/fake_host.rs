@@ -11,6 +11,8 @@
 //!   before each stream callback; a context that has ended is `BadArgument` to switch to.
 //!
 //! Faults: [`FakeHost::fail`] makes every later call of one operation fail with a status.
+//! [`FakeHost::hostcalls`] counts the calls of each operation (a cache that should save hostcalls
+//! can be checked).
 
 use crate::plugin::host::{code, Buffer, HeaderMap, Host, HostError, MetricKind};
 use crate::Timestamp;
@@ -81,6 +83,8 @@ struct State {
     next_token: u32,
     call_response: Option<(Pairs, Vec<u8>)>,
     faults: HashMap<&'static str, u32>,
+    /// How many times each operation was called (failed calls included).
+    hostcalls: HashMap<&'static str, usize>,
 }
 
 /// See the module docs.
@@ -132,7 +136,14 @@ impl FakeHost {
         self.state.borrow_mut().faults.remove(op);
     }
 
+    /// How many times the [`Host`] method `op` was called so far, failed calls included (`now`
+    /// is not counted: it reads the clock, not the proxy).
+    pub fn hostcalls(&self, op: &str) -> usize {
+        self.state.borrow().hostcalls.get(op).copied().unwrap_or(0)
+    }
+
     fn check(&self, op: &'static str) -> Result<(), HostError> {
+        *self.state.borrow_mut().hostcalls.entry(op).or_insert(0) += 1;
         match self.state.borrow().faults.get(op) {
             Some(c) => Err(HostError::from_code(op, *c)),
             None => Ok(()),
@@ -554,3 +565,6 @@ impl Host for FakeHost {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests;
