@@ -16,6 +16,9 @@ pub mod host;
 pub mod policy;
 pub mod runtime;
 
+#[cfg(test)]
+mod tests;
+
 pub use host::{Host, HostError, HostRef, HostStore, Metric};
 pub use policy::{
     CallResponse, Flow, OnReplyFailure, Policy, RootCx, StreamCx, StreamPolicy, Wake,
