@@ -122,3 +122,6 @@ impl StreamPolicy for Stream {
         Flow::Continue
     }
 }
+
+#[cfg(test)]
+mod tests;

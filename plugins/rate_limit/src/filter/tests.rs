@@ -1,0 +1,377 @@
+//! The real rate_limit policy in the skeleton, driven through `load_one` / `load_chain` against
+//! `FakeHost` as the SDK adapter drives it: what reaches the client, the upstream and the metrics.
+
+use super::KIND;
+use palisade_core::fake_host::{FakeHost, SentReply};
+use palisade_core::plugin::host::code;
+use palisade_core::plugin::runtime::{with_chain, Action, Chain, Runtime};
+use palisade_core::plugin::{
+    load_chain, load_one, Flow, HostRef, Kind, Policy, Setup, StreamCx, StreamPolicy,
+};
+use palisade_core::ConfigError;
+use serde_json::{json, Map, Value};
+use std::rc::Rc;
+use std::time::Duration;
+
+/// A stage standing in for jwt_auth: publishes `{"sub": <x-test-sub>}` as verified claims.
+const CLAIMS: Kind = Kind {
+    name: "claims",
+    build: |_, _: &Setup<'_>| Ok(Box::new(Claims)),
+};
+const KINDS: [Kind; 2] = [CLAIMS, KIND];
+
+struct Claims;
+
+impl Policy for Claims {
+    fn stream(&self, _: u32) -> Box<dyn StreamPolicy> {
+        Box::new(Claims)
+    }
+}
+
+impl StreamPolicy for Claims {
+    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _: bool) -> Flow {
+        if let Ok(Some(sub)) = cx.request_header("x-test-sub") {
+            let mut claims = Map::new();
+            claims.insert("sub".to_owned(), Value::String(sub));
+            cx.set_claims(Rc::new(claims));
+        }
+        Flow::Continue
+    }
+}
+
+struct Proxy {
+    fake: Rc<FakeHost>,
+    runtime: Rc<Runtime>,
+    next_id: std::cell::Cell<u32>,
+}
+
+fn host() -> (Rc<FakeHost>, HostRef) {
+    let fake = Rc::new(FakeHost::new());
+    let host: HostRef = fake.clone();
+    (fake, host)
+}
+
+/// The standalone module with this config.
+fn standalone(config: &Value) -> Proxy {
+    let (fake, host) = host();
+    let runtime = load_one(&host, &KIND, config.to_string().as_bytes(), "edge")
+        .unwrap_or_else(|e| panic!("rejected: {e}"));
+    Proxy {
+        fake,
+        runtime,
+        next_id: 1.into(),
+    }
+}
+
+/// The chain module with this config.
+fn chained(config: &Value) -> Proxy {
+    let (fake, host) = host();
+    let runtime = load_chain(&host, &KINDS, config.to_string().as_bytes(), "edge")
+        .unwrap_or_else(|e| panic!("rejected: {e}"));
+    Proxy {
+        fake,
+        runtime,
+        next_id: 1.into(),
+    }
+}
+
+fn chain_error(config: &Value) -> ConfigError {
+    let (_, host) = host();
+    match load_chain(&host, &KINDS, config.to_string().as_bytes(), "edge") {
+        Ok(_) => panic!("accepted: {config}"),
+        Err(e) => e,
+    }
+}
+
+/// What one request came to.
+struct Outcome {
+    action: Action,
+    reply: Option<SentReply>,
+    /// The request headers as the upstream gets them (when the request went on).
+    upstream: Vec<(String, Vec<u8>)>,
+    /// The response headers as the client gets them (when the request went on).
+    response: Vec<(String, Vec<u8>)>,
+}
+
+impl Outcome {
+    fn status(&self) -> u16 {
+        match (&self.action, &self.reply) {
+            (Action::Continue, None) => 200,
+            (Action::Pause, Some(r)) => r.status,
+            (a, r) => panic!("neither answered nor let through: {a:?} {r:?}"),
+        }
+    }
+
+    fn upstream_header(&self, name: &str) -> Option<String> {
+        self.upstream
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+
+    fn response_header(&self, name: &str) -> Option<String> {
+        self.response
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
+    }
+}
+
+impl Proxy {
+    /// One whole request from `ip` with these headers, through to its end.
+    fn request(&self, ip: &str, headers: &[(&str, &str)]) -> Outcome {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        let mut all = vec![(":method", "GET"), (":path", "/"), (":authority", "api")];
+        all.extend_from_slice(headers);
+        self.fake.open_stream(id, &all);
+        self.fake
+            .set_stream_property(id, &["source", "address"], &format!("{ip}:40000"));
+        let chain = self.runtime.stream(id);
+        let run = |f: &dyn Fn(&mut Chain) -> Action| {
+            self.fake.enter(id);
+            with_chain(&chain, |c| f(c)).expect("not re-entered")
+        };
+        let action = run(&|c| c.on_request_headers(true));
+        let reply = self.fake.reply_of(id);
+        let upstream = self.fake.stream(id).map(|s| s.request).unwrap_or_default();
+        if action == Action::Continue {
+            self.fake.set_response(id, &[(":status", "200")]);
+            assert_eq!(run(&|c| c.on_response_headers(false)), Action::Continue);
+        }
+        let response = self.fake.stream(id).map(|s| s.response).unwrap_or_default();
+        self.fake.enter(id);
+        let _ = with_chain(&chain, Chain::end);
+        self.fake.close_stream(id);
+        Outcome {
+            action,
+            reply,
+            upstream,
+            response,
+        }
+    }
+
+    fn statuses(&self, ip: &str, n: usize) -> Vec<u16> {
+        (0..n).map(|_| self.request(ip, &[]).status()).collect()
+    }
+
+    fn stat(&self, name: &str) -> i64 {
+        self.fake.stat(name).unwrap_or_else(|e| panic!("{e}"))
+    }
+}
+
+fn rule(name: &str, capacity: u64) -> Value {
+    json!({"name": name, "key": ["client_ip"],
+        "limits": [{"capacity": capacity, "refill": 1, "period": "1s"}]})
+}
+
+#[test]
+fn requests_are_allowed_up_to_capacity_then_answered_429_with_retry_after_and_quota_headers() {
+    let p = standalone(&json!({"rules": [rule("per-ip", 3)]}));
+    assert_eq!(p.runtime.name(), "rate_limit");
+    assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 200, 200]);
+    let limited = p.request("192.0.2.1", &[]);
+    assert_eq!(limited.action, Action::Pause);
+    let reply = limited.reply.expect("a local reply");
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.details, "palisade_rate_limited");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
+    assert_eq!(reply.header("ratelimit-limit"), Some("3"));
+    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
+    assert_eq!(reply.header("ratelimit-reset"), Some("3"));
+    assert_eq!(reply.header("ratelimit-policy"), Some("3;w=3"));
+    assert_eq!(reply.body, b"rate limit exceeded\n".to_vec());
+    // Another client has its own bucket.
+    assert_eq!(p.statuses("192.0.2.2", 1), vec![200]);
+    // Refill: one more token a second later.
+    p.fake.advance(Duration::from_secs(1));
+    assert_eq!(p.statuses("192.0.2.1", 2), vec![200, 429]);
+}
+
+#[test]
+fn every_decision_is_counted_in_its_rule_metric_exactly() {
+    let p = standalone(&json!({"rules": [rule("per-ip", 2)]}));
+    p.statuses("192.0.2.1", 5);
+    p.statuses("192.0.2.2", 1);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.allowed"), 3);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.limited"), 3);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.shadow_limited"), 0);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.store_failures"), 0);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.skipped_missing_key"), 0);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.collisions"), 0);
+    assert!(p.fake.stat("palisade.rate_limit.per_ip.allowed").is_err());
+}
+
+#[test]
+fn allowed_responses_carry_the_quota_headers_when_configured() {
+    let p = standalone(&json!({"headers_on_allowed": true, "rules": [rule("per-ip", 3)]}));
+    let first = p.request("192.0.2.1", &[]);
+    assert_eq!(first.status(), 200);
+    assert_eq!(
+        first.response_header("ratelimit-limit").as_deref(),
+        Some("3")
+    );
+    assert_eq!(
+        first.response_header("ratelimit-remaining").as_deref(),
+        Some("2")
+    );
+    assert_eq!(
+        first.response_header("ratelimit-policy").as_deref(),
+        Some("3;w=3")
+    );
+    let quiet = standalone(&json!({"rules": [rule("per-ip", 3)]}));
+    let r = quiet.request("192.0.2.1", &[]);
+    assert_eq!(r.response_header("ratelimit-limit"), None);
+}
+
+#[test]
+fn a_shadow_rule_marks_the_request_it_would_limit_and_strips_a_client_sent_mark() {
+    let mut trial = rule("trial", 1);
+    trial["shadow"] = json!(true);
+    let p = standalone(&json!({"rules": [trial]}));
+    let spoof = [("x-palisade-ratelimit-shadow", "forged")];
+    let first = p.request("192.0.2.1", &spoof);
+    assert_eq!(first.status(), 200);
+    assert_eq!(first.upstream_header("x-palisade-ratelimit-shadow"), None);
+    let second = p.request("192.0.2.1", &spoof);
+    assert_eq!(second.status(), 200, "shadow rules never reject");
+    assert_eq!(
+        second
+            .upstream_header("x-palisade-ratelimit-shadow")
+            .as_deref(),
+        Some("trial")
+    );
+    assert_eq!(p.stat("palisade.rate_limit.trial.allowed"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.trial.shadow_limited"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.trial.limited"), 0);
+}
+
+#[test]
+fn a_shared_data_outage_fails_open_by_default_and_is_counted() {
+    let p = standalone(&json!({"rules": [rule("per-ip", 1)]}));
+    p.fake.fail("shared_data", code::INTERNAL_FAILURE);
+    assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 200, 200]);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.store_failures"), 3);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.allowed"), 0);
+}
+
+#[test]
+fn a_shared_data_outage_fails_closed_when_the_rule_says_deny() {
+    let mut strict = rule("strict", 5);
+    strict["failure_mode"] = json!("deny");
+    let p = standalone(&json!({"rules": [strict]}));
+    p.fake.fail("set_shared_data", code::INTERNAL_FAILURE);
+    let r = p.request("192.0.2.1", &[]);
+    assert_eq!(r.status(), 429);
+    assert_eq!(r.reply.unwrap().header("retry-after"), Some("1"));
+    assert_eq!(p.stat("palisade.rate_limit.strict.store_failures"), 1);
+}
+
+#[test]
+fn a_limit_reply_that_cannot_be_sent_lets_the_request_through_and_is_still_counted() {
+    let p = standalone(&json!({"rules": [rule("per-ip", 1)]}));
+    p.fake.fail("send_reply", code::INTERNAL_FAILURE);
+    assert_eq!(p.statuses("192.0.2.1", 2), vec![200, 200]);
+    assert_eq!(p.stat("palisade.rate_limit.per-ip.limited"), 1);
+}
+
+#[test]
+fn the_buckets_live_under_the_instance_namespace() {
+    let p = standalone(&json!({"scope": "api", "rules": [rule("per-ip", 1)]}));
+    p.statuses("192.0.2.1", 1);
+    let keys = p.fake.shared_keys();
+    assert_eq!(keys.len(), 1);
+    assert!(
+        keys[0].starts_with("palisade/rate_limit/edge/api/per-ip/"),
+        "{keys:?}"
+    );
+}
+
+#[test]
+fn two_rate_limit_instances_in_one_chain_keep_separate_buckets_and_metrics() {
+    let p = chained(&json!({"chain": [
+        {"rate_limit": {"rules": [rule("r", 2)]}},
+        {"rate_limit": {"rules": [rule("r", 2)]}},
+    ]}));
+    // One shared bucket would be drained by both stages: two tokens a request.
+    assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 200, 429]);
+    assert_eq!(p.stat("palisade.rate_limit.r.allowed"), 2);
+    assert_eq!(p.stat("palisade.rate_limit.r.limited"), 1);
+    assert_eq!(p.stat("palisade.rate_limit_2.r.allowed"), 2);
+    assert_eq!(p.stat("palisade.rate_limit_2.r.limited"), 0);
+    let keys = p.fake.shared_keys();
+    assert_eq!(keys.len(), 2, "{keys:?}");
+    assert!(keys[0].starts_with("palisade/rate_limit/edge#2/default/r/"));
+    assert!(keys[1].starts_with("palisade/rate_limit/edge/default/r/"));
+}
+
+#[test]
+fn the_second_instance_sees_only_requests_the_first_let_through() {
+    let p = chained(&json!({"chain": [
+        {"rate_limit": {"rules": [rule("outer", 1)]}},
+        {"rate_limit": {"rules": [rule("inner", 5)]}},
+    ]}));
+    assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 429, 429]);
+    assert_eq!(p.stat("palisade.rate_limit.outer.limited"), 2);
+    assert_eq!(p.stat("palisade.rate_limit_2.inner.allowed"), 1);
+}
+
+#[test]
+fn a_chain_config_error_names_the_full_path_of_the_bad_field() {
+    let e = chain_error(&json!({"chain": [
+        {"claims": {}},
+        {"rate_limit": {"rules": [{"name": "r", "key": ["client_ip"],
+            "limits": [{"capacity": 0, "refill": 1, "period": "1s"}]}]}},
+    ]}));
+    assert_eq!(
+        e.field.as_str(),
+        "chain[1].rate_limit.rules[0].limits[0].capacity"
+    );
+    assert_eq!(
+        e.to_string(),
+        "config field `chain[1].rate_limit.rules[0].limits[0].capacity`: value \"0\" is out of range (allowed 1 to 1000000000)"
+    );
+    let unknown = chain_error(&json!({"chain": [{"rate_limit": {"rules": [], "bogus": 1}}]}));
+    assert!(
+        unknown.field.as_str().starts_with("chain[0].rate_limit"),
+        "{unknown}"
+    );
+    assert!(unknown.to_string().contains("bogus"), "{unknown}");
+}
+
+#[test]
+fn a_claim_key_part_reads_the_claims_an_earlier_stage_published() {
+    let p = chained(&json!({"chain": [
+        {"claims": {}},
+        {"rate_limit": {"rules": [{"name": "per-user", "key": [{"claim": "sub"}],
+            "limits": [{"capacity": 1, "refill": 1, "period": "1m"}]}]}},
+    ]}));
+    let as_user = |sub: &str| p.request("192.0.2.1", &[("x-test-sub", sub)]).status();
+    assert_eq!(as_user("alice"), 200);
+    assert_eq!(as_user("alice"), 429);
+    assert_eq!(as_user("bob"), 200, "another subject, same client address");
+    // No verified token: no claim, the rule is skipped (and says so).
+    assert_eq!(p.request("192.0.2.1", &[]).status(), 200);
+    assert_eq!(p.stat("palisade.rate_limit.per-user.allowed"), 2);
+    assert_eq!(p.stat("palisade.rate_limit.per-user.limited"), 1);
+    assert_eq!(
+        p.stat("palisade.rate_limit.per-user.skipped_missing_key"),
+        1
+    );
+}
+
+#[test]
+fn a_claim_key_part_in_a_standalone_module_finds_no_claims() {
+    let p = standalone(
+        &json!({"rules": [{"name": "per-user", "key": [{"claim": "sub"}],
+        "limits": [{"capacity": 1, "refill": 1, "period": "1m"}]}]}),
+    );
+    // A client-sent header is not a verified claim.
+    assert_eq!(p.request("192.0.2.1", &[("sub", "alice")]).status(), 200);
+    assert_eq!(p.request("192.0.2.1", &[("sub", "alice")]).status(), 200);
+    assert_eq!(
+        p.stat("palisade.rate_limit.per-user.skipped_missing_key"),
+        2
+    );
+}
