@@ -225,7 +225,9 @@ impl Runtime {
             Wake::Resume(_) => chain.resume_after(stage),
             Wake::Reply(_, reply) => {
                 chain.unpause();
-                chain.reply(&reply, OnReplyFailure::Continue, true);
+                if !chain.reply(&reply, OnReplyFailure::Continue) {
+                    chain.continue_resumed(stage + 1);
+                }
             }
             Wake::Retry(_) => chain.retry(stage),
         }
@@ -315,7 +317,7 @@ impl Chain {
             let flow = self
                 .call(i, |p, cx| p.on_request_headers(cx, eos))
                 .unwrap_or(Flow::Continue);
-            match self.after(i, flow, false) {
+            match self.after(i, flow) {
                 Some(action) => return action,
                 None => continue,
             }
@@ -324,7 +326,7 @@ impl Chain {
     }
 
     /// Carry out a stage's flow; `None` means "on to the next stage".
-    fn after(&mut self, stage: usize, flow: Flow, resumed: bool) -> Option<Action> {
+    fn after(&mut self, stage: usize, flow: Flow) -> Option<Action> {
         match flow {
             Flow::Continue => None,
             Flow::Buffer => Some(Action::Pause),
@@ -334,7 +336,7 @@ impl Chain {
                 Some(Action::Pause)
             }
             Flow::Reply(reply, on_failure) => {
-                if self.reply(&reply, on_failure, resumed) {
+                if self.reply(&reply, on_failure) {
                     Some(Action::Pause)
                 } else {
                     None
@@ -344,8 +346,8 @@ impl Chain {
     }
 
     /// Send a local reply. True if the stream is answered (or reset); false if it goes on
-    /// (fail open). `resumed`: the stream is paused, so going on means resuming it.
-    fn reply(&mut self, reply: &LocalReply, on_failure: OnReplyFailure, resumed: bool) -> bool {
+    /// (fail open): on to the next stage, and, for a paused stream, resumed after the last.
+    fn reply(&mut self, reply: &LocalReply, on_failure: OnReplyFailure) -> bool {
         let host = &self.runtime.host;
         let headers: Vec<(&str, &str)> = reply
             .headers
@@ -365,19 +367,7 @@ impl Chain {
                 }
                 true
             }
-            OnReplyFailure::Continue => {
-                if resumed {
-                    if let Err(e) = host.resume_request() {
-                        log::warn!(
-                            "palisade {}: cannot resume stream {}: {e}",
-                            self.runtime.name,
-                            self.context_id
-                        );
-                    }
-                    return true;
-                }
-                false
-            }
+            OnReplyFailure::Continue => false,
         }
     }
 
@@ -392,7 +382,7 @@ impl Chain {
     }
 
     fn continue_resumed(&mut self, start: usize) {
-        if self.run_from_resumed(start) == Action::Continue {
+        if self.run_from(start) == Action::Continue {
             if let Err(e) = self.runtime.host.resume_request() {
                 log::warn!(
                     "palisade {}: cannot resume stream {}: {e}",
@@ -401,27 +391,6 @@ impl Chain {
                 );
             }
         }
-    }
-
-    fn run_from_resumed(&mut self, start: usize) -> Action {
-        // As `run_from`, but a failed fail-open reply on a paused stream resumes it.
-        let runtime = Rc::clone(&self.runtime);
-        let eos = self.request_eos;
-        for i in start..runtime.stages.len() {
-            if self.policies.len() == i {
-                let Some(stage) = runtime.stages.get(i) else {
-                    break;
-                };
-                self.policies.push(stage.policy.stream(self.context_id));
-            }
-            let flow = self
-                .call(i, |p, cx| p.on_request_headers(cx, eos))
-                .unwrap_or(Flow::Continue);
-            if let Some(action) = self.after(i, flow, true) {
-                return action;
-            }
-        }
-        Action::Continue
     }
 
     /// A stage asked to decide again for the stream paused at it.
@@ -434,7 +403,7 @@ impl Chain {
             Flow::Continue => self.resume_after(stage),
             Flow::Reply(reply, on_failure) => {
                 self.unpause();
-                if !self.reply(&reply, on_failure, true) {
+                if !self.reply(&reply, on_failure) {
                     self.continue_resumed(stage + 1);
                 }
             }
@@ -479,7 +448,7 @@ impl Chain {
                 }
                 Flow::Buffer | Flow::Pause => return Action::Pause,
                 Flow::Reply(reply, on_failure) => {
-                    if self.reply(&reply, on_failure, false) {
+                    if self.reply(&reply, on_failure) {
                         return Action::Pause;
                     }
                 }
@@ -506,7 +475,7 @@ impl Chain {
                 Flow::Continue => {}
                 Flow::Buffer | Flow::Pause => return Action::Pause,
                 Flow::Reply(reply, on_failure) => {
-                    if self.reply(&reply, on_failure, false) {
+                    if self.reply(&reply, on_failure) {
                         return Action::Pause;
                     }
                 }

@@ -1497,3 +1497,59 @@ fn a_standalone_module_is_a_chain_of_one_in_the_first_namespace() {
     };
     assert_eq!(e.field.as_str(), "rules[0].limits");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Found while writing these tests.
+
+#[test]
+fn a_reply_that_cannot_be_sent_after_a_resume_still_runs_the_later_stages() {
+    let log = log();
+    let a = Script::new("a", &log)
+        .on_request(|_| Flow::Pause)
+        .ticking(SECOND);
+    let inbox = a.inbox();
+    let p = chain(vec![
+        a,
+        Script::new("b", &log).on_request(|_| Flow::reply_or_continue(limited())),
+        Script::new("c", &log),
+    ]);
+    p.fake
+        .fail("send_reply", crate::plugin::host::code::INTERNAL_FAILURE);
+    let s = p.open(1, &[(":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Pause);
+    send(&p, &inbox, Wake::Resume(1));
+    // b fails open: on to c, as for a stream that never paused; then the stream goes on, once.
+    assert_eq!(entries(&log), vec!["a:req:1", "b:req:1", "c:req:1"]);
+    assert_eq!(s.resumed(), 1);
+}
+
+#[test]
+fn a_retry_reply_that_cannot_be_sent_fails_open_through_the_later_stages() {
+    let log = log();
+    let a = Script::new("a", &log)
+        .on_request(|_| Flow::Pause)
+        .on_retry(|_| Flow::reply_or_continue(limited()))
+        .ticking(SECOND);
+    let inbox = a.inbox();
+    let p = chain(vec![a, Script::new("b", &log)]);
+    p.fake
+        .fail("send_reply", crate::plugin::host::code::INTERNAL_FAILURE);
+    let s = p.open(1, &[(":path", "/")]);
+    s.request_headers();
+    send(&p, &inbox, Wake::Retry(1));
+    assert_eq!(entries(&log), vec!["a:req:1", "a:retry:1", "b:req:1"]);
+    assert_eq!(s.resumed(), 1);
+}
+
+#[test]
+fn a_wake_reply_that_cannot_be_sent_goes_on_through_the_later_stages() {
+    let log = log();
+    let (p, inbox) = pausing(&log);
+    p.fake
+        .fail("send_reply", crate::plugin::host::code::INTERNAL_FAILURE);
+    let s = p.open(1, &[(":path", "/")]);
+    s.request_headers();
+    send(&p, &inbox, Wake::Reply(1, limited()));
+    assert_eq!(entries(&log), vec!["a:req:1", "b:req:1", "c:req:1"]);
+    assert_eq!(s.resumed(), 1);
+}
