@@ -454,6 +454,11 @@ impl Chain {
                 }
             }
         }
+        if request && self.paused_at.is_some() {
+            // Envoy resumes stopped request headers when the body callback continues: hold the
+            // body (buffered) until the paused stage wakes the stream.
+            return Action::Pause;
+        }
         Action::Continue
     }
 

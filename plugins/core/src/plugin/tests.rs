@@ -1553,3 +1553,19 @@ fn a_wake_reply_that_cannot_be_sent_goes_on_through_the_later_stages() {
     assert_eq!(entries(&log), vec!["a:req:1", "b:req:1", "c:req:1"]);
     assert_eq!(s.resumed(), 1);
 }
+
+#[test]
+fn a_request_body_arriving_while_paused_is_held_until_the_stage_lets_go() {
+    // Envoy resumes a filter's stopped headers when its body callback returns Continue: a body
+    // chunk must not carry a paused request past the stage holding it.
+    let log = log();
+    let (p, inbox) = pausing(&log);
+    let s = p.open(1, &[(":method", "POST"), (":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Pause);
+    assert_eq!(s.request_body(5, false), Action::Pause);
+    assert_eq!(s.request_body(9, true), Action::Pause);
+    assert_eq!(count(&log, "c:req:1"), 0);
+    send(&p, &inbox, Wake::Resume(1));
+    assert_eq!(count(&log, "c:req:1"), 1);
+    assert_eq!(s.resumed(), 1);
+}
