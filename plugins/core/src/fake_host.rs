@@ -329,6 +329,15 @@ impl Host for FakeHost {
     }
 
     fn headers(&self, map: HeaderMap) -> Result<Vec<(String, Vec<u8>)>, HostError> {
+        if map == HeaderMap::CallResponse {
+            self.check("headers")?;
+            let s = self.state.borrow();
+            return Ok(s
+                .call_response
+                .as_ref()
+                .map(|(h, _)| h.clone())
+                .unwrap_or_default());
+        }
         self.with_stream("headers", |st| FakeHost::map_of(st, map).clone())
     }
 

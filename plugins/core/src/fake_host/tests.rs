@@ -414,3 +414,20 @@ fn a_zero_tick_period_stops_ticks() {
     h.set_tick_period(Duration::ZERO).unwrap();
     assert_eq!(h.tick_period(), None);
 }
+
+#[test]
+fn the_whole_call_response_header_map_is_the_call_responses_not_the_streams() {
+    let h = host();
+    h.open_stream(1, &[(":path", "/request"), ("x-req", "1")]);
+    h.deliver_call_response(&[(":status", "503"), ("retry-after", "2")], b"");
+    assert_eq!(
+        h.headers(HeaderMap::CallResponse).unwrap(),
+        vec![
+            (":status".to_owned(), b"503".to_vec()),
+            ("retry-after".to_owned(), b"2".to_vec())
+        ]
+    );
+    // In a root callback (no stream current) too.
+    h.enter(0);
+    assert_eq!(h.headers(HeaderMap::CallResponse).unwrap().len(), 2);
+}
