@@ -122,11 +122,17 @@ impl Runtime {
     }
 
     /// The VM's tick: every stage whose period is due.
+    ///
+    /// Due means due at the VM tick nearest its time (within half the VM's period): Envoy's tick
+    /// timer is monotonic and the host clock is the wall clock read when the tick is dispatched,
+    /// so two ticks may read a little less than one period apart. A due time more than one period
+    /// ahead means the wall clock stepped back; the stage is due then too.
     pub fn on_tick(&self) {
         let now = self.host.now();
+        let slack = self.tick_period().unwrap_or_default() / 2;
         for (i, (period, due)) in self.ticks.iter().enumerate() {
             let Some(period) = period else { continue };
-            if now < due.get() {
+            if now.saturating_add(slack) < due.get() && due.get() <= now.saturating_add(*period) {
                 continue;
             }
             due.set(now.saturating_add(*period));

@@ -1569,3 +1569,41 @@ fn a_request_body_arriving_while_paused_is_held_until_the_stage_lets_go() {
     assert_eq!(count(&log, "c:req:1"), 1);
     assert_eq!(s.resumed(), 1);
 }
+
+/// How many times each stage ticked, by name.
+fn tick_counts(log: &Log, names: &[&str]) -> Vec<usize> {
+    names
+        .iter()
+        .map(|n| count(log, &format!("{n}:tick")))
+        .collect()
+}
+
+#[test]
+fn a_tick_that_reads_the_clock_a_little_early_still_runs_the_stages_due_then() {
+    // Envoy's tick timer is monotonic and re-armed each tick; the host clock is the wall clock
+    // read when the tick is dispatched, so two ticks can read a hair less than one period apart.
+    let log = log();
+    let p = chain(vec![
+        Script::new("fast", &log).ticking(SECOND),
+        Script::new("slow", &log).ticking(Duration::from_secs(3)),
+    ]);
+    for ms in [1000, 998, 1003, 997, 999, 1001, 999] {
+        p.fake.advance(Duration::from_millis(ms));
+        p.tick();
+    }
+    assert_eq!(tick_counts(&log, &["fast", "slow"]), vec![7, 3]);
+}
+
+#[test]
+fn a_wall_clock_stepped_back_does_not_stop_the_ticks() {
+    let log = log();
+    let p = chain(vec![Script::new("a", &log).ticking(SECOND)]);
+    p.fake.advance(SECOND);
+    p.tick();
+    p.fake
+        .now_is(crate::Timestamp::from_secs(1_700_000_000 - 3_600));
+    p.tick();
+    p.fake.advance(SECOND);
+    p.tick();
+    assert_eq!(tick_counts(&log, &["a"]), vec![3]);
+}
