@@ -43,6 +43,7 @@ struct Script {
     response_headers: StreamFn,
     response_body: BodyFn,
     retry: StreamFn,
+    end: Rc<dyn Fn(&mut StreamCx<'_>)>,
     root: RootFn,
     tick: Option<Duration>,
     inbox: Inbox,
@@ -58,6 +59,7 @@ impl Script {
             response_headers: Rc::new(|_| Flow::Continue),
             response_body: Rc::new(|_, _, _| Flow::Continue),
             retry: Rc::new(|_| Flow::Continue),
+            end: Rc::new(|_| {}),
             root: Rc::new(|_, _| {}),
             tick: None,
             inbox: Rc::new(RefCell::new(Vec::new())),
@@ -92,6 +94,11 @@ impl Script {
 
     fn on_retry(mut self, f: impl Fn(&mut StreamCx<'_>) -> Flow + 'static) -> Self {
         self.retry = Rc::new(f);
+        self
+    }
+
+    fn on_end(mut self, f: impl Fn(&mut StreamCx<'_>) + 'static) -> Self {
+        self.end = Rc::new(f);
         self
     }
 
@@ -187,8 +194,9 @@ impl StreamPolicy for ScriptStream {
         (self.script.retry)(cx)
     }
 
-    fn on_end(&mut self, _cx: &mut StreamCx<'_>) {
+    fn on_end(&mut self, cx: &mut StreamCx<'_>) {
         self.script.note(format_args!("end:{}", self.context_id));
+        (self.script.end)(cx);
     }
 }
 
@@ -1606,4 +1614,46 @@ fn a_wall_clock_stepped_back_does_not_stop_the_ticks() {
     p.fake.advance(SECOND);
     p.tick();
     assert_eq!(tick_counts(&log, &["a"]), vec![3]);
+}
+
+#[test]
+fn a_stage_may_wake_a_waiting_stream_when_another_stream_ends() {
+    // The bulkhead flow: one permit; the second stream queues until the first gives it back.
+    let log = log();
+    let queued = Rc::new(RefCell::new(Vec::<u32>::new()));
+    let busy = Rc::new(RefCell::new(false));
+    let (q1, q2, b1, b2) = (
+        Rc::clone(&queued),
+        Rc::clone(&queued),
+        Rc::clone(&busy),
+        Rc::clone(&busy),
+    );
+    let permits = Script::new("permits", &log)
+        .on_request(move |cx| {
+            if *b1.borrow() {
+                q1.borrow_mut().push(cx.context_id());
+                Flow::Pause
+            } else {
+                *b1.borrow_mut() = true;
+                Flow::Continue
+            }
+        })
+        .on_end(move |cx| {
+            let next = q2.borrow_mut().pop();
+            match next {
+                Some(id) if id != cx.context_id() => cx.wake(Wake::Resume(id)),
+                _ => *b2.borrow_mut() = false,
+            }
+        });
+    let p = chain(vec![permits, Script::new("next", &log)]);
+    let s1 = p.open(1, &[(":path", "/")]);
+    let s2 = p.open(2, &[(":path", "/")]);
+    assert_eq!(s1.request_headers(), Action::Continue);
+    assert_eq!(s2.request_headers(), Action::Pause);
+    s1.finish();
+    assert_eq!(s2.resumed(), 1);
+    assert_eq!(count(&log, "next:req:2"), 1);
+    s2.finish();
+    assert!(!*busy.borrow());
+    assert_eq!(count(&log, "permits:end:2"), 1);
 }
