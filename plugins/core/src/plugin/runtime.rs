@@ -478,6 +478,8 @@ impl Chain {
 
     /// Response headers: the stages that saw the request, last first.
     pub fn on_response_headers(&mut self, end_of_stream: bool) -> Action {
+        // Still paused: Envoy answered the stream itself (a timeout); no wake may resume it now.
+        self.unpause();
         for i in (0..self.policies.len()).rev() {
             let flow = self
                 .call(i, |p, cx| p.on_response_headers(cx, end_of_stream))

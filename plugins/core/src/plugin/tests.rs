@@ -1657,3 +1657,22 @@ fn a_stage_may_wake_a_waiting_stream_when_another_stream_ends() {
     assert!(!*busy.borrow());
     assert_eq!(count(&log, "permits:end:2"), 1);
 }
+
+#[test]
+fn a_paused_stream_that_envoy_answered_itself_is_not_resumed_by_a_later_wake() {
+    // Envoy answers a stream stopped at a filter itself (its request or idle timeout), and the
+    // local reply runs through the encoder side: the request is over, the later stages must not
+    // run for it (taking tokens or permits for a request that never goes upstream).
+    let log = log();
+    let (p, inbox) = pausing(&log);
+    let s = p.open(1, &[(":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Pause);
+    p.fake.set_response(1, &[(":status", "504")]);
+    assert_eq!(s.response_headers(), Action::Continue);
+    send(&p, &inbox, Wake::Resume(1));
+    assert_eq!(count(&log, "c:req:1"), 0);
+    assert_eq!(s.resumed(), 0);
+    s.finish();
+    assert_eq!(count(&log, "a:end:1"), 1);
+    assert_eq!(count(&log, "b:end:1"), 1);
+}
