@@ -7,6 +7,7 @@
 //!   unconditional, tokens come from one counter that skips 0;
 //! - defining a metric twice gives the same id; reading a metric that was never defined is an
 //!   error ([`FakeHost::stat`]), not 0, so a misspelled name cannot pass a `== 0` check;
+//!   incrementing an unknown id, a histogram, or a counter by less than 1 fails as in Envoy;
 //! - calls about "the stream" act on the effective context, which the driver sets as Envoy does
 //!   before each stream callback; a context that has ended is `BadArgument` to switch to.
 //!
@@ -541,15 +542,28 @@ impl Host for FakeHost {
         Ok(id)
     }
 
+    /// As Envoy: an unknown id is `NotFound`; a histogram, or a counter by less than 1, is
+    /// `BadArgument` (a counter never goes down).
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
         self.check("increment_metric")?;
-        *self
-            .state
-            .borrow_mut()
+        let mut s = self.state.borrow_mut();
+        let kind = s
             .metrics
-            .values
-            .entry(id)
-            .or_insert(0) += delta;
+            .by_name
+            .values()
+            .find(|(i, _)| *i == id)
+            .map(|(_, k)| *k);
+        match kind {
+            None => return Err(HostError::from_code("increment_metric", code::NOT_FOUND)),
+            Some(MetricKind::Histogram) => {
+                return Err(HostError::from_code("increment_metric", code::BAD_ARGUMENT))
+            }
+            Some(MetricKind::Counter) if delta < 1 => {
+                return Err(HostError::from_code("increment_metric", code::BAD_ARGUMENT))
+            }
+            Some(_) => {}
+        }
+        *s.metrics.values.entry(id).or_insert(0) += delta;
         Ok(())
     }
 

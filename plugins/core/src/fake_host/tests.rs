@@ -431,3 +431,32 @@ fn the_whole_call_response_header_map_is_the_call_responses_not_the_streams() {
     h.enter(0);
     assert_eq!(h.headers(HeaderMap::CallResponse).unwrap().len(), 2);
 }
+
+#[test]
+fn increments_fail_as_in_envoy_for_unknown_ids_histograms_and_counters_going_down() {
+    let h = host();
+    let c = h.define_metric(MetricKind::Counter, "c").unwrap();
+    let g = h.define_metric(MetricKind::Gauge, "g").unwrap();
+    let hist = h.define_metric(MetricKind::Histogram, "h").unwrap();
+    assert_eq!(
+        h.increment_metric(999, 1).unwrap_err().code,
+        code::NOT_FOUND
+    );
+    assert_eq!(
+        h.increment_metric(hist, 1).unwrap_err().code,
+        code::BAD_ARGUMENT
+    );
+    assert_eq!(
+        h.increment_metric(c, -1).unwrap_err().code,
+        code::BAD_ARGUMENT
+    );
+    assert_eq!(
+        h.increment_metric(c, 0).unwrap_err().code,
+        code::BAD_ARGUMENT
+    );
+    h.increment_metric(c, 3).unwrap();
+    h.increment_metric(g, 2).unwrap();
+    h.increment_metric(g, -5).unwrap();
+    assert_eq!(h.stat("c"), Ok(3));
+    assert_eq!(h.stat("g"), Ok(-3));
+}
