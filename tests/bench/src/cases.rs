@@ -89,6 +89,8 @@ pub struct Case {
     /// filter left disabled by default — local_ratelimit's `filter_enabled` — would measure
     /// nothing).
     pub proof_stat: Option<&'static str>,
+    /// The most A (added CPU in floors) an issue allows this case, flagged in the notes above it.
+    pub target_a: Option<f64>,
 }
 
 /// A plugin hot path to measure.
@@ -222,6 +224,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             setup: Setup::Filters(Vec::new()),
             native: None,
             proof_stat: None,
+            target_a: None,
         },
         Case {
             name: "floor",
@@ -234,6 +237,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             },
             native: None,
             proof_stat: Some("wasmcustom.palisade.probe.requests"),
+            target_a: None,
         },
         Case {
             name: "probe_shared",
@@ -249,6 +253,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             },
             native: None,
             proof_stat: Some("wasmcustom.palisade.probe.requests"),
+            target_a: None,
         },
         Case {
             name: "local_ratelimit",
@@ -257,6 +262,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             setup: Setup::Filters(vec![local_ratelimit()]),
             native: None,
             proof_stat: Some("bench_local_ratelimit.http_local_rate_limit.ok"),
+            target_a: None,
         },
         Case {
             name: "header_mutation",
@@ -265,6 +271,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             setup: Setup::Filters(vec![header_mutation()]),
             native: None,
             proof_stat: None, // header_mutation has no stats
+            target_a: None,
         },
         Case {
             name: "jwt_authn",
@@ -273,6 +280,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             setup: Setup::Filters(vec![jwt_authn(f, false)]),
             native: None,
             proof_stat: Some("http.ingress.jwt_authn.allowed"),
+            target_a: None,
         },
         Case {
             name: "jwt_authn_cached",
@@ -281,6 +289,7 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             setup: Setup::Filters(vec![jwt_authn(f, true)]),
             native: None,
             proof_stat: Some("http.ingress.jwt_authn.jwt_cache_hit"),
+            target_a: None,
         },
     ];
     for p in PLUGIN_CASES {
@@ -303,9 +312,96 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             setup,
             native: p.native,
             proof_stat: None,
+            // Issue 14: a standalone module adds at most 1.2 floors.
+            target_a: Some(1.2),
         });
     }
+    // The whole suite on its allow path: five standalone modules chained (five VMs, five passes),
+    // against the same five policies in one `palisade` module, against Envoy's native chain.
+    cases.push(Case {
+        name: "native_chain",
+        kind: Kind::Native,
+        what: "jwt_authn (cached) + local_ratelimit + header_mutation",
+        setup: Setup::Filters(vec![
+            jwt_authn(f, true),
+            local_ratelimit(),
+            header_mutation(),
+        ]),
+        native: None,
+        proof_stat: Some("http.ingress.jwt_authn.jwt_cache_hit"),
+        target_a: None,
+    });
+    let modules = [
+        "jwt_auth",
+        "rate_limit",
+        "circuit_breaker",
+        "bulkhead",
+        "transform",
+    ];
+    let missing: Vec<&str> = modules
+        .iter()
+        .copied()
+        .filter(|m| !dist_module(m).is_file())
+        .collect();
+    cases.push(Case {
+        name: "five_modules",
+        kind: Kind::Plugin,
+        what: "the five standalone modules chained (jwt cached, rate_limit, breaker, bulkhead, transform)",
+        setup: if missing.is_empty() {
+            Setup::Filters(
+                suite_configs(f)
+                    .into_iter()
+                    .map(|(m, c)| Filter::wasm(m, &c))
+                    .collect(),
+            )
+        } else {
+            Setup::Unavailable(format!("not built yet ({} missing)", missing.join(", ")))
+        },
+        native: Some("native_chain"),
+        proof_stat: Some("wasmcustom.palisade.jwt_auth.allowed"),
+        target_a: None,
+    });
+    cases.push(Case {
+        name: "palisade_chain",
+        kind: Kind::Plugin,
+        what: "the same five policies in one palisade module",
+        setup: if dist_module("palisade").is_file() {
+            Setup::Filters(vec![palisade_filter(f)])
+        } else {
+            Setup::Unavailable("not built yet (dist/palisade.wasm missing)".to_owned())
+        },
+        native: Some("native_chain"),
+        proof_stat: Some("wasmcustom.palisade.jwt_auth.allowed"),
+        // Issue 14: the five policies in one module add at most 1.5 floors.
+        target_a: Some(1.5),
+    });
     cases
+}
+
+/// The five policies on their allow paths, in the demo's order, with the bench configs.
+pub fn suite_configs(f: &Fixtures) -> Vec<(&'static str, Value)> {
+    vec![
+        ("jwt_auth", jwt_auth_config(f, true)),
+        ("rate_limit", rate_limit_config()),
+        (
+            "circuit_breaker",
+            json!({"rules": [{"name": "bench", "key": {"constant": "bench"}}]}),
+        ),
+        (
+            "bulkhead",
+            json!({"rules": [{"name": "bench", "max_concurrent": 1_000_000}]}),
+        ),
+        ("transform", transform_config()),
+    ]
+}
+
+/// The `palisade` chain module running [`suite_configs`].
+pub fn palisade_filter(f: &Fixtures) -> Filter {
+    let chain: Vec<Value> = suite_configs(f)
+        .into_iter()
+        .map(|(m, c)| json!({ m: c }))
+        .collect();
+    Filter::wasm("palisade", &json!({ "chain": chain }))
 }
 
 /// Every built module with a config, one filter each, for the startup and memory figures.

@@ -580,15 +580,11 @@ fn render_table(args: &Args, slots: &[Slot]) -> String {
         });
         let a_text = match (c.kind, a) {
             (Kind::None, _) => "0".to_owned(),
-            (Kind::Plugin, Some(a)) if a > 1.3 => {
+            (Kind::Plugin, Some(a)) if c.target_a.is_some_and(|t| a > t) => {
                 notes.push(format!(
-                    "- **{}** adds {a:.2}× the floor's added CPU (target ≤ 1.3×){}.",
+                    "- **{}** adds {a:.2}× the floor's added CPU (target ≤ {:.1}×): over target, BENCHMARKS.md says why and what would reduce it.",
                     c.name,
-                    if a > 1.5 {
-                        "; over 1.5×: BENCHMARKS.md must say why and what would reduce it"
-                    } else {
-                        ""
-                    }
+                    c.target_a.unwrap_or_default(),
                 ));
                 format!("**{a:.2}**")
             }
