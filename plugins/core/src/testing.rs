@@ -174,19 +174,21 @@ impl FakeRequest {
     }
 }
 
+/// As Envoy's `getHeaderMapValue` (and [`crate::fake_host::FakeHost`]): the first value of a
+/// repeated header, except `authorization`, an inline header whose lines Envoy joins into one value
+/// with `,`. [`RequestView::header_values`] gives every line.
 impl RequestView for FakeRequest {
     fn header(&self, name: &str) -> Option<String> {
-        let values: Vec<&str> = self
+        let mut values = self
             .headers
             .iter()
             .filter(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
-            .collect();
-        if values.is_empty() {
-            None
-        } else {
-            Some(values.join(","))
+            .map(|(_, v)| v.as_str());
+        if name.eq_ignore_ascii_case("authorization") {
+            let joined: Vec<&str> = values.collect();
+            return (!joined.is_empty()).then(|| joined.join(","));
         }
+        values.next().map(str::to_owned)
     }
 
     fn header_values(&self, name: &str) -> Vec<String> {
@@ -211,5 +213,41 @@ impl RequestView for FakeRequest {
 
     fn route_name(&self) -> Option<String> {
         self.route_name.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_header_reads_as_its_first_value_as_in_envoy() {
+        let req = FakeRequest::new("GET", "/")
+            .header("x-tenant", "a")
+            .header("X-Tenant", "b");
+        assert_eq!(RequestView::header(&req, "x-tenant").as_deref(), Some("a"));
+        assert_eq!(req.header_values("x-tenant"), vec!["a", "b"]);
+        assert_eq!(RequestView::header(&req, "x-absent"), None);
+        assert!(req.header_values("x-absent").is_empty());
+    }
+
+    #[test]
+    fn repeated_authorization_lines_read_joined_with_a_comma_as_in_envoy() {
+        let req = FakeRequest::new("GET", "/")
+            .header("authorization", "Bearer a")
+            .header("Authorization", "Bearer b");
+        assert_eq!(
+            RequestView::header(&req, "authorization").as_deref(),
+            Some("Bearer a,Bearer b")
+        );
+        assert_eq!(
+            req.header_values("authorization"),
+            vec!["Bearer a", "Bearer b"]
+        );
+        let one = FakeRequest::new("GET", "/").header("authorization", "Bearer a");
+        assert_eq!(
+            RequestView::header(&one, "authorization").as_deref(),
+            Some("Bearer a")
+        );
     }
 }
