@@ -4,7 +4,9 @@
 //! - a header lookup returns the first value of a repeated header (`getHeaderMapValue`), except
 //!   `authorization`, whose lines Envoy joins with `,` (an inline header);
 //! - shared data follows proxy-wasm-cpp-host: an absent key accepts any CAS, CAS 0 is
-//!   unconditional, tokens come from one counter that skips 0;
+//!   unconditional, tokens come from one counter that skips 0; it is one map for every worker
+//!   of the proxy, so two fakes standing for two workers share it
+//!   ([`FakeHost::sharing_data_with`]);
 //! - defining a metric twice gives the same id; reading a metric that was never defined is an
 //!   error ([`FakeHost::stat`]), not 0, so a misspelled name cannot pass a `== 0` check;
 //!   incrementing an unknown id, a histogram, or a counter by less than 1 fails as in Envoy;
@@ -19,6 +21,7 @@ use crate::plugin::host::{code, Buffer, HeaderMap, Host, HostError, MetricKind};
 use crate::Timestamp;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 use std::time::Duration;
 
 /// A reply a stream got.
@@ -69,6 +72,13 @@ struct Metrics {
     samples: HashMap<u32, Vec<u64>>,
 }
 
+/// The proxy's shared data: one map and one CAS counter for all its workers (VMs).
+#[derive(Debug, Default)]
+struct SharedData {
+    map: HashMap<String, (Vec<u8>, u32)>,
+    next_cas: u32,
+}
+
 #[derive(Debug, Default)]
 struct State {
     now: Timestamp,
@@ -76,8 +86,7 @@ struct State {
     streams: HashMap<u32, FakeStream>,
     root_properties: HashMap<String, Vec<u8>>,
     configuration: Vec<u8>,
-    shared: HashMap<String, (Vec<u8>, u32)>,
-    next_cas: u32,
+    shared: Rc<RefCell<SharedData>>,
     metrics: Metrics,
     tick: Option<Duration>,
     calls: Vec<FakeCall>,
@@ -104,6 +113,19 @@ impl FakeHost {
     pub fn new() -> Self {
         let host = FakeHost::default();
         host.state.borrow_mut().now = Timestamp::from_nanos(1_700_000_000_000_000_000);
+        host
+    }
+
+    /// Another worker of the same proxy: its own streams, metrics, calls and clock (set to this
+    /// one's now), and the same shared data as `other` (and every fake sharing with it).
+    pub fn sharing_data_with(other: &FakeHost) -> Self {
+        let host = FakeHost::new();
+        {
+            let theirs = other.state.borrow();
+            let mut mine = host.state.borrow_mut();
+            mine.shared = Rc::clone(&theirs.shared);
+            mine.now = theirs.now;
+        }
         host
     }
 
@@ -254,7 +276,15 @@ impl FakeHost {
     }
 
     pub fn shared_keys(&self) -> Vec<String> {
-        let mut k: Vec<String> = self.state.borrow().shared.keys().cloned().collect();
+        let mut k: Vec<String> = self
+            .state
+            .borrow()
+            .shared
+            .borrow()
+            .map
+            .keys()
+            .cloned()
+            .collect();
         k.sort();
         k
     }
@@ -431,7 +461,9 @@ impl Host for FakeHost {
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
         self.check("shared_data")?;
-        Ok(match self.state.borrow().shared.get(key) {
+        let state = self.state.borrow();
+        let shared = state.shared.borrow();
+        Ok(match shared.map.get(key) {
             None => (None, None),
             Some((v, cas)) if v.is_empty() => (None, Some(*cas)),
             Some((v, cas)) => (Some(v.clone()), Some(*cas)),
@@ -440,8 +472,9 @@ impl Host for FakeHost {
 
     fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError> {
         self.check("set_shared_data")?;
-        let mut s = self.state.borrow_mut();
-        if let Some((_, current)) = s.shared.get(key) {
+        let state = self.state.borrow();
+        let mut s = state.shared.borrow_mut();
+        if let Some((_, current)) = s.map.get(key) {
             if cas != 0 && cas != *current {
                 return Err(HostError::from_code("set_shared_data", code::CAS_MISMATCH));
             }
@@ -451,7 +484,7 @@ impl Host for FakeHost {
             s.next_cas = 1;
         }
         let next = s.next_cas;
-        s.shared.insert(key.to_owned(), (value.to_vec(), next));
+        s.map.insert(key.to_owned(), (value.to_vec(), next));
         Ok(())
     }
 

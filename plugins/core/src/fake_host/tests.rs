@@ -158,6 +158,45 @@ fn an_update_loop_on_the_host_store_is_exact_across_interleaved_writers() {
 }
 
 #[test]
+fn two_workers_of_one_proxy_share_data_and_its_cas_but_nothing_else() {
+    let a = host();
+    a.advance(Duration::from_secs(5));
+    let b = FakeHost::sharing_data_with(&a);
+    assert_eq!(b.now(), a.now());
+    a.set_shared_data("k", b"from a", 0).unwrap();
+    let (value, Some(cas)) = b.shared_data("k").unwrap() else {
+        panic!("b sees a's key with its CAS")
+    };
+    assert_eq!(value, Some(b"from a".to_vec()));
+    // A write on one worker makes the other's CAS stale: the two race as real workers do.
+    b.set_shared_data("k", b"from b", cas).unwrap();
+    let err = a.set_shared_data("k", b"late a", cas).unwrap_err();
+    assert_eq!(err.code, code::CAS_MISMATCH);
+    assert_eq!(a.shared_data("k").unwrap().0, Some(b"from b".to_vec()));
+    assert_eq!(a.shared_keys(), b.shared_keys());
+    // One CAS counter for the proxy: a fresh key on the other worker never reuses a token.
+    b.set_shared_data("j", b"1", 0).unwrap();
+    let (_, cas_j) = a.shared_data("j").unwrap();
+    let (_, cas_k) = a.shared_data("k").unwrap();
+    assert_ne!(cas_j, cas_k);
+    // A third worker sharing with the second joins the same proxy.
+    let c = FakeHost::sharing_data_with(&b);
+    assert_eq!(c.shared_data("k").unwrap().0, Some(b"from b".to_vec()));
+    // Streams, clocks, metrics and faults stay per worker.
+    a.open_stream(1, &[(":path", "/")]);
+    assert!(b.stream(1).is_none());
+    b.advance(Duration::from_secs(1));
+    assert_ne!(a.now(), b.now());
+    a.define_metric(MetricKind::Counter, "m").unwrap();
+    assert!(b.stat("m").is_err());
+    a.fail("shared_data", code::INTERNAL_FAILURE);
+    assert!(a.shared_data("k").is_err());
+    assert!(b.shared_data("k").is_ok());
+    // A fake of its own shares nothing.
+    assert_eq!(host().shared_data("k").unwrap(), (None, None));
+}
+
+#[test]
 fn a_shared_data_outage_is_a_host_error_not_a_conflict() {
     let h = Rc::new(host());
     let s = store(&h);
