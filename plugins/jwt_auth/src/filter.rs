@@ -447,3 +447,6 @@ fn deny_busy() -> Flow {
         .body("temporarily unavailable\n");
     Flow::reply_or_reset(reply)
 }
+
+#[cfg(test)]
+mod tests;
