@@ -273,9 +273,9 @@ impl Worker {
         }
     }
 
-    /// Carry out a final verdict for the current stream: count it, rewrite, or reply.
+    /// Carry out a final verdict for the current stream: rewrite or reply, and count it. A request
+    /// whose rewrite fails is counted as a rewrite failure only (it never reaches the upstream).
     fn finish(&self, cx: &mut StreamCx<'_>, verdict: Verdict) -> Flow {
-        self.metrics.record(verdict.outcome);
         if verdict.decision.is_continue() {
             for m in &verdict.mutations {
                 let result = match m {
@@ -297,6 +297,7 @@ impl Worker {
                 cx.set_claims(claims);
             }
         }
+        self.metrics.record(verdict.outcome);
         // A reply that cannot be sent resets the stream: never let an unverified request through,
         // nor leave it hanging paused with no answer.
         match verdict.decision {

@@ -1100,3 +1100,36 @@ fn reject_mode_answers_503_at_once_without_pausing() {
     assert_eq!(s.reply().map(|r| r.status), Some(503));
     assert_eq!(a.stats(&["paused", "denied.no_keys"]), [0, 1]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Fail closed on rewrites.
+
+#[test]
+fn a_claim_header_that_cannot_be_set_is_answered_503_and_counted_as_a_rewrite_failure_only() {
+    let w = worker(&inline_config());
+    w.fake.fail("replace_header", code::INTERNAL_FAILURE);
+    let s = w.start_bearer(&token_at(&w, Alg::EdDsa));
+    assert_eq!(s.action, Action::Pause);
+    let reply = s.reply().expect("a 503");
+    assert_eq!(reply.status, 503);
+    assert_eq!(reply.details, "palisade_jwt_rewrite_failed");
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(s.resumed(), 0);
+    // Not counted as allowed: it never reached the upstream.
+    assert_eq!(w.stats(&["rewrite_failures", "allowed"]), [1, 0]);
+}
+
+#[test]
+fn a_spoofed_header_that_cannot_be_removed_never_goes_upstream() {
+    let w = worker(&inline_config());
+    w.fake.fail("remove_header", code::INTERNAL_FAILURE);
+    let s = w.start("/public/x", &[("x-jwt-sub", "mallory")]);
+    assert_eq!(s.reply().map(|r| r.status), Some(503));
+    assert_eq!(s.resumed(), 0);
+    assert_eq!(w.stats(&["rewrite_failures", "bypassed"]), [1, 0]);
+    // And if the 503 cannot be sent either, the stream is reset.
+    w.fake.fail("send_reply", code::INTERNAL_FAILURE);
+    let s = w.start("/public/x", &[("x-jwt-sub", "mallory")]);
+    assert!(s.reset());
+    assert_eq!(w.stats(&["rewrite_failures", "bypassed"]), [2, 0]);
+}
