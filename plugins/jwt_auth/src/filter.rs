@@ -110,8 +110,10 @@ struct RemoteState {
     provider: usize,
     remote: Remote,
     keys: remote::Keys,
-    /// A request saw an unknown `kid`: ask for a (rate-limited) refetch on the next tick.
-    force: bool,
+    /// A request saw an unknown `kid` in this key-set version (0: none installed): ask for a
+    /// (rate-limited) refetch on the next tick, until a newer version is installed, whichever
+    /// worker fetched it, or this worker's own refetch is dispatched.
+    force: Option<u64>,
 }
 
 /// What one worker knows; shared by its root part and its streams.
@@ -133,8 +135,9 @@ impl Worker {
     fn check(&mut self, cx: &StreamCx<'_>) -> Verdict {
         let verdict = self.auth.check(cx, &self.keys, &mut self.cache, cx.now());
         if let Some(p) = verdict.refetch {
+            let seen = version_of(&self.keys, p);
             for r in self.remotes.iter_mut().filter(|r| r.provider == p) {
-                r.force = true;
+                r.force = Some(seen);
             }
         }
         verdict
@@ -142,12 +145,8 @@ impl Worker {
 
     /// Install a newer published key set of every remote provider, if any.
     fn install_published(&mut self) {
-        for r in &self.remotes {
-            let local = self
-                .keys
-                .get(r.provider)
-                .and_then(Option::as_ref)
-                .map_or(0, |k| k.version);
+        for r in &mut self.remotes {
+            let local = version_of(&self.keys, r.provider);
             if remote::published_version(&self.store, &r.keys) <= local {
                 continue;
             }
@@ -170,6 +169,10 @@ impl Worker {
                             set: Rc::new(set),
                         });
                     }
+                    // A set newer than the one that lacked the `kid` answers the ask.
+                    if r.force.is_some_and(|seen| version > seen) {
+                        r.force = None;
+                    }
                 }
                 Err(e) => log::warn!("palisade {PLUGIN}: published key set unusable: {e}"),
             }
@@ -183,9 +186,10 @@ impl Worker {
             if self.calls.values().any(|c| *c == i) {
                 continue;
             }
-            match remote::try_claim(&self.store, &r.keys, &r.remote, now, r.force) {
+            let force = r.force.is_some();
+            match remote::try_claim(&self.store, &r.keys, &r.remote, now, force) {
                 Ok(false) => {
-                    if r.force {
+                    if force {
                         self.metrics.refetch_deferred.inc();
                     }
                     continue;
@@ -196,7 +200,7 @@ impl Worker {
                     continue;
                 }
             }
-            r.force = false;
+            r.force = None;
             let headers = [
                 (":method", "GET"),
                 (":path", r.remote.path.as_str()),
@@ -318,7 +322,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
                 provider: i,
                 remote: r.clone(),
                 keys: remote::Keys::new(&p.name, r),
-                force: false,
+                force: None,
             }),
             JwksSource::Inline(_) => None,
         })
@@ -440,6 +444,13 @@ impl StreamPolicy for Stream {
             w.waiting.retain(|(i, _)| *i != id);
         }
     }
+}
+
+/// The version of a provider's installed key set (0: none yet).
+fn version_of(keys: &[Option<ProviderKeys>], provider: usize) -> u64 {
+    keys.get(provider)
+        .and_then(Option::as_ref)
+        .map_or(0, |k| k.version)
 }
 
 fn deny_busy() -> Flow {

@@ -1133,3 +1133,34 @@ fn a_spoofed_header_that_cannot_be_removed_never_goes_upstream() {
     assert!(s.reset());
     assert_eq!(w.stats(&["rewrite_failures", "bypassed"]), [2, 0]);
 }
+
+#[test]
+fn an_unknown_kid_ask_is_settled_by_a_newer_key_set_whichever_worker_fetched_it() {
+    let config = remote_config(
+        json!({"cache_duration": "1h", "min_refetch_interval": "30s"}),
+        reject(),
+    );
+    let a = worker(&config);
+    let b = sibling(&a, &config);
+    a.fetch_serving(&jwks());
+    b.tick();
+    let token = unknown_kid_token(&a);
+    // Both workers see the token; A refetches, B's ask is declined while A holds the lease.
+    assert_eq!(a.bearer("/r", &token).status, 401);
+    a.run_for(TICK);
+    assert_eq!(a.fetches(), 2);
+    b.fake.now_is(a.fake.now());
+    assert_eq!(b.bearer("/r", &token).status, 401);
+    b.run_for(TICK);
+    assert_eq!(b.stat("jwks_fetch.refetch_deferred"), 1);
+    // A's refetch publishes a newer set; B installs it on its next tick. That answers B's ask
+    // too: B neither keeps declining it every tick nor refetches once the interval has passed.
+    a.respond(Some(200), jwks_with_rotated().to_string().as_bytes());
+    b.run_for(Duration::from_secs(60));
+    assert_eq!(b.fetches(), 0);
+    assert_eq!(b.stat("jwks_fetch.refetch_deferred"), 1);
+    // A new ask after that is a new ask: rate-limited from A's refetch, then done once.
+    assert_eq!(b.bearer("/r", &token).status, 401);
+    b.run_for(TICK);
+    assert_eq!((b.fetches(), b.stat("jwks_fetch.refetch_deferred")), (1, 1));
+}
