@@ -759,16 +759,23 @@ fn a_lost_fetch_response_blocks_no_one_after_the_lease_expires() {
     let b = sibling(&a, &config);
     a.tick();
     assert_eq!(a.fetches(), 1);
-    // A's response never comes; B waits out the lease (timeout + 1 s), then fetches itself.
-    b.run_for(Duration::from_millis(2750));
-    assert_eq!(b.fetches(), 0);
+    // A's response never comes; B waits out the lease (timeout + 1 s).
+    for w in [&a, &b] {
+        w.run_for(Duration::from_millis(2750));
+    }
+    assert_eq!((a.fetches(), b.fetches()), (1, 0));
+    // Lease over: A, whose own call is still in flight, does not dispatch a second one; B does.
+    a.run_for(TICK);
+    assert_eq!(a.fetches(), 1);
     b.run_for(TICK);
     assert_eq!(b.fetches(), 1);
     b.respond(Some(200), jwks().to_string().as_bytes());
     a.run_for(TICK);
     assert_eq!(a.bearer("/r", &token_at(&a, Alg::EdDsa)).status, 200);
-    // A still has its own call in flight: it does not dispatch a second one meanwhile.
-    assert_eq!(a.fetches(), 1);
+    // A's late response, a failure, leaves B's published keys in place.
+    a.respond(None, b"");
+    assert_eq!(a.stat("jwks_fetch.failure"), 1);
+    assert_eq!(a.bearer("/r", &token_at(&a, Alg::Es256)).status, 200);
 }
 
 #[test]
