@@ -601,8 +601,14 @@ fn a_repeated_token_is_verified_once_per_worker_then_served_from_that_workers_ca
     let a = worker(&inline_config());
     let b = sibling(&a, &inline_config());
     let token = token_at(&a, Alg::Rs256);
+    let payload = token.split('.').nth(1).unwrap();
     for _ in 0..3 {
-        assert_eq!(a.bearer("/c", &token).status, 200);
+        let r = a.bearer("/c", &token);
+        assert_eq!(r.status, 200);
+        // A cache hit sets the same outputs as a verification.
+        assert_eq!(r.upstream("x-jwt-payload"), Some(payload));
+        assert_eq!(r.upstream("x-jwt-sub"), Some("alice"));
+        assert_eq!(r.upstream("authorization"), None);
     }
     assert_eq!(a.stats(&["allowed", "cache_hits"]), [3, 2]);
     // The other worker has its own cache: it verifies once too.
@@ -1170,4 +1176,91 @@ fn an_unknown_kid_ask_is_settled_by_a_newer_key_set_whichever_worker_fetched_it(
     assert_eq!(b.bearer("/r", &token).status, 401);
     b.run_for(TICK);
     assert_eq!((b.fetches(), b.stat("jwks_fetch.refetch_deferred")), (1, 1));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Token locations, as the e2e suite checks them.
+
+fn multi_location_config() -> Value {
+    let mut config = inline_config();
+    config["providers"][0]["from_headers"] = json!([
+        {"name": "authorization", "prefix": "Bearer "},
+        {"name": "x-token"}
+    ]);
+    config["providers"][0]["from_params"] = json!(["access_token"]);
+    config["providers"][0]["from_cookies"] = json!(["session"]);
+    config
+}
+
+#[test]
+fn query_and_cookie_tokens_are_cut_out_before_the_upstream_keeping_everything_else() {
+    let w = worker(&multi_location_config());
+    let token = token_at(&w, Alg::Es256);
+    let r = w.request(&format!("/q?a=1&access_token={token}&b=%2F"), &[]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream(":path"), Some("/q?a=1&b=%2F"));
+    assert_eq!(r.upstream("x-jwt-sub"), Some("alice"));
+    let r = w.request("/c", &[("cookie", &format!("theme=dark; session={token}"))]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream("cookie"), Some("theme=dark"));
+    let r = w.request("/c", &[("cookie", &format!("session={token}"))]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream("cookie"), None);
+    // The same token in two locations is one token, removed from both.
+    let r = w.request(
+        &format!("/q?access_token={token}"),
+        &[("authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.upstream("authorization"), None);
+    assert_eq!(r.upstream(":path"), Some("/q"));
+    // Two different tokens: 400 invalid_request.
+    let r = w.request(
+        &format!("/q?access_token={}", token_at(&w, Alg::EdDsa)),
+        &[("authorization", &format!("Bearer {token}"))],
+    );
+    assert_eq!(r.status, 400);
+    assert!(r.www().unwrap().contains("error=\"invalid_request\""));
+    assert_eq!(w.stats(&["allowed", "denied.malformed"]), [4, 1]);
+}
+
+#[test]
+fn two_lines_of_a_token_header_are_400_whether_the_proxy_joins_them_or_not() {
+    let w = worker(&multi_location_config());
+    let (a, b) = (token_at(&w, Alg::Es256), token_at(&w, Alg::EdDsa));
+    for (name, prefix) in [("authorization", "Bearer "), ("x-token", "")] {
+        let line = |t: &str| format!("{prefix}{t}");
+        assert_eq!(w.request("/t", &[(name, &line(&a))]).status, 200, "{name}");
+        for (x, y) in [(&a, &b), (&a, &a)] {
+            let r = w.request("/t", &[(name, &line(x)), (name, &line(y))]);
+            assert_eq!(r.status, 400, "{name}: two lines");
+        }
+    }
+    assert_eq!(
+        w.request(
+            "/t",
+            &[("authorization", &format!("Bearer {a}")), ("x-token", &a)]
+        )
+        .status,
+        200
+    );
+    assert_eq!(w.stat("denied.malformed"), 4);
+}
+
+#[test]
+fn a_signature_of_the_wrong_length_is_401_and_the_worker_keeps_serving() {
+    let w = worker(&inline_config());
+    let valid = token_at(&w, Alg::EdDsa);
+    let (input, _) = valid.rsplit_once('.').unwrap();
+    for len in [1, 63, 65, 128] {
+        let sig = base64::Engine::encode(
+            &base64::engine::general_purpose::URL_SAFE_NO_PAD,
+            vec![b'x'; len],
+        );
+        let r = w.bearer("/r", &format!("{input}.{sig}"));
+        assert_eq!(r.status, 401, "{len}-byte signature");
+        assert!(r.www().unwrap().contains("invalid_token"));
+    }
+    assert_eq!(w.bearer("/r", &valid).status, 200);
+    assert_eq!(w.stats(&["denied.bad_signature", "allowed"]), [4, 1]);
 }
