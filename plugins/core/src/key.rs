@@ -26,11 +26,13 @@ use std::net::{IpAddr, SocketAddr};
 /// The host adapter implements this with hostcalls made on demand; tests use
 /// [`crate::testing::FakeRequest`].
 pub trait RequestView {
-    /// A request header by lowercase name.
+    /// A request header by lowercase name: its first value, as Envoy's `getHeaderMapValue` gives
+    /// it, except for inline headers such as `authorization`, whose repeated lines Envoy has
+    /// already joined into one value with `,`.
     fn header(&self, name: &str) -> Option<String>;
     /// Every value of a request header, one per header line, in order (a request may repeat a
-    /// header: two `Authorization` lines are two values). The default is [`RequestView::header`]'s
-    /// single value.
+    /// header; through Envoy, repeated `authorization` lines arrive as one joined value). The
+    /// default is [`RequestView::header`]'s single value.
     fn header_values(&self, name: &str) -> Vec<String> {
         self.header(name).into_iter().collect()
     }
