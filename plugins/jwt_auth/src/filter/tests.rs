@@ -897,6 +897,25 @@ fn an_oversized_jwks_is_a_failed_fetch_whose_body_is_never_read() {
 }
 
 #[test]
+fn a_jwks_body_the_host_cannot_hand_over_is_a_failed_fetch() {
+    let config = remote_config(json!({}), reject());
+    let a = worker(&config);
+    a.tick();
+    a.fake.fail("buffer", code::INTERNAL_FAILURE);
+    a.respond(Some(200), jwks().to_string().as_bytes());
+    assert_eq!(
+        a.stats(&["jwks_fetch.failure", "jwks_fetch.success"]),
+        [1, 0]
+    );
+    assert_eq!(a.bearer("/r", &token_at(&a, Alg::EdDsa)).status, 503);
+    a.fake.heal("buffer");
+    a.run_for(SECOND);
+    assert_eq!(a.fetches(), 2, "retried after the 1 s backoff");
+    a.respond(Some(200), jwks().to_string().as_bytes());
+    assert_eq!(a.bearer("/r", &token_at(&a, Alg::EdDsa)).status, 200);
+}
+
+#[test]
 fn a_refreshed_key_set_replaces_the_old_one_and_its_cached_verifications() {
     let config = remote_config(json!({"cache_duration": "10s"}), reject());
     let a = worker(&config);
