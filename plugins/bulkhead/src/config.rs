@@ -11,36 +11,55 @@ use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     scope: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
     failure_mode: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_WORKERS)))]
     max_workers: Option<u16>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     worker_timeout: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     cluster: Option<String>,
     #[serde(default)]
     partition_by: Option<PartitionByWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_PARTITIONS)))]
     max_partitions: Option<u32>,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CONCURRENT)))]
     max_concurrent: u32,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     max_wait: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_WAITING)))]
     max_waiting: Option<u32>,
     #[serde(default)]
     shadow: Option<bool>,
@@ -50,6 +69,7 @@ struct RuleWire {
 
 /// `"route"`, `"cluster"` or `{"header": "x-tenant"}` (an externally tagged enum: unit variants
 /// are plain strings, `header` a one-key object).
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "snake_case")]
 enum PartitionByWire {
@@ -89,7 +109,14 @@ pub struct Rule {
 }
 
 /// The validated plugin configuration.
+///
+/// With the `schema` feature its JSON Schema is the wire format's (`schema/bulkhead.schema.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "Wire")
+)]
 pub struct Config {
     pub scope: String,
     pub failure_mode: FailureMode,

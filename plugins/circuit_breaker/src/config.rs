@@ -14,47 +14,73 @@ use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     scope: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
     #[serde(default)]
     key: Option<KeyWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["normal", "forced_open", "forced_closed", "metrics_only", null])))]
     mode: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["count_based", "time_based", null])))]
     sliding_window_type: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_TIME_WINDOW_SECS)))]
     sliding_window_size: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
     minimum_number_of_calls: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 100)))]
     failure_rate_threshold: Option<f64>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 100)))]
     slow_call_rate_threshold: Option<f64>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     slow_call_duration: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
     consecutive_failures: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     wait_duration_in_open: Option<String>,
     #[serde(default)]
     exponential_backoff: Option<BackoffWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PERMITTED_IN_HALF_OPEN)))]
     permitted_calls_in_half_open: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     half_open_probe_timeout: Option<String>,
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<Vec<palisade_core::schema::StatusOrRange>>")
+    )]
     failure_statuses: Option<Vec<StatusWire>>,
     #[serde(default)]
     resets_are_failures: Option<bool>,
@@ -63,14 +89,17 @@ struct RuleWire {
     #[serde(default)]
     success_batching: Option<BatchingWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BREAKERS)))]
     max_breakers: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
     failure_mode: Option<String>,
     #[serde(default)]
     response: Option<ResponseWire>,
 }
 
 /// `"cluster"`, `"route"`, `{"header": "x-tenant"}`, `{"path_segments": 1}`, `{"constant": "x"}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 enum KeyWire {
@@ -81,21 +110,27 @@ enum KeyWire {
     Constant(String),
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BackoffWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
     multiplier: Option<f64>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     max_wait: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BatchingWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
     max_calls: Option<u32>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     max_delay: Option<String>,
 }
 
@@ -246,7 +281,14 @@ pub struct Rule {
 }
 
 /// The validated plugin configuration.
+///
+/// With the `schema` feature its JSON Schema is the wire format's (`schema/circuit_breaker.schema.json`).
 #[derive(Debug, Clone, PartialEq)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "Wire")
+)]
 pub struct Config {
     pub scope: String,
     pub rules: Vec<Rule>,

@@ -480,10 +480,12 @@ pub fn one_of<'a, T: Copy>(
 
 /// Wire form of a plugin's local reply: `{"status": 429, "body": "...", "content_type": "..."}`,
 /// every field optional.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, serde::Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ReplyWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 400, max = 599)))]
     pub status: Option<u16>,
     #[serde(default)]
     pub body: Option<String>,

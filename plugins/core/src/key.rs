@@ -52,10 +52,12 @@ pub trait RequestView {
 }
 
 /// Wire form of the client-IP setting: `{"trusted_hops": 0}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, Default)]
 #[serde(deny_unknown_fields)]
 pub struct ClientIpWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_TRUSTED_HOPS)))]
     pub trusted_hops: u32,
 }
 
@@ -148,6 +150,7 @@ pub fn client_ip(req: &dyn RequestView, source: ClientIpSource) -> ClientIp {
 
 /// Wire form of one key part: `"client_ip"`, `{"header": "x-api-key"}`, `{"query": "key"}`,
 /// `"path"`, `"method"`, `"route_name"`, `{"constant": "text"}` or `{"claim": "sub"}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum KeyPartWire {

@@ -14,6 +14,8 @@ pub mod key;
 pub mod matcher;
 pub mod pairs;
 pub mod plugin;
+#[cfg(feature = "schema")]
+pub mod schema;
 pub mod store;
 pub mod testing;
 pub mod time;

@@ -10,12 +10,15 @@ use serde::Deserialize;
 
 /// Wire form: `{"path_prefix": "/api", "methods": ["GET"], "headers": [{"name": "x", "exact": "1"}],
 /// "route_name": "r1"}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct MatchWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
     pub path: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
     pub path_prefix: Option<String>,
     #[serde(default)]
     pub methods: Option<Vec<String>>,
@@ -26,6 +29,7 @@ pub struct MatchWire {
 }
 
 /// `{"name": "x-tier", "exact": "gold"}` or `{"name": "x-tier", "present": true}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct HeaderMatchWire {

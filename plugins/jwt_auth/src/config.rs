@@ -15,20 +15,33 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::time::Duration;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     scope: Option<String>,
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[ !#-\[\]-~]{1,128}$"))
+    )]
     realm: Option<String>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_PROVIDERS)))]
     providers: Vec<ProviderWire>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["deny", "allow", null])))]
     unmatched: Option<String>,
     #[serde(default)]
     bypass_cors_preflight: Option<bool>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = [401, 403, null])))]
     audience_failure_status: Option<u16>,
     #[serde(default)]
     keys_unavailable: Option<KeysUnavailableWire>,
@@ -36,10 +49,16 @@ struct Wire {
     cache: Option<CacheWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProviderWire {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     name: String,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     issuer: String,
     #[serde(default)]
     audiences: Option<Vec<String>>,
@@ -47,10 +66,12 @@ struct ProviderWire {
     algorithms: Option<Vec<String>>,
     jwks: JwksWire,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     clock_skew: Option<String>,
     #[serde(default)]
     require_expiration: Option<bool>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 64, max = MAX_MAX_TOKEN_SIZE)))]
     max_token_size: Option<usize>,
     #[serde(default)]
     from_headers: Option<Vec<HeaderLocationWire>>,
@@ -65,31 +86,40 @@ struct ProviderWire {
     #[serde(default)]
     payload_header: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["strict", "jwt_authn", null])))]
     compat: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JwksWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(with = "Option<serde_json::Value>"))]
     inline: Option<Box<serde_json::value::RawValue>>,
     #[serde(default)]
     remote: Option<RemoteWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RemoteWire {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     cluster: String,
     uri: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     timeout: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     cache_duration: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     min_refetch_interval: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HeaderLocationWire {
@@ -98,13 +128,16 @@ struct HeaderLocationWire {
     prefix: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClaimHeaderWire {
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     claim: String,
     header: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
@@ -151,30 +184,44 @@ impl<'de> Deserialize<'de> for OneOrMany {
     }
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClaimWire {
     claim: String,
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<palisade_core::schema::OneOrManyStrings>")
+    )]
     equals: Option<OneOrMany>,
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(with = "Option<palisade_core::schema::OneOrManyStrings>")
+    )]
     contains: Option<OneOrMany>,
     #[serde(default)]
     present: Option<bool>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KeysUnavailableWire {
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["reject", "pause"])))]
     action: String,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     max_wait: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CacheWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(max = MAX_CACHE_ENTRIES)))]
     max_entries: Option<usize>,
 }
 
@@ -254,7 +301,15 @@ pub enum KeysUnavailable {
     Pause(Duration),
 }
 
+/// The validated plugin configuration.
+///
+/// With the `schema` feature its JSON Schema is the wire format's (`schema/jwt_auth.schema.json`).
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "Wire")
+)]
 pub struct Config {
     pub scope: String,
     pub realm: String,

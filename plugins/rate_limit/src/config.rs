@@ -13,45 +13,66 @@ use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     scope: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["first", "all", null])))]
     mode: Option<String>,
     #[serde(default)]
     client_ip: Option<ClientIpWire>,
     #[serde(default)]
     headers_on_allowed: Option<bool>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     key: Vec<KeyPartWire>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_LIMITS)))]
     limits: Vec<LimitWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "shared_bucket", null])))]
     on_missing_key: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
     failure_mode: Option<String>,
     #[serde(default)]
     shadow: Option<bool>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_KEYS)))]
     max_keys: Option<u64>,
     #[serde(default)]
     response: Option<ResponseWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LimitWire {
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPACITY)))]
     capacity: u64,
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPACITY)))]
     refill: u64,
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     period: String,
 }
 
@@ -88,7 +109,14 @@ pub struct Rule {
 }
 
 /// The validated plugin configuration.
+///
+/// With the `schema` feature its JSON Schema is the wire format's (`schema/rate_limit.schema.json`).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "Wire")
+)]
 pub struct Config {
     pub scope: String,
     pub mode: Mode,

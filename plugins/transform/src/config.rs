@@ -21,34 +21,47 @@ pub const MAX_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest regex source accepted (they are compiled in every worker).
 const MAX_REGEX_LEN: usize = 1024;
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["all", "first", null])))]
     mode: Option<String>,
     #[serde(default)]
     client_ip: Option<ClientIpWire>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "empty", null])))]
     on_missing_value: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["pass", "reject", null])))]
     on_malformed: Option<String>,
     #[serde(default)]
     body: Option<BodyLimitWire>,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BodyLimitWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BODY_BYTES)))]
     max_bytes: Option<u64>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["pass", "reject", null])))]
     on_too_large: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<RuleMatchWire>,
@@ -61,14 +74,18 @@ struct RuleWire {
 }
 
 /// The core matcher's fields plus `path_regex`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleMatchWire {
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
     path: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
     path_prefix: Option<String>,
     #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_REGEX_LEN)))]
     path_regex: Option<String>,
     #[serde(default)]
     methods: Option<Vec<String>>,
@@ -78,6 +95,7 @@ struct RuleMatchWire {
     route_name: Option<String>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RequestWire {
@@ -93,6 +111,7 @@ struct RequestWire {
     body: Option<BodyOpsWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ResponseWire {
@@ -102,6 +121,7 @@ struct ResponseWire {
     body: Option<BodyOpsWire>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct HeaderOpsWire {
@@ -119,6 +139,7 @@ struct HeaderOpsWire {
     append: Option<Vec<NameValueWire>>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct QueryOpsWire {
@@ -132,6 +153,7 @@ struct QueryOpsWire {
     add: Option<Vec<NameValueWire>>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RenameWire {
@@ -139,6 +161,7 @@ struct RenameWire {
     to: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct NameValueWire {
@@ -146,6 +169,7 @@ struct NameValueWire {
     value: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct PathRewriteWire {
@@ -156,6 +180,7 @@ struct PathRewriteWire {
     replacement: String,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BodyOpsWire {
@@ -167,12 +192,19 @@ struct BodyOpsWire {
     set: Option<Vec<BodySetWire>>,
 }
 
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct BodySetWire {
     pointer: String,
     /// `Some(Value::Null)` for an explicit `null` (a plain `Option<Value>` would read it as absent).
     #[serde(default, deserialize_with = "present")]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(
+            description = "The JSON value to set (any JSON, `null` included); or use `template`."
+        )
+    )]
     value: Option<Value>,
     #[serde(default)]
     template: Option<String>,
@@ -291,7 +323,14 @@ impl Rule {
 }
 
 /// The validated plugin configuration.
+///
+/// With the `schema` feature its JSON Schema is the wire format's (`schema/transform.schema.json`).
 #[derive(Debug, Clone)]
+#[cfg_attr(
+    feature = "schema",
+    derive(schemars::JsonSchema),
+    schemars(with = "Wire")
+)]
 pub struct Config {
     pub mode: Mode,
     pub client_ip: ClientIpSource,
