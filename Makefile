@@ -45,7 +45,7 @@ UPSTREAM_BIN := target/release/palisade-upstream
 # runs the official image instead).
 PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
 
-.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
+.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
@@ -56,6 +56,8 @@ help:
 	@echo "make images  - build palisade/envoy, palisade/upstream and palisade/<module>-wasm locally (pulls nothing)"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
+	@echo "make schema  - regenerate schema/<module>.schema.json from the wire types (a test fails when they are stale)"
+	@echo "make check-configs - palisade-check every shipped Envoy config (CHECK_FILES=... for others)"
 	@echo "make setup   - install the wasm target and Envoy $(ENVOY_VERSION) (ENVOY_BIN=$(ENVOY_BIN))"
 
 setup: wasm-target envoy
@@ -121,6 +123,19 @@ demo: setup build upstream
 
 upstream:
 	$(CARGO) build --release -p palisade-upstream
+
+# JSON Schemas of the module configs (draft 2020-12), generated natively from the wire types by
+# palisade-check; `cargo test -p palisade-check` (part of `make unit`) fails when one is stale.
+SCHEMA_MODULES := $(filter-out probe,$(MODULES))
+schema:
+	$(CARGO) build -q -p palisade-check
+	@mkdir -p schema
+	@for m in $(SCHEMA_MODULES); do target/debug/palisade-check --schema $$m > schema/$$m.schema.json; echo "schema/$$m.schema.json"; done
+
+# The offline checker on the shipped Envoy configs (or CHECK_FILES): the modules' own parsers.
+CHECK_FILES ?= envoy/*.yaml deploy/compose/envoy.yaml
+check-configs:
+	$(CARGO) run -q -p palisade-check -- $(CHECK_FILES)
 
 # Container images, built locally from what `make build` and `make setup` made; pulls nothing.
 images: setup build upstream
