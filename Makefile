@@ -45,7 +45,7 @@ UPSTREAM_BIN := target/release/palisade-upstream
 # runs the official image instead).
 PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
 
-.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
+.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
@@ -58,6 +58,7 @@ help:
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
 	@echo "make schema  - regenerate schema/<module>.schema.json from the wire types (a test fails when they are stale)"
 	@echo "make check-configs - palisade-check every shipped Envoy config (CHECK_FILES=... for others)"
+	@echo "make observability - promtool: alert rules, their unit tests and the dashboard's queries (deploy/observability)"
 	@echo "make setup   - install the wasm target and Envoy $(ENVOY_VERSION) (ENVOY_BIN=$(ENVOY_BIN))"
 
 setup: wasm-target envoy
@@ -116,7 +117,7 @@ e2e-oldest:
 validate: setup build
 	$(CARGO) test -p palisade-harness --test examples -- --ignored
 
-test: setup lint unit fuzz-smoke e2e e2e-oldest e2e-docker
+test: setup lint unit observability fuzz-smoke e2e e2e-oldest e2e-docker
 
 demo: setup build upstream
 	ENVOY_BIN="$(ENVOY_BIN)" ./scripts/demo.sh
@@ -131,6 +132,24 @@ schema:
 	$(CARGO) build -q -p palisade-check
 	@mkdir -p schema
 	@for m in $(SCHEMA_MODULES); do target/debug/palisade-check --schema $$m > schema/$$m.schema.json; echo "schema/$$m.schema.json"; done
+
+# promtool, from Debian's `prometheus` package when missing (as root, with apt-get; only the tool is
+# used, no server is started).
+promtool:
+	@if ! command -v promtool >/dev/null 2>&1; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's prometheus (for promtool)"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends prometheus >/dev/null; }; \
+	  else \
+	    echo "error: promtool is not installed (Debian: apt-get install prometheus)" >&2; exit 1; \
+	  fi; \
+	fi
+
+# The alert rules (promtool check + unit tests) and the dashboard's queries (deploy/observability).
+# That every metric they name is exposed by real Envoy is an end-to-end test (`make e2e`).
+observability: promtool
+	./scripts/observability.sh
 
 # The offline checker on the shipped Envoy configs (or CHECK_FILES): the modules' own parsers.
 CHECK_FILES ?= envoy/*.yaml deploy/compose/envoy.yaml
