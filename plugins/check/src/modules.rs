@@ -1,8 +1,11 @@
 //! The Palisade modules the checker knows: each one's own config parser and JSON Schema.
 
+use palisade_core::fake_host::FakeHost;
+use palisade_core::plugin::{load_chain, HostRef};
 use palisade_core::ConfigError;
 use schemars::generate::SchemaSettings;
 use schemars::JsonSchema;
+use std::rc::Rc;
 
 /// A module: its name (the `.wasm` file, the `root_id` our examples use), its parser, and its
 /// schema (none for the test-only `probe`).
@@ -31,19 +34,23 @@ impl Module {
         let schema = (self.schema?)();
         let mut value = schema.to_value();
         if let Some(obj) = value.as_object_mut() {
-            // The generated title is the wire type's Rust name; say what the schema is instead.
-            obj.insert(
-                "title".into(),
-                format!("Palisade {} plugin configuration", self.name).into(),
-            );
-            obj.insert(
-                "description".into(),
-                format!(
-                    "The JSON configuration of the `{}` Wasm module (Envoy: the filter's `configuration` StringValue; Istio: the WasmPlugin's `pluginConfig`). Generated from the module's wire types; field reference and the rules a schema does not express: docs/{}.md. `palisade-check` runs the module's own parser.",
-                    self.name, self.name
+            let (title, description) = if self.name == "palisade" {
+                (
+                    "Palisade chain module (palisade.wasm) configuration".to_owned(),
+                    "The JSON configuration of the `palisade` chain module (Envoy: the filter's `configuration` StringValue; Istio: the WasmPlugin's `pluginConfig`): `{\"chain\": [{\"<policy>\": {config}}, ...]}`, each config the one the policy takes as a standalone module (docs/<policy>.md). Generated from the wire types; the rules a schema does not express: docs/operators.md. `palisade-check` runs the chain's own loader.".to_owned(),
                 )
-                .into(),
-            );
+            } else {
+                (
+                    format!("Palisade {} plugin configuration", self.name),
+                    format!(
+                        "The JSON configuration of the `{}` Wasm module (Envoy: the filter's `configuration` StringValue; Istio: the WasmPlugin's `pluginConfig`). Generated from the module's wire types; field reference: docs/{}.md; the rules a schema does not express: docs/operators.md. `palisade-check` runs the module's own parser.",
+                        self.name, self.name
+                    ),
+                )
+            };
+            // The generated title is the wire type's Rust name; say what the schema is instead.
+            obj.insert("title".into(), title.into());
+            obj.insert("description".into(), description.into());
         }
         Some(value)
     }
@@ -60,8 +67,66 @@ fn schema_of<T: JsonSchema>() -> schemars::Schema {
         .into_root_schema_for::<T>()
 }
 
+/// The chain module's config, `{"chain": [{"<policy>": {config}}, ...]}`, exactly as its loader
+/// reads it: each entry validated by that policy's own parser (with a stand-in host: building a
+/// policy defines metrics, which no check needs a proxy for).
+fn parse_chain(bytes: &[u8]) -> Result<(), ConfigError> {
+    let host: HostRef = Rc::new(FakeHost::new());
+    load_chain(&host, &palisade::KINDS, bytes, "palisade-check").map(drop)
+}
+
+/// The chain's schema: a list of one-key objects, each key a policy whose value is that policy's
+/// schema. One generator for all, so their definitions share one `$defs` (same-named wire types of
+/// different policies get distinct names).
+fn chain_schema() -> schemars::Schema {
+    let mut generator = SchemaSettings::draft2020_12().into_generator();
+    let entries: Vec<serde_json::Value> = palisade::KINDS
+        .iter()
+        .filter_map(|kind| {
+            let policy = match kind.name {
+                "rate_limit" => generator.subschema_for::<rate_limit::config::Config>(),
+                "jwt_auth" => generator.subschema_for::<jwt_auth::config::Config>(),
+                "circuit_breaker" => generator.subschema_for::<circuit_breaker::config::Config>(),
+                "bulkhead" => generator.subschema_for::<bulkhead::config::Config>(),
+                "transform" => generator.subschema_for::<transform::config::Config>(),
+                // A policy the chain gained and this list did not: the inventory test below fails.
+                _ => return None,
+            };
+            Some(serde_json::json!({
+                "type": "object",
+                "properties": {kind.name: policy},
+                "required": [kind.name],
+                "additionalProperties": false,
+            }))
+        })
+        .collect();
+    let defs = generator.take_definitions(true);
+    let value = serde_json::json!({
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "type": "object",
+        "properties": {
+            "chain": {
+                "description": "The policies, in order: each entry an object with one key, the policy's name, whose value is the config that policy takes as a standalone module.",
+                "type": "array",
+                "minItems": 1,
+                "maxItems": palisade_core::plugin::MAX_CHAIN,
+                "items": {"oneOf": entries},
+            }
+        },
+        "required": ["chain"],
+        "additionalProperties": false,
+        "$defs": defs,
+    });
+    schemars::Schema::try_from(value).unwrap_or_default()
+}
+
 /// Every module, in the order the README lists them (`probe` last: test-only, no schema).
 pub const MODULES: &[Module] = &[
+    Module {
+        name: "palisade",
+        parse: parse_chain,
+        schema: Some(chain_schema),
+    },
     Module {
         name: "rate_limit",
         parse: |b| rate_limit::config::Config::parse(b).map(drop),
@@ -163,5 +228,41 @@ mod tests {
             assert_eq!(s["additionalProperties"], false, "{}", m.name);
         }
         assert!(module("probe").unwrap().schema().is_none());
+    }
+
+    #[test]
+    fn the_chain_schema_offers_every_policy_the_chain_module_has() {
+        let s = module("palisade").unwrap().schema().unwrap();
+        let entries = s["properties"]["chain"]["items"]["oneOf"]
+            .as_array()
+            .unwrap();
+        let offered: Vec<&str> = entries
+            .iter()
+            .map(|e| e["required"][0].as_str().unwrap())
+            .collect();
+        let kinds: Vec<&str> = palisade::KINDS.iter().map(|k| k.name).collect();
+        assert_eq!(offered, kinds);
+        for k in &kinds {
+            assert!(module(k).is_some(), "{k} has no standalone entry");
+        }
+    }
+
+    #[test]
+    fn the_chain_is_checked_by_its_own_loader_with_full_paths() {
+        let chain = module("palisade").unwrap();
+        chain
+            .check(br#"{"chain": [{"rate_limit": {"rules": [{"name": "a", "key": ["client_ip"], "limits": [{"capacity": 5, "refill": 1, "period": "1s"}]}]}}]}"#)
+            .unwrap();
+        let e = chain
+            .check(br#"{"chain": [{"transform": {"rules": [{"name": "t"}]}}, {"rate_limit": {"rules": [{"name": "a", "key": ["client_ip"], "limits": [{"capacity": 0, "refill": 1, "period": "1s"}]}]}}]}"#)
+            .unwrap_err();
+        assert_eq!(
+            e.field.as_str(),
+            "chain[1].rate_limit.rules[0].limits[0].capacity"
+        );
+        let e = chain
+            .check(br#"{"chain": [{"nonesuch": {}}]}"#)
+            .unwrap_err();
+        assert_eq!(e.field.as_str(), "chain[0].nonesuch");
     }
 }

@@ -104,13 +104,12 @@ fn every_shipped_example_is_valid() {
     let args: Vec<&str> = files.iter().map(String::as_str).collect();
     let r = run(&args);
     assert_eq!(r.code, 0, "{}{}", r.stdout, r.stderr);
-    // One line per config, each valid: six in the demo (every module and the probe).
-    assert_eq!(
-        r.stdout
-            .lines()
-            .filter(|l| l.starts_with("envoy/demo.yaml:") && l.ends_with(": valid"))
-            .count(),
-        6,
+    // One line per config, each valid: the demo is one chain filter.
+    assert!(
+        r.stdout.lines().any(
+            |l| l.starts_with("envoy/demo.yaml: palisade filter \"palisade\"")
+                && l.ends_with(": valid")
+        ),
         "{}",
         r.stdout
     );
@@ -169,45 +168,57 @@ fn a_broken_variant_of_every_example_config_is_invalid_and_named() {
             let What::Palisade { module, config } = f.what else {
                 continue;
             };
-            let mut broken_docs = docs.clone();
-            let node = at(&mut broken_docs, &f.location);
-            let mut config: Value = serde_json::from_slice(&config).unwrap();
-            config["x_palisade_broken"] = json!(1);
-            if f.kind == "WasmPlugin" {
-                node["spec"]["pluginConfig"] = config;
-            } else {
-                node["config"]["configuration"]["value"] = json!(config.to_string());
+            let config: Value = serde_json::from_slice(&config).unwrap();
+            // An unknown member at the top, and (a chain) one in each policy's config.
+            let mut top = config.clone();
+            top["x_palisade_broken"] = json!(1);
+            let mut breaks = vec![("x_palisade_broken".to_owned(), top)];
+            for (i, entry) in config["chain"].as_array().into_iter().flatten().enumerate() {
+                let policy = entry.as_object().unwrap().keys().next().unwrap().clone();
+                let mut c = config.clone();
+                c["chain"][i][policy.as_str()]["x_palisade_broken"] = json!(1);
+                breaks.push((format!("chain[{i}].{policy}.x_palisade_broken"), c));
             }
-            let yaml: Vec<String> = broken_docs
-                .iter()
-                .map(|d| serde_norway::to_string(d).unwrap())
-                .collect();
-            let broken = tmp.path().join(format!(
-                "{}-{n}-broken.yaml",
-                file.file_stem().unwrap().to_string_lossy()
-            ));
-            std::fs::write(&broken, yaml.join("---\n")).unwrap();
-            let broken = broken.display().to_string();
-            let r = run(&[&broken]);
-            assert_eq!(r.code, 1, "{broken}: {}{}", r.stdout, r.stderr);
-            let line = r
-                .stdout
-                .lines()
-                .find(|l| l.contains("x_palisade_broken"))
-                .unwrap_or_else(|| panic!("{broken}: no error line: {}", r.stdout));
-            assert!(
-                line.starts_with(&format!("{broken}: {} ", module.name)),
-                "{line}"
-            );
-            assert!(line.contains(&format!("{:?}", f.name)), "{line}");
-            assert!(
-                line.contains("config field `x_palisade_broken`: unknown field"),
-                "{line}"
-            );
-            variants += 1;
+            for (b, (field, broken_config)) in breaks.into_iter().enumerate() {
+                let mut broken_docs = docs.clone();
+                let node = at(&mut broken_docs, &f.location);
+                if f.kind == "WasmPlugin" {
+                    node["spec"]["pluginConfig"] = broken_config;
+                } else {
+                    node["config"]["configuration"]["value"] = json!(broken_config.to_string());
+                }
+                let yaml: Vec<String> = broken_docs
+                    .iter()
+                    .map(|d| serde_norway::to_string(d).unwrap())
+                    .collect();
+                let broken = tmp.path().join(format!(
+                    "{}-{n}-{b}-broken.yaml",
+                    file.file_stem().unwrap().to_string_lossy()
+                ));
+                std::fs::write(&broken, yaml.join("---\n")).unwrap();
+                let broken = broken.display().to_string();
+                let r = run(&[&broken]);
+                assert_eq!(r.code, 1, "{broken}: {}{}", r.stdout, r.stderr);
+                let line = r
+                    .stdout
+                    .lines()
+                    .find(|l| l.contains("x_palisade_broken"))
+                    .unwrap_or_else(|| panic!("{broken}: no error line: {}", r.stdout));
+                assert!(
+                    line.starts_with(&format!("{broken}: {} ", module.name)),
+                    "{line}"
+                );
+                assert!(line.contains(&format!("{:?}", f.name)), "{line}");
+                assert!(
+                    line.contains(&format!("config field `{field}`: unknown field")),
+                    "{line}"
+                );
+                variants += 1;
+            }
         }
     }
-    assert!(variants >= 20, "only {variants} variants");
+    // 5 standalone Envoy configs, 5 WasmPlugins, the demo's and compose's chains (6 each).
+    assert!(variants >= 22, "only {variants} variants");
 }
 
 #[test]
@@ -345,18 +356,21 @@ fn json_output_names_file_filter_and_field() {
     assert_eq!(files[0]["status"], "invalid");
     assert_eq!(files[1]["status"], "unreadable");
     let configs = files[0]["configs"].as_array().unwrap();
-    assert_eq!(configs.len(), 6);
-    let bad: Vec<&Value> = configs.iter().filter(|c| c["valid"] == false).collect();
-    assert_eq!(bad.len(), 1, "{configs:?}");
-    assert_eq!(bad[0]["module"], "rate_limit");
-    assert_eq!(bad[0]["kind"], "filter");
-    assert_eq!(bad[0]["name"], "rate_limit");
-    assert!(bad[0]["location"]
+    assert_eq!(configs.len(), 1, "the demo is one chain filter");
+    let bad = &configs[0];
+    assert_eq!(bad["valid"], false);
+    assert_eq!(bad["module"], "palisade");
+    assert_eq!(bad["kind"], "filter");
+    assert_eq!(bad["name"], "palisade");
+    assert!(bad["location"]
         .as_str()
         .unwrap()
-        .ends_with("http_filters[1].typed_config"));
-    assert_eq!(bad[0]["error"]["field"], "rules[0].limits[0].capacity");
-    assert!(bad[0]["error"]["message"]
+        .ends_with("http_filters[0].typed_config"));
+    assert_eq!(
+        bad["error"]["field"],
+        "chain[1].rate_limit.rules[0].limits[0].capacity"
+    );
+    assert!(bad["error"]["message"]
         .as_str()
         .unwrap()
         .contains("out of range"));
@@ -365,6 +379,7 @@ fn json_output_names_file_filter_and_field() {
 #[test]
 fn the_printed_schema_is_the_committed_one() {
     for m in [
+        "palisade",
         "rate_limit",
         "jwt_auth",
         "circuit_breaker",

@@ -24,6 +24,11 @@ fn with_schema() -> impl Iterator<Item = &'static Module> {
     MODULES.iter().filter(|m| m.schema().is_some())
 }
 
+/// The standalone policies (each with its docs/<name>.md and fuzz seeds); not the chain.
+fn policies() -> impl Iterator<Item = &'static Module> {
+    with_schema().filter(|m| m.name != "palisade")
+}
+
 fn validator(m: &Module) -> jsonschema::Validator {
     let path = repo().join("schema").join(m.schema_file());
     let text = std::fs::read_to_string(&path)
@@ -151,7 +156,7 @@ fn examples() -> Vec<Example> {
             assert!(n > 0, "{rel}: no Palisade filter found");
         }
     }
-    for m in with_schema() {
+    for m in policies() {
         let rel = format!("docs/{}.md", m.name);
         let md = std::fs::read_to_string(root.join(&rel)).unwrap();
         let mut in_doc = 0;
@@ -210,7 +215,9 @@ fn every_example_config_is_valid_and_validates_against_its_schema() {
     assert!(failures.is_empty(), "{}", failures.join("\n"));
     for m in with_schema() {
         assert!(
-            per_module.get(m.name).copied().unwrap_or(0) >= 3,
+            // The chain: the demo and its compose twin.
+            per_module.get(m.name).copied().unwrap_or(0)
+                >= if m.name == "palisade" { 2 } else { 3 },
             "{}: too few examples checked: {per_module:?}",
             m.name
         );
@@ -320,7 +327,7 @@ enum PathSeg {
 fn what_a_schema_rejects_its_parser_rejects_too() {
     // (module, source, bytes): the fuzz seeds, then the examples and their mutants.
     let mut cases: Vec<(&'static Module, String, Vec<u8>)> = Vec::new();
-    for m in with_schema() {
+    for m in policies() {
         let dir = repo().join("fuzz/seeds").join(format!("config_{}", m.name));
         let mut seeds: Vec<PathBuf> = std::fs::read_dir(&dir)
             .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
@@ -333,12 +340,22 @@ fn what_a_schema_rejects_its_parser_rejects_too() {
         }
     }
     let seeds = cases.len();
+    let chain = MODULES.iter().find(|m| m.name == "palisade").unwrap();
     for ex in examples() {
         if ex.module.schema().is_none() {
             continue;
         }
         let v: Value = serde_json::from_slice(&ex.config).unwrap();
         for (i, m) in mutants(&v).into_iter().enumerate() {
+            // A standalone policy's config, and the same as the one entry of a chain.
+            if ex.module.name != "palisade" {
+                let entry = json!({"chain": [{ex.module.name: m.clone()}]});
+                cases.push((
+                    chain,
+                    format!("{} mutant {i} in a chain", ex.source),
+                    serde_json::to_vec(&entry).unwrap(),
+                ));
+            }
             cases.push((
                 ex.module,
                 format!("{} mutant {i}", ex.source),
