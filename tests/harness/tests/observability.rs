@@ -40,6 +40,23 @@ fn every_envoy_config_carries_the_shipped_stats_tags() {
     }
 }
 
+#[test]
+fn the_istio_bootstrap_override_in_the_docs_has_the_shipped_tags() {
+    let want =
+        yaml("deploy/observability/envoy-stats-config.yaml")["stats_config"]["stats_tags"].clone();
+    let md = std::fs::read_to_string(repo_root().join("docs/operators.md")).unwrap();
+    let start = md
+        .find("custom_bootstrap.json: |")
+        .expect("the ConfigMap snippet");
+    let json: String = md[start..]
+        .lines()
+        .skip(1)
+        .take_while(|l| !l.trim_start().starts_with("```"))
+        .collect();
+    let snippet: Value = serde_json::from_str(&json).unwrap_or_else(|e| panic!("{e}: {json}"));
+    assert_eq!(snippet["stats_config"]["stats_tags"], want);
+}
+
 /// One sample of the Prometheus text exposition.
 #[derive(Debug, Clone)]
 struct Sample {
@@ -351,5 +368,76 @@ fn the_demo_exposes_labelled_metrics_and_everything_the_dashboard_and_alerts_rea
     eprintln!(
         "{} metrics read by the dashboard and alerts, all exposed",
         read.len()
+    );
+}
+
+/// `envoy/rate_limit.yaml` (with its stats tags), running the chain module with `chain` instead.
+fn rate_limit_example_as_chain(chain: &Value, upstream_port: u16) -> String {
+    let text = render_example(&repo_root().join("envoy/rate_limit.yaml"), upstream_port);
+    let mut out = Vec::new();
+    let mut lines = text.lines().peekable();
+    while let Some(line) = lines.next() {
+        let indent = line.len() - line.trim_start().len();
+        if line.trim_start() == "value: |" {
+            // The block scalar: every following line indented deeper.
+            while lines
+                .peek()
+                .is_some_and(|l| l.len() - l.trim_start().len() > indent || l.trim().is_empty())
+            {
+                lines.next();
+            }
+            out.push(format!("{}value: '{}'", " ".repeat(indent), chain));
+        } else {
+            out.push(
+                line.replace("rate_limit.wasm", "palisade.wasm")
+                    .replace("root_id: rate_limit", "root_id: palisade"),
+            );
+        }
+    }
+    assert!(out.iter().any(|l| l.contains("palisade.wasm")), "{text}");
+    out.join("\n")
+}
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn a_second_policy_of_one_kind_in_a_chain_is_told_apart_by_a_label() {
+    let upstream = start_upstream();
+    let chain = serde_json::json!({"chain": [
+        {"rate_limit": {"rules": [{"name": "per_client_ip", "key": ["client_ip"],
+            "limits": [{"capacity": 100, "refill": 1, "period": "1s"}]}]}},
+        {"rate_limit": {"rules": [{"name": "per_path", "key": ["path"],
+            "limits": [{"capacity": 2, "refill": 1, "period": "1m"}]}]}}
+    ]});
+    let envoy = Envoy::start(&rate_limit_example_as_chain(&chain, upstream.port()))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let statuses: Vec<u16> = (0..4)
+        .map(|_| client::get(&envoy.url("/x")).unwrap().status)
+        .collect();
+    assert_eq!(statuses, vec![200, 200, 429, 429]);
+    let r = client::get(&format!("{}/stats/prometheus", envoy.admin_url())).unwrap();
+    let samples = parse_exposition(&r.body);
+    let first = [("rule", "per_client_ip")];
+    let second = [("occurrence", "2"), ("rule", "per_path")];
+    assert_eq!(
+        value(&samples, "palisade_rate_limit_allowed", &first),
+        Some(4.0)
+    );
+    assert_eq!(
+        value(&samples, "palisade_rate_limit_allowed", &second),
+        Some(2.0)
+    );
+    assert_eq!(
+        value(&samples, "palisade_rate_limit_limited", &second),
+        Some(2.0)
+    );
+    let first_has_no_occurrence = samples
+        .iter()
+        .filter(|s| s.labels.get("rule").map(String::as_str) == Some("per_client_ip"))
+        .all(|s| !s.labels.contains_key("occurrence"));
+    assert!(first_has_no_occurrence);
+    assert!(
+        samples.iter().all(|s| !s.name.contains("rate_limit_2")),
+        "{}",
+        r.body
     );
 }
