@@ -347,6 +347,7 @@ impl Worker {
 
     fn reply(rule: &Rule, reason: &str) -> LocalReply {
         LocalReply::new(rule.reply.status, format!("palisade_bulkhead_{reason}"))
+            .for_rule(&rule.name)
             .header("content-type", rule.reply.content_type.clone())
             .header(HEADER, reason)
             .body(rule.reply.body.clone())

@@ -691,6 +691,7 @@ impl Breakers {
 
 fn reject_reply(rule: &Rule, state: &str, retry_after: Option<Duration>) -> LocalReply {
     let mut reply = LocalReply::new(rule.reply.status, "palisade_circuit_open")
+        .for_rule(&rule.name)
         .header("content-type", rule.reply.content_type.clone())
         .header(CIRCUIT_HEADER, state)
         .body(rule.reply.body.clone());

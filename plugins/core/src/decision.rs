@@ -24,10 +24,13 @@ pub struct LocalReply {
     pub status: u16,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
-    /// Short machine-readable reason (for example `palisade_rate_limited`), written to the debug
-    /// log. The proxy-wasm ABI as the Rust SDK exposes it cannot set Envoy's
-    /// `response.code_details`, so this is for operators reading logs, not for access logs.
+    /// Short machine-readable reason (for example `palisade_rate_limited`): Envoy's response code
+    /// details of the reply (`%RESPONSE_CODE_DETAILS%` in access logs; the skeleton passes it to
+    /// `proxy_send_local_response`), and the filter state `wasm.palisade.decision`. An HTTP token
+    /// (no spaces), as Envoy requires of details.
     pub details: String,
+    /// The rule that decided, if the policy has named rules (filter state `wasm.palisade.rule`).
+    pub rule: Option<String>,
 }
 
 impl LocalReply {
@@ -37,7 +40,14 @@ impl LocalReply {
             headers: Vec::new(),
             body: Vec::new(),
             details: details.into(),
+            rule: None,
         }
+    }
+
+    /// Name the rule that decided.
+    pub fn for_rule(mut self, rule: impl Into<String>) -> Self {
+        self.rule = Some(rule.into());
+        self
     }
 
     pub fn header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {

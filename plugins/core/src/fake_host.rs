@@ -51,6 +51,8 @@ pub struct FakeStream {
     pub response_body: Vec<u8>,
     pub properties: HashMap<String, Vec<u8>>,
     pub reply: Option<SentReply>,
+    /// What the plugin set with `set_property`, by Envoy's filter-state name (`wasm.<path>`).
+    pub filter_state: HashMap<String, Vec<u8>>,
     pub resumed: u32,
     pub reset: bool,
     pub ended: bool,
@@ -457,6 +459,14 @@ impl Host for FakeHost {
             .get(&s.current)
             .and_then(|st| st.properties.get(&k).cloned());
         Ok(own.or_else(|| s.root_properties.get(&k).cloned()))
+    }
+
+    /// As Envoy: the stream's filter state `wasm.<path>` (readable back as a property there too).
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        self.with_stream("set_property", |st| {
+            st.filter_state
+                .insert(format!("wasm.{}", key(path)), value.to_vec());
+        })
     }
 
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {

@@ -90,6 +90,12 @@ mod sys {
             return_value_data: *mut *mut u8,
             return_value_size: *mut usize,
         ) -> u32;
+        pub fn proxy_set_property(
+            path_data: *const u8,
+            path_size: usize,
+            value_data: *const u8,
+            value_size: usize,
+        ) -> u32;
         pub fn proxy_get_shared_data(
             key_data: *const u8,
             key_size: usize,
@@ -313,6 +319,16 @@ pub fn get_property(path: &[&str]) -> Result<Option<Vec<u8>>, HostError> {
         code::NOT_FOUND => Ok(None),
         _ => out.finish("proxy_get_property", status),
     }
+}
+
+/// Set a property of the current stream. Envoy keeps it as filter state `wasm.<path>` (a Wasm
+/// filter cannot write dynamic metadata), readable in access logs as `%FILTER_STATE(wasm.<path>:PLAIN)%`.
+pub fn set_property(path: &[&str], value: &[u8]) -> Result<(), HostError> {
+    let path = path.join("\0");
+    // SAFETY: both pointer/length pairs describe live slices the host only reads.
+    let status =
+        unsafe { sys::proxy_set_property(path.as_ptr(), path.len(), value.as_ptr(), value.len()) };
+    check("proxy_set_property", status)
 }
 
 /// A shared-data value and its CAS token. `(None, None)`: the key was never written;

@@ -88,6 +88,10 @@ impl Host for ProxyHost {
         abi::get_property(path)
     }
 
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError> {
+        abi::set_property(path, value)
+    }
+
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError> {
         abi::get_shared_data(key)
     }

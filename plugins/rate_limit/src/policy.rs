@@ -248,6 +248,7 @@ fn store_failure_reply(rule: &Rule) -> LocalReply {
 
 fn base_reply(rule: &Rule) -> LocalReply {
     LocalReply::new(rule.reply.status, "palisade_rate_limited")
+        .for_rule(&rule.name)
         .header("content-type", rule.reply.content_type.clone())
         .header("x-envoy-ratelimited", "true")
         .body(rule.reply.body.clone())

@@ -4,9 +4,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_harness::client::{parallel, status_counts, Request};
-use palisade_harness::{start_upstream, Bootstrap, Envoy, Filter, Route};
+use palisade_harness::{start_upstream, wait_for, Bootstrap, Envoy, Filter, Route};
 use serde_json::json;
 use std::collections::BTreeSet;
+use std::time::Duration;
 
 #[test]
 #[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
@@ -151,6 +152,22 @@ fn the_demo_shows_every_plugin_acting() {
         base: envoy.url(""),
         admin: envoy.admin_url().to_owned(),
     });
+    // The access log says which policy answered each local reply, and why.
+    let log = wait_for(
+        "the access log to show the 429",
+        Duration::from_secs(5),
+        || {
+            let log = envoy.log();
+            log.contains("access: GET /limited 429").then_some(log)
+        },
+    );
+    for line in [
+        "access: GET /limited 429 palisade_rate_limited palisade=rate_limit/per_client_ip/palisade_rate_limited",
+        "access: GET /secure 401 palisade_jwt_missing palisade=jwt_auth/-/palisade_jwt_missing",
+        "access: GET /hello?x=1 200 via_upstream palisade=-/-/-",
+    ] {
+        assert!(log.contains(line), "no access-log line {line:?} in\n{log}");
+    }
 }
 
 #[test]

@@ -155,6 +155,9 @@ pub trait Host {
     /// A property's raw bytes (`None` when the host has no value for it).
     fn property(&self, path: &[&str]) -> Result<Option<Vec<u8>>, HostError>;
 
+    /// Set a property of the current stream (Envoy: filter state `wasm.<path>`).
+    fn set_property(&self, path: &[&str], value: &[u8]) -> Result<(), HostError>;
+
     /// `(value, cas)`; see [`HostStore`] for how absent and removed keys read.
     fn shared_data(&self, key: &str) -> Result<(Option<Vec<u8>>, Option<u32>), HostError>;
     fn set_shared_data(&self, key: &str, value: &[u8], cas: u32) -> Result<(), HostError>;

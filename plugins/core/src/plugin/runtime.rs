@@ -231,7 +231,7 @@ impl Runtime {
             Wake::Resume(_) => chain.resume_after(stage),
             Wake::Reply(_, reply) => {
                 chain.unpause();
-                if !chain.reply(&reply, OnReplyFailure::Continue) {
+                if !chain.reply(stage, &reply, OnReplyFailure::Continue) {
                     chain.continue_resumed(stage + 1);
                 }
             }
@@ -342,7 +342,7 @@ impl Chain {
                 Some(Action::Pause)
             }
             Flow::Reply(reply, on_failure) => {
-                if self.reply(&reply, on_failure) {
+                if self.reply(stage, &reply, on_failure) {
                     Some(Action::Pause)
                 } else {
                     None
@@ -353,8 +353,24 @@ impl Chain {
 
     /// Send a local reply. True if the stream is answered (or reset); false if it goes on
     /// (fail open): on to the next stage, and, for a paused stream, resumed after the last.
-    fn reply(&mut self, reply: &LocalReply, on_failure: OnReplyFailure) -> bool {
+    fn reply(&mut self, stage: usize, reply: &LocalReply, on_failure: OnReplyFailure) -> bool {
         let host = &self.runtime.host;
+        // Which policy decided, for access logs (`%FILTER_STATE(wasm.palisade.module:PLAIN)%`…):
+        // Envoy gives Wasm no way to write dynamic metadata, so filter state it is.
+        let kind = self.runtime.stages.get(stage).map_or("", |s| s.kind);
+        let decided = [
+            ("palisade.module", kind),
+            ("palisade.decision", reply.details.as_str()),
+            ("palisade.rule", reply.rule.as_deref().unwrap_or("")),
+        ];
+        for (path, value) in decided {
+            if value.is_empty() {
+                continue;
+            }
+            if let Err(e) = host.set_property(&[path], value.as_bytes()) {
+                log::debug!("palisade {}: {e}", self.runtime.name);
+            }
+        }
         let headers: Vec<(&str, &str)> = reply
             .headers
             .iter()
@@ -409,7 +425,7 @@ impl Chain {
             Flow::Continue => self.resume_after(stage),
             Flow::Reply(reply, on_failure) => {
                 self.unpause();
-                if !self.reply(&reply, on_failure) {
+                if !self.reply(stage, &reply, on_failure) {
                     self.continue_resumed(stage + 1);
                 }
             }
@@ -454,7 +470,7 @@ impl Chain {
                 }
                 Flow::Buffer | Flow::Pause => return Action::Pause,
                 Flow::Reply(reply, on_failure) => {
-                    if self.reply(&reply, on_failure) {
+                    if self.reply(i, &reply, on_failure) {
                         return Action::Pause;
                     }
                 }
@@ -488,7 +504,7 @@ impl Chain {
                 Flow::Continue => {}
                 Flow::Buffer | Flow::Pause => return Action::Pause,
                 Flow::Reply(reply, on_failure) => {
-                    if self.reply(&reply, on_failure) {
+                    if self.reply(i, &reply, on_failure) {
                         return Action::Pause;
                     }
                 }
