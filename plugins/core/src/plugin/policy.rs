@@ -213,8 +213,9 @@ fn edit_pairs(all: &mut HeaderPairs, name: &str, values: &[Vec<u8>]) {
 pub struct StreamCx<'a> {
     pub(super) host: &'a HostRef,
     pub(super) context_id: u32,
-    /// Read from the host on first use: many callbacks never need the time.
-    pub(super) now: Cell<Option<Timestamp>>,
+    /// The runtime's clock for this callback: read from the host on first use by any stage (many
+    /// callbacks never need the time), then shared.
+    pub(super) now: &'a Cell<Option<Timestamp>>,
     pub(super) cache: &'a RequestCache,
     pub(super) wakes: &'a mut Vec<Wake>,
 }

@@ -58,6 +58,9 @@ pub struct Runtime {
     paused: RefCell<Paused>,
     /// Wakes queued by callbacks, with the stage that asked.
     pending: RefCell<Vec<(usize, Wake)>>,
+    /// The proxy's clock for the callback being run, read on first use and shared by every stage
+    /// (and every stream a wake reaches) in it: one hostcall per callback, not one per stage.
+    clock: Cell<Option<Timestamp>>,
 }
 
 impl Runtime {
@@ -75,6 +78,7 @@ impl Runtime {
             calls: RefCell::new(Vec::new()),
             paused: RefCell::new(Paused::default()),
             pending: RefCell::new(Vec::new()),
+            clock: Cell::new(None),
         })
     }
 
@@ -101,7 +105,7 @@ impl Runtime {
         {
             let mut cx = RootCx {
                 host: &self.host,
-                now: self.host.now(),
+                now: self.now(),
                 wakes: &mut wakes,
                 calls: &mut calls,
             };
@@ -128,7 +132,8 @@ impl Runtime {
     /// so two ticks may read a little less than one period apart. A due time more than one period
     /// ahead means the wall clock stepped back; the stage is due then too.
     pub fn on_tick(&self) {
-        let now = self.host.now();
+        self.enter();
+        let now = self.now();
         let slack = self.tick_period().unwrap_or_default() / 2;
         for (i, (period, due)) in self.ticks.iter().enumerate() {
             let Some(period) = period else { continue };
@@ -144,6 +149,7 @@ impl Runtime {
     /// An HTTP call response for the root context, routed to the stage that dispatched it.
     /// Returns false for a token no stage owns.
     pub fn on_call_response(&self, response: CallResponse) -> bool {
+        self.enter();
         let stage = {
             let mut calls = self.calls.borrow_mut();
             let Some(i) = calls.iter().position(|(t, _)| *t == response.token) else {
@@ -156,8 +162,26 @@ impl Runtime {
         true
     }
 
+    /// The clock of the current callback (see `clock`).
+    fn now(&self) -> Timestamp {
+        match self.clock.get() {
+            Some(t) => t,
+            None => {
+                let t = self.host.now();
+                self.clock.set(Some(t));
+                t
+            }
+        }
+    }
+
+    /// A new callback from the host begins: its clock is read afresh.
+    fn enter(&self) {
+        self.clock.set(None);
+    }
+
     /// The VM is going away.
     pub fn on_done(&self) {
+        self.enter();
         for i in 0..self.stages.len() {
             self.root_call(i, |p, cx| p.on_done(cx));
         }
@@ -293,7 +317,7 @@ impl Chain {
             let mut cx = StreamCx {
                 host: &runtime.host,
                 context_id: self.context_id,
-                now: Cell::new(None),
+                now: &runtime.clock,
                 cache: &self.cache,
                 wakes: &mut wakes,
             };
@@ -542,6 +566,7 @@ pub fn with_chain<R>(chain: &Rc<RefCell<Chain>>, f: impl FnOnce(&mut Chain) -> R
         let c = chain.try_borrow().ok()?;
         (Rc::clone(&c.runtime), c.context_id)
     };
+    runtime.enter();
     runtime.paused.borrow_mut().insert_if_absent(id, chain);
     let result = {
         let mut c = chain.try_borrow_mut().ok()?;
