@@ -97,6 +97,7 @@ struct State {
     faults: HashMap<&'static str, u32>,
     /// How many times each operation was called (failed calls included).
     hostcalls: HashMap<&'static str, usize>,
+    clock_reads: usize,
 }
 
 /// See the module docs.
@@ -159,6 +160,16 @@ impl FakeHost {
 
     pub fn heal(&self, op: &'static str) {
         self.state.borrow_mut().faults.remove(op);
+    }
+
+    /// Every [`Host`] method called so far and how often (`now` included, as `"now"`).
+    pub fn hostcall_counts(&self) -> Vec<(&'static str, usize)> {
+        let st = self.state.borrow();
+        let mut all: Vec<(&'static str, usize)> =
+            st.hostcalls.iter().map(|(op, n)| (*op, *n)).collect();
+        all.push(("now", st.clock_reads));
+        all.sort();
+        all
     }
 
     /// How many times the [`Host`] method `op` was called so far, failed calls included (`now`
@@ -330,7 +341,9 @@ impl FakeHost {
 
 impl Host for FakeHost {
     fn now(&self) -> Timestamp {
-        self.state.borrow().now
+        let mut st = self.state.borrow_mut();
+        st.clock_reads += 1;
+        st.now
     }
 
     fn header(&self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {

@@ -182,6 +182,19 @@ pub type HeaderPairs = Rc<Vec<(String, Vec<u8>)>>;
 #[derive(Debug, Default)]
 pub struct RequestCache {
     inner: RefCell<CacheInner>,
+    /// Read the whole header map at the first lookup: in a chain several policies read headers,
+    /// and one map read costs less than the single lookups it replaces (`tests/hostcalls.rs`).
+    prefer_map: bool,
+}
+
+impl RequestCache {
+    /// A cache that reads the whole header map on the first lookup (for chains).
+    pub fn reading_whole_map() -> Self {
+        RequestCache {
+            inner: RefCell::default(),
+            prefer_map: true,
+        }
+    }
 }
 
 #[derive(Debug, Default)]
@@ -309,6 +322,9 @@ impl StreamCx<'_> {
             if let Some((_, v)) = inner.headers.iter().find(|(n, _)| n == name) {
                 return Ok(v.clone());
             }
+        }
+        if self.cache.prefer_map {
+            return Ok(first_value(&self.request_headers()?, name));
         }
         let value = self
             .host

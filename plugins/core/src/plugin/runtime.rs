@@ -194,7 +194,11 @@ impl Runtime {
             runtime: Rc::clone(self),
             context_id,
             policies: Vec::new(),
-            cache: RequestCache::default(),
+            cache: if self.stages.len() > 1 {
+                RequestCache::reading_whole_map()
+            } else {
+                RequestCache::default()
+            },
             paused_at: None,
             request_eos: false,
             request_body_done: 0,
