@@ -653,10 +653,23 @@ fn startup_section(
     const WORKERS: usize = 2;
     let samples = if args.quick { 1 } else { 3 };
     let requests = if args.quick { 200 } else { 2_000 };
-    let chains = [
+    let mut chains = vec![
         ("no filter".to_owned(), Vec::new()),
         (format!("all modules ({})", names.join(", ")), filters),
     ];
+    // Issue 14: the chain module with the five policies, against one standalone module.
+    if cases::dist_module("palisade").is_file() {
+        chains.push((
+            "palisade chain (the five policies, one module)".to_owned(),
+            vec![cases::palisade_filter(&FIXTURES)],
+        ));
+    }
+    if cases::dist_module("transform").is_file() {
+        chains.push((
+            "one standalone module (transform)".to_owned(),
+            vec![Filter::wasm("transform", &cases::transform_config())],
+        ));
+    }
     let mut results: Vec<Vec<startup::Sample>> = vec![Vec::new(); chains.len()];
     let mut errors: Vec<Option<String>> = vec![None; chains.len()];
     for _ in 0..samples {
@@ -704,11 +717,18 @@ fn startup_section(
             mem_median / (1024.0 * 1024.0)
         );
     }
-    if let [Some(none), Some(all)] = rss[..] {
+    if let [Some(none), Some(all), ..] = rss[..] {
         let _ = writeln!(
             s,
             "\nThe modules add {:.1} MiB of resident memory at {WORKERS} workers.",
             (all - none) / (1024.0 * 1024.0)
+        );
+    }
+    if let [Some(_), _, Some(chain), Some(one)] = rss[..] {
+        let _ = writeln!(
+            s,
+            "The chain's RSS is {:.2}× one standalone module's (issue 14's target: at most 1.2×).",
+            chain / one
         );
     }
     if !skipped.is_empty() {
