@@ -3,7 +3,8 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    parse_duration, parse_json, validate_rules, ConfigError, FieldPath, ReplyWire as ResponseWire,
+    number_in, parse_duration, parse_json, validate_named_rules, validate_scope, ConfigError,
+    FieldPath, NamedRule, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
@@ -108,6 +109,12 @@ pub struct Rule {
     pub reply: ReplySpec,
 }
 
+impl NamedRule for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/bulkhead.schema.json`).
@@ -142,18 +149,16 @@ impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
-        let scope = match &wire.scope {
-            Some(s) => validate_name(s, &root.field("scope"))?,
-            None => "default".to_owned(),
-        };
+        let scope = validate_scope(wire.scope.as_deref(), &root)?;
         let failure_mode =
             FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
-        let max_workers = wire.max_workers.unwrap_or(DEFAULT_MAX_WORKERS);
-        if !(1..=MAX_MAX_WORKERS).contains(&max_workers) {
-            return Err(root
-                .field("max_workers")
-                .out_of_range(max_workers, 1, MAX_MAX_WORKERS));
-        }
+        let max_workers = number_in(
+            wire.max_workers,
+            DEFAULT_MAX_WORKERS,
+            &root.field("max_workers"),
+            1,
+            MAX_MAX_WORKERS,
+        )?;
         let worker_timeout = match &wire.worker_timeout {
             Some(t) => {
                 let path = root.field("worker_timeout");
@@ -165,13 +170,7 @@ impl Config {
             }
             None => DEFAULT_WORKER_TIMEOUT,
         };
-        let rules = validate_rules(
-            &wire.rules,
-            &root.field("rules"),
-            MAX_RULES,
-            validate_rule,
-            |r| r.name.as_str(),
-        )?;
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
         Ok(Config {
             scope,
             failure_mode,
@@ -189,10 +188,7 @@ impl Config {
 
 fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
-    let matcher = match &rw.matcher {
-        Some(m) => RequestMatch::validate(m, &path.field("match"))?,
-        None => RequestMatch::any(),
-    };
+    let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let cluster = match &rw.cluster {
         Some(c) if c.is_empty() => {
             return Err(path.field("cluster").invalid(c, "must not be empty"))
@@ -215,23 +211,21 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
                 .invalid(n, "only meaningful with `partition_by`"))
         }
         (PartitionBy::Nothing, None) => 1,
-        (_, n) => {
-            let n = n.unwrap_or(DEFAULT_MAX_PARTITIONS);
-            if !(1..=MAX_MAX_PARTITIONS).contains(&n) {
-                return Err(path
-                    .field("max_partitions")
-                    .out_of_range(n, 1, MAX_MAX_PARTITIONS));
-            }
-            n
-        }
-    };
-    if !(1..=MAX_CONCURRENT).contains(&rw.max_concurrent) {
-        return Err(path.field("max_concurrent").out_of_range(
-            rw.max_concurrent,
+        (_, n) => number_in(
+            n,
+            DEFAULT_MAX_PARTITIONS,
+            &path.field("max_partitions"),
             1,
-            MAX_CONCURRENT,
-        ));
-    }
+            MAX_MAX_PARTITIONS,
+        )?,
+    };
+    let max_concurrent = number_in(
+        Some(rw.max_concurrent),
+        1,
+        &path.field("max_concurrent"),
+        1,
+        MAX_CONCURRENT,
+    )?;
     let max_wait = match &rw.max_wait {
         Some(t) => {
             let wp = path.field("max_wait");
@@ -249,33 +243,32 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
                 .field("max_waiting")
                 .invalid(n, "only meaningful with `max_wait`"))
         }
-        (_, n) => n.unwrap_or(DEFAULT_MAX_WAITING),
+        (_, n) => number_in(
+            n,
+            DEFAULT_MAX_WAITING,
+            &path.field("max_waiting"),
+            1,
+            MAX_MAX_WAITING,
+        )?,
     };
-    if !(1..=MAX_MAX_WAITING).contains(&max_waiting) {
-        return Err(path
-            .field("max_waiting")
-            .out_of_range(max_waiting, 1, MAX_MAX_WAITING));
-    }
-    let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
+    let reply = ReplySpec::validate(
+        rw.response.as_ref(),
+        &path.field("response"),
+        503,
+        "bulkhead full\n",
+    )?;
     Ok(Rule {
         name,
         matcher,
         cluster,
         partition_by,
         max_partitions,
-        max_concurrent: rw.max_concurrent,
+        max_concurrent,
         max_wait,
         max_waiting,
         shadow: rw.shadow.unwrap_or(false),
         reply,
     })
-}
-
-fn validate_response(
-    rw: Option<&ResponseWire>,
-    path: &FieldPath,
-) -> Result<ReplySpec, ConfigError> {
-    ReplySpec::validate(rw, path, 503, "bulkhead full\n")
 }
 
 #[cfg(test)]

@@ -5,8 +5,8 @@
 //! (and lists every deliberate difference). Keep the two in step.
 
 use palisade_core::config::{
-    duration_in, one_of, parse_json, validate_rules, ConfigError, FieldPath,
-    ReplyWire as ResponseWire,
+    duration_in, number_in, one_of, parse_json, validate_named_rules, validate_scope, ConfigError,
+    FieldPath, NamedRule, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
@@ -280,6 +280,12 @@ pub struct Rule {
     pub reply: ReplySpec,
 }
 
+impl NamedRule for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/circuit_breaker.schema.json`).
@@ -308,17 +314,8 @@ impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
-        let scope = match &wire.scope {
-            Some(s) => validate_name(s, &root.field("scope"))?,
-            None => "default".to_owned(),
-        };
-        let rules = validate_rules(
-            &wire.rules,
-            &root.field("rules"),
-            MAX_RULES,
-            validate_rule,
-            |r| r.name.as_str(),
-        )?;
+        let scope = validate_scope(wire.scope.as_deref(), &root)?;
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
         Ok(Config { scope, rules })
     }
 }
@@ -334,10 +331,7 @@ fn percent(value: Option<f64>, default: f64, path: &FieldPath) -> Result<f64, Co
 
 fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
-    let matcher = match &rw.matcher {
-        Some(m) => RequestMatch::validate(m, &path.field("match"))?,
-        None => RequestMatch::any(),
-    };
+    let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = validate_key(rw.key.as_ref(), &path.field("key"))?;
     let mode = match &rw.mode {
         Some(m) => one_of(
@@ -354,23 +348,26 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
     };
     let thresholds = validate_thresholds(rw, path)?;
     let failure_statuses = validate_statuses(rw.failure_statuses.as_deref(), path)?;
-    let max_breakers = rw.max_breakers.unwrap_or(DEFAULT_MAX_BREAKERS);
-    if !(1..=MAX_MAX_BREAKERS).contains(&max_breakers) {
-        return Err(path
-            .field("max_breakers")
-            .out_of_range(max_breakers, 1, MAX_MAX_BREAKERS));
-    }
+    let max_breakers = number_in(
+        rw.max_breakers,
+        DEFAULT_MAX_BREAKERS,
+        &path.field("max_breakers"),
+        1,
+        MAX_MAX_BREAKERS,
+    )?;
     let failure_mode =
         FailureMode::validate(rw.failure_mode.as_deref(), &path.field("failure_mode"))?;
-    let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
+    let reply = ReplySpec::validate(
+        rw.response.as_ref(),
+        &path.field("response"),
+        503,
+        "circuit open\n",
+    )?;
     let batching = match &rw.success_batching {
         None => None,
         Some(b) => {
             let bp = path.field("success_batching");
-            let max_calls = b.max_calls.unwrap_or(32);
-            if !(1..=1000).contains(&max_calls) {
-                return Err(bp.field("max_calls").out_of_range(max_calls, 1, 1000));
-            }
+            let max_calls = number_in(b.max_calls, 32, &bp.field("max_calls"), 1, 1000)?;
             let max_delay = duration_in(
                 b.max_delay.as_deref(),
                 Duration::from_millis(10),
@@ -451,12 +448,13 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
         }
         WindowSpec::Count { size }
     };
-    let minimum = rw.minimum_number_of_calls.unwrap_or(100);
-    if !(1..=1_000_000).contains(&minimum) {
-        return Err(path
-            .field("minimum_number_of_calls")
-            .out_of_range(minimum, 1, 1_000_000));
-    }
+    let minimum = number_in(
+        rw.minimum_number_of_calls,
+        100,
+        &path.field("minimum_number_of_calls"),
+        1,
+        1_000_000,
+    )?;
     let minimum_number_of_calls = match window {
         WindowSpec::Count { size } => minimum.min(size),
         WindowSpec::Time { .. } => minimum,
@@ -521,14 +519,13 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
             })
         }
     };
-    let permitted = rw.permitted_calls_in_half_open.unwrap_or(10);
-    if !(1..=MAX_PERMITTED_IN_HALF_OPEN).contains(&permitted) {
-        return Err(path.field("permitted_calls_in_half_open").out_of_range(
-            permitted,
-            1,
-            MAX_PERMITTED_IN_HALF_OPEN,
-        ));
-    }
+    let permitted = number_in(
+        rw.permitted_calls_in_half_open,
+        10,
+        &path.field("permitted_calls_in_half_open"),
+        1,
+        MAX_PERMITTED_IN_HALF_OPEN,
+    )?;
     let half_open_probe_timeout = duration_in(
         rw.half_open_probe_timeout.as_deref(),
         Duration::from_secs(60),
@@ -588,13 +585,6 @@ fn validate_statuses(
         ranges.push((lo, hi));
     }
     Ok(StatusSet(ranges))
-}
-
-fn validate_response(
-    rw: Option<&ResponseWire>,
-    path: &FieldPath,
-) -> Result<ReplySpec, ConfigError> {
-    ReplySpec::validate(rw, path, 503, "circuit open\n")
 }
 
 #[cfg(test)]

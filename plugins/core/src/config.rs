@@ -600,12 +600,7 @@ pub fn validate_rules<W, T>(
     mut validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
     name: impl Fn(&T) -> &str,
 ) -> Result<Vec<T>, ConfigError> {
-    if wire.is_empty() {
-        return Err(path.missing("at least one rule is needed"));
-    }
-    if wire.len() > max {
-        return Err(path.out_of_range(wire.len(), 1, max));
-    }
+    list_len(wire.len(), path, max, "at least one rule is needed")?;
     let mut rules: Vec<T> = Vec::with_capacity(wire.len());
     for (i, w) in wire.iter().enumerate() {
         let element = path.index(i);
@@ -618,6 +613,60 @@ pub fn validate_rules<W, T>(
         rules.push(rule);
     }
     Ok(rules)
+}
+
+/// A list field's length: at least one element (else "missing", with `reason`), at most `max`.
+pub fn list_len(len: usize, path: &FieldPath, max: usize, reason: &str) -> Result<(), ConfigError> {
+    if len == 0 {
+        return Err(path.missing(reason));
+    }
+    if len > max {
+        return Err(path.out_of_range(len, 1, max));
+    }
+    Ok(())
+}
+
+/// A validated rule with a name (see [`validate_named_rules`]).
+pub trait NamedRule {
+    fn name(&self) -> &str;
+}
+
+/// [`validate_rules`] for the top-level `rules` list of rules that carry their name.
+pub fn validate_named_rules<W, T: NamedRule>(
+    wire: &[W],
+    root: &FieldPath,
+    max: usize,
+    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    validate_rules(wire, &root.field("rules"), max, validate, T::name)
+}
+
+/// The `scope` field of the plugins that keep shared data: a [`validate_name`], `default` when
+/// absent. It names the shared-data namespace, so two filters sharing a scope share state.
+pub fn validate_scope(wire: Option<&str>, root: &FieldPath) -> Result<String, ConfigError> {
+    match wire {
+        Some(s) => validate_name(s, &root.field("scope")),
+        None => Ok("default".to_owned()),
+    }
+}
+
+/// An optional whole-number field: `default` when absent, else checked to lie within
+/// `min..=max`; the error names the field, the value and the range.
+pub fn number_in<T>(
+    value: Option<T>,
+    default: T,
+    path: &FieldPath,
+    min: T,
+    max: T,
+) -> Result<T, ConfigError>
+where
+    T: PartialOrd + Copy + fmt::Display,
+{
+    let v = value.unwrap_or(default);
+    if v < min || v > max {
+        return Err(path.out_of_range(v, min, max));
+    }
+    Ok(v)
 }
 
 #[cfg(test)]
@@ -651,6 +700,32 @@ mod rule_list_tests {
         let dup = validate_rules(&["a", "b", "a"], &p, 4, named, |r| r.as_str()).unwrap_err();
         assert_eq!(dup.field.as_str(), "rules[2].name");
         assert!(dup.to_string().contains("unique"));
+    }
+
+    #[test]
+    fn a_missing_scope_is_the_default_one_and_a_bad_one_is_named() {
+        let root = FieldPath::root();
+        assert_eq!(validate_scope(None, &root).unwrap(), "default");
+        assert_eq!(validate_scope(Some("edge"), &root).unwrap(), "edge");
+        let err = validate_scope(Some("a/b"), &root).unwrap_err();
+        assert_eq!(err.field.as_str(), "scope");
+        assert!(err.to_string().contains("\"a/b\""), "{err}");
+    }
+
+    #[test]
+    fn a_bounded_number_defaults_when_absent_and_names_its_range_when_outside() {
+        let p = FieldPath::root().field("max_keys");
+        assert_eq!(number_in(None, 64u32, &p, 1, 100).unwrap(), 64);
+        assert_eq!(number_in(Some(100u32), 64, &p, 1, 100).unwrap(), 100);
+        for bad in [0u32, 101] {
+            let err = number_in(Some(bad), 64, &p, 1, 100).unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "config field `max_keys`: value \"{bad}\" is out of range (allowed 1 to 100)"
+                )
+            );
+        }
     }
 }
 

@@ -79,6 +79,17 @@ impl RequestMatch {
         RequestMatch::default()
     }
 
+    /// A rule's optional `match` field: absent matches every request.
+    pub fn validate_optional(
+        wire: Option<&MatchWire>,
+        path: &FieldPath,
+    ) -> Result<Self, ConfigError> {
+        wire.map_or_else(
+            || Ok(RequestMatch::any()),
+            |m| RequestMatch::validate(m, path),
+        )
+    }
+
     pub fn validate(wire: &MatchWire, path: &FieldPath) -> Result<Self, ConfigError> {
         let check_path = |p: &str, field: &str| {
             if p.starts_with('/') {

@@ -8,7 +8,9 @@ use crate::jwks::KeySet;
 use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
-use palisade_core::config::{duration_in, parse_json, validate_name, ConfigError, FieldPath};
+use palisade_core::config::{
+    duration_in, list_len, parse_json, validate_name, validate_scope, ConfigError, FieldPath,
+};
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
@@ -340,10 +342,7 @@ impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
-        let scope = match &wire.scope {
-            Some(s) => validate_name(s, &root.field("scope"))?,
-            None => "default".to_owned(),
-        };
+        let scope = validate_scope(wire.scope.as_deref(), &root)?;
         let realm = wire.realm.clone().unwrap_or_else(|| "palisade".to_owned());
         if realm.is_empty()
             || realm.len() > 128
@@ -356,18 +355,12 @@ impl Config {
                 "use 1 to 128 printable ASCII characters without `\"` or `\\`",
             ));
         }
-        if wire.providers.is_empty() {
-            return Err(root
-                .field("providers")
-                .missing("at least one provider is needed"));
-        }
-        if wire.providers.len() > MAX_PROVIDERS {
-            return Err(root.field("providers").out_of_range(
-                wire.providers.len(),
-                1,
-                MAX_PROVIDERS,
-            ));
-        }
+        list_len(
+            wire.providers.len(),
+            &root.field("providers"),
+            MAX_PROVIDERS,
+            "at least one provider is needed",
+        )?;
         let mut providers = Vec::new();
         let mut names = HashSet::new();
         let mut output_headers = HashSet::new();
@@ -404,14 +397,12 @@ impl Config {
                 }
             }
         }
-        if wire.rules.is_empty() {
-            return Err(root.field("rules").missing("at least one rule is needed"));
-        }
-        if wire.rules.len() > MAX_RULES {
-            return Err(root
-                .field("rules")
-                .out_of_range(wire.rules.len(), 1, MAX_RULES));
-        }
+        list_len(
+            wire.rules.len(),
+            &root.field("rules"),
+            MAX_RULES,
+            "at least one rule is needed",
+        )?;
         let mut rules = Vec::new();
         for (i, rw) in wire.rules.iter().enumerate() {
             rules.push(validate_rule(

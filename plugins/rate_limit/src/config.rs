@@ -4,8 +4,8 @@
 
 use crate::bucket::Limit;
 use palisade_core::config::{
-    one_of, parse_duration, parse_json, validate_rules, ConfigError, FieldPath,
-    ReplyWire as ResponseWire,
+    list_len, number_in, one_of, parse_duration, parse_json, validate_named_rules, validate_scope,
+    ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
@@ -108,6 +108,12 @@ pub struct Rule {
     pub reply: ReplySpec,
 }
 
+impl NamedRule for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/rate_limit.schema.json`).
@@ -137,10 +143,7 @@ impl Config {
     pub fn parse(bytes: &[u8]) -> Result<Config, ConfigError> {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
-        let scope = match &wire.scope {
-            Some(s) => validate_name(s, &root.field("scope"))?,
-            None => "default".to_owned(),
-        };
+        let scope = validate_scope(wire.scope.as_deref(), &root)?;
         let mode = match &wire.mode {
             Some(m) => one_of(
                 m,
@@ -153,13 +156,7 @@ impl Config {
             &wire.client_ip.clone().unwrap_or_default(),
             &root.field("client_ip"),
         )?;
-        let rules = validate_rules(
-            &wire.rules,
-            &root.field("rules"),
-            MAX_RULES,
-            validate_rule,
-            |r| r.name.as_str(),
-        )?;
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
         Ok(Config {
             scope,
             mode,
@@ -172,21 +169,14 @@ impl Config {
 
 fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
-    let matcher = match &rw.matcher {
-        Some(m) => RequestMatch::validate(m, &path.field("match"))?,
-        None => RequestMatch::any(),
-    };
+    let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = KeySpec::validate(&rw.key, &path.field("key"))?;
-    if rw.limits.is_empty() {
-        return Err(path
-            .field("limits")
-            .missing("a rule needs at least one limit"));
-    }
-    if rw.limits.len() > MAX_LIMITS {
-        return Err(path
-            .field("limits")
-            .out_of_range(rw.limits.len(), 1, MAX_LIMITS));
-    }
+    list_len(
+        rw.limits.len(),
+        &path.field("limits"),
+        MAX_LIMITS,
+        "a rule needs at least one limit",
+    )?;
     let limits = rw
         .limits
         .iter()
@@ -206,13 +196,19 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
     };
     let failure_mode =
         FailureMode::validate(rw.failure_mode.as_deref(), &path.field("failure_mode"))?;
-    let max_keys = rw.max_keys.unwrap_or(DEFAULT_MAX_KEYS);
-    if !(1..=MAX_MAX_KEYS).contains(&max_keys) {
-        return Err(path
-            .field("max_keys")
-            .out_of_range(max_keys, 1, MAX_MAX_KEYS));
-    }
-    let reply = validate_response(rw.response.as_ref(), &path.field("response"))?;
+    let max_keys = number_in(
+        rw.max_keys,
+        DEFAULT_MAX_KEYS,
+        &path.field("max_keys"),
+        1,
+        MAX_MAX_KEYS,
+    )?;
+    let reply = ReplySpec::validate(
+        rw.response.as_ref(),
+        &path.field("response"),
+        429,
+        "rate limit exceeded\n",
+    )?;
     Ok(Rule {
         name,
         matcher,
@@ -246,13 +242,6 @@ fn validate_limit(lw: &LimitWire, path: &FieldPath) -> Result<Limit, ConfigError
         refill: lw.refill,
         period,
     })
-}
-
-fn validate_response(
-    rw: Option<&ResponseWire>,
-    path: &FieldPath,
-) -> Result<ReplySpec, ConfigError> {
-    ReplySpec::validate(rw, path, 429, "rate limit exceeded\n")
 }
 
 #[cfg(test)]

@@ -6,7 +6,7 @@
 
 use crate::ops::{BodyOps, HeaderOps, Pointer, QueryOps};
 use crate::template::{Captures, Piece, Template};
-use palisade_core::config::{parse_json, validate_rules, ConfigError, FieldPath};
+use palisade_core::config::{parse_json, validate_named_rules, ConfigError, FieldPath, NamedRule};
 use palisade_core::key::{validate_header_name, ClientIpSource, ClientIpWire};
 use palisade_core::matcher::{HeaderMatchWire, MatchWire, RequestMatch};
 use regex_lite::Regex;
@@ -294,6 +294,12 @@ pub struct Rule {
     pub response: ResponseOps,
 }
 
+impl NamedRule for Rule {
+    fn name(&self) -> &str {
+        &self.name
+    }
+}
+
 impl Rule {
     pub fn has_response_ops(&self) -> bool {
         !self.response.headers.is_empty() || !self.response.body.is_empty()
@@ -408,13 +414,7 @@ impl Config {
                     .invalid(other, "expected `pass` or `reject`"))
             }
         };
-        let rules = validate_rules(
-            &wire.rules,
-            &root.field("rules"),
-            MAX_RULES,
-            validate_rule,
-            |r| r.name.as_str(),
-        )?;
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
         let needs_client_ip = rules
             .iter()
             .any(|r| r.templates().any(|t| t.uses(|p| *p == Piece::ClientIp)));
