@@ -166,11 +166,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
         .map(|r| RuleMetrics::define(setup, &r.name))
         .collect();
     let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
-    log::info!(
-        "palisade {PLUGIN}: configured {} rule(s), shared data under {}",
-        config.rules.len(),
-        store.prefix().as_str()
-    );
+    setup.log_configured(config.rules.len(), &store, &[]);
     // No shared-data writes here: this also runs in Envoy's throwaway canary VM. The worker
     // claims its slot on its first tick or request.
     let worker = Worker::new(Bulkhead::new(config));

@@ -45,6 +45,8 @@ struct RuleWire {
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["normal", "forced_open", "forced_closed", "metrics_only", null])))]
     mode: Option<String>,
     #[serde(default)]
+    shadow: Option<bool>,
+    #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["count_based", "time_based", null])))]
     sliding_window_type: Option<String>,
     #[serde(default)]
@@ -188,8 +190,8 @@ pub enum Mode {
     /// Every matching request goes through and nothing is recorded in shared data (Resilience4j's
     /// `DISABLED`); calls are still counted in the outcome metrics.
     ForcedClosed,
-    /// Dry run: the state machine runs as normal, but requests it would reject go through (and
-    /// are counted as `shadow_rejected`).
+    /// Dry run (`"shadow": true`; formerly `"mode": "metrics_only"`): the state machine runs as
+    /// normal, but requests it would reject go through (and are counted as `shadow_rejected`).
     MetricsOnly,
 }
 
@@ -298,6 +300,8 @@ impl NamedRule for Rule {
 pub struct Config {
     pub scope: String,
     pub rules: Vec<Rule>,
+    /// Deprecated spellings the config used, for the filter to log at configure.
+    pub warnings: Vec<String>,
 }
 
 pub const MAX_RULES: usize = 32;
@@ -315,8 +319,15 @@ impl Config {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
         let scope = validate_scope(wire.scope.as_deref(), &root)?;
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
-        Ok(Config { scope, rules })
+        let mut warnings = Vec::new();
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
+            validate_rule(rw, path, &mut warnings)
+        })?;
+        Ok(Config {
+            scope,
+            rules,
+            warnings,
+        })
     }
 }
 
@@ -329,7 +340,11 @@ fn percent(value: Option<f64>, default: f64, path: &FieldPath) -> Result<f64, Co
     }
 }
 
-fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
+fn validate_rule(
+    rw: &RuleWire,
+    path: &FieldPath,
+    warnings: &mut Vec<String>,
+) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = validate_key(rw.key.as_ref(), &path.field("key"))?;
@@ -346,6 +361,7 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         )?,
         None => Mode::Normal,
     };
+    let mode = validate_shadow(mode, rw.shadow, path, warnings)?;
     let thresholds = validate_thresholds(rw, path)?;
     let failure_statuses = validate_statuses(rw.failure_statuses.as_deref(), path)?;
     let max_breakers = number_in(
@@ -395,6 +411,35 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         failure_mode,
         reply,
     })
+}
+
+/// `"shadow": true` is the dry run, spelled as in the other plugins; the older
+/// `"mode": "metrics_only"` still works, with a warning. A `shadow` that contradicts `mode` (a
+/// forced mode, or `false` next to `metrics_only`) is an error at `shadow`.
+fn validate_shadow(
+    mode: Mode,
+    shadow: Option<bool>,
+    path: &FieldPath,
+    warnings: &mut Vec<String>,
+) -> Result<Mode, ConfigError> {
+    if mode == Mode::MetricsOnly {
+        warnings.push(
+            path.field("mode")
+                .deprecated("`\"metrics_only\"`", "`\"shadow\": true` (and no `mode`)"),
+        );
+    }
+    match (mode, shadow) {
+        (Mode::MetricsOnly, Some(false)) => Err(path.field("shadow").invalid(
+            false,
+            "contradicts `mode: metrics_only` (a dry run); write `\"shadow\": true` and drop `mode`",
+        )),
+        (_, None | Some(false)) => Ok(mode),
+        (Mode::Normal | Mode::MetricsOnly, Some(true)) => Ok(Mode::MetricsOnly),
+        (Mode::ForcedOpen | Mode::ForcedClosed, Some(true)) => Err(path.field("shadow").invalid(
+            true,
+            "a forced `mode` runs no state machine to dry-run; drop `shadow` or `mode`",
+        )),
+    }
 }
 
 fn validate_key(wire: Option<&KeyWire>, path: &FieldPath) -> Result<BreakerKey, ConfigError> {
@@ -784,6 +829,63 @@ mod tests {
             let err = rule(json).unwrap_err();
             assert_eq!(err.field.as_str(), field, "{json}: {err}");
             assert!(err.to_string().contains(needle), "{json}: {err}");
+        }
+    }
+
+    #[test]
+    fn shadow_is_the_dry_run_and_metrics_only_still_works_with_a_deprecation_warning() {
+        let parse = |json: &str| Config::parse(format!(r#"{{"rules":[{json}]}}"#).as_bytes());
+        let new = parse(r#"{"name":"b","shadow":true}"#).unwrap();
+        assert_eq!(new.rules[0].mode, Mode::MetricsOnly);
+        assert!(new.warnings.is_empty(), "{:?}", new.warnings);
+        let off = parse(r#"{"name":"b","shadow":false}"#).unwrap();
+        assert_eq!(off.rules[0].mode, Mode::Normal);
+        assert!(off.warnings.is_empty());
+
+        for old in [
+            r#"{"name":"b","mode":"metrics_only"}"#,
+            r#"{"name":"b","mode":"metrics_only","shadow":true}"#,
+        ] {
+            let c = parse(old).unwrap();
+            assert_eq!(c.rules[0].mode, Mode::MetricsOnly, "{old}");
+            assert_eq!(
+                c.warnings,
+                vec![
+                    "config field `rules[0].mode`: `\"metrics_only\"` is deprecated; write \
+                     `\"shadow\": true` (and no `mode`) instead"
+                        .to_owned()
+                ],
+                "{old}"
+            );
+        }
+        assert_eq!(
+            parse(r#"{"name":"b","mode":"forced_open","shadow":false}"#)
+                .unwrap()
+                .rules[0]
+                .mode,
+            Mode::ForcedOpen
+        );
+    }
+
+    #[test]
+    fn a_shadow_that_contradicts_the_mode_is_an_error_at_shadow() {
+        for (json, value) in [
+            (
+                r#"{"name":"b","mode":"metrics_only","shadow":false}"#,
+                "\"false\"",
+            ),
+            (
+                r#"{"name":"b","mode":"forced_open","shadow":true}"#,
+                "\"true\"",
+            ),
+            (
+                r#"{"name":"b","mode":"forced_closed","shadow":true}"#,
+                "\"true\"",
+            ),
+        ] {
+            let err = rule(json).unwrap_err();
+            assert_eq!(err.field.as_str(), "rules[0].shadow", "{json}: {err}");
+            assert!(err.to_string().contains(value), "{json}: {err}");
         }
     }
 

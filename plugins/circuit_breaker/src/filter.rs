@@ -245,11 +245,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
         .iter()
         .map(|r| RuleMetrics::define(setup, &r.name, r.batching.is_some()))
         .collect();
-    log::info!(
-        "palisade {PLUGIN}: configured {} rule(s), shared data under {}",
-        config.rules.len(),
-        store.prefix().as_str()
-    );
+    setup.log_configured(config.rules.len(), &store, &config.warnings);
     // Tick at the shortest `success_batching.max_delay` (so a quiet worker's batch waits at
     // most about twice that), and at least every 500 ms for the gauges.
     let tick = config_tick(&config);

@@ -54,6 +54,12 @@ impl FieldPath {
         )
     }
 
+    /// A deprecation warning for this field, for the plugin to log at configure: it names the
+    /// field, what is deprecated and what to write instead.
+    pub fn deprecated(&self, what: impl fmt::Display, instead: impl fmt::Display) -> String {
+        format!("config field `{self}`: {what} is deprecated; write {instead} instead")
+    }
+
     /// An "out of range" error at this path.
     pub fn out_of_range(
         &self,

@@ -31,11 +31,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
         .map(|r| EventCounters::define(setup, &r.name))
         .collect();
     let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
-    log::info!(
-        "palisade {PLUGIN}: configured {} rule(s), shared data under {}",
-        config.rules.len(),
-        store.prefix().as_str()
-    );
+    setup.log_configured(config.rules.len(), &store, &[]);
     Ok(Box::new(RateLimit(Rc::new(Shared {
         limiter: RateLimiter::new(config),
         store,

@@ -84,6 +84,19 @@ impl<'a> Setup<'a> {
         HostStore::new(self.host, KeyPrefix::new(self.kind, &self.namespace(scope)))
     }
 
+    /// Log, at configure, how many rules a policy with shared data runs and where its state
+    /// lives, then each of its config's deprecation warnings.
+    pub fn log_configured(&self, rules: usize, store: &HostStore, warnings: &[String]) {
+        log::info!(
+            "palisade {}: configured {rules} rule(s), shared data under {}",
+            self.kind,
+            store.prefix().as_str()
+        );
+        for w in warnings {
+            log::warn!("palisade {}: {w}", self.kind);
+        }
+    }
+
     fn namespace(&self, scope: &str) -> String {
         let instance = if self.instance.is_empty() {
             "_"
