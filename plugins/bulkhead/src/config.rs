@@ -65,6 +65,8 @@ struct RuleWire {
     #[serde(default)]
     shadow: Option<bool>,
     #[serde(default)]
+    failure_mode: Option<String>,
+    #[serde(default)]
     response: Option<ResponseWire>,
 }
 
@@ -106,6 +108,8 @@ pub struct Rule {
     /// Bound on each worker's wait queue for this rule.
     pub max_waiting: u32,
     pub shadow: bool,
+    /// The config's `failure_mode` unless the rule sets its own.
+    pub failure_mode: FailureMode,
     pub reply: ReplySpec,
 }
 
@@ -126,6 +130,7 @@ impl NamedRule for Rule {
 )]
 pub struct Config {
     pub scope: String,
+    /// The rules' default `failure_mode` (each rule may override it).
     pub failure_mode: FailureMode,
     pub max_workers: u16,
     pub worker_timeout: Duration,
@@ -170,7 +175,9 @@ impl Config {
             }
             None => DEFAULT_WORKER_TIMEOUT,
         };
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
+            validate_rule(rw, path, failure_mode)
+        })?;
         Ok(Config {
             scope,
             failure_mode,
@@ -186,7 +193,11 @@ impl Config {
     }
 }
 
-fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
+fn validate_rule(
+    rw: &RuleWire,
+    path: &FieldPath,
+    default_failure_mode: FailureMode,
+) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let cluster = match &rw.cluster {
@@ -251,6 +262,11 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
             MAX_MAX_WAITING,
         )?,
     };
+    let failure_mode = FailureMode::validate_or(
+        rw.failure_mode.as_deref(),
+        default_failure_mode,
+        &path.field("failure_mode"),
+    )?;
     let reply = ReplySpec::validate(
         rw.response.as_ref(),
         &path.field("response"),
@@ -267,6 +283,7 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         max_wait,
         max_waiting,
         shadow: rw.shadow.unwrap_or(false),
+        failure_mode,
         reply,
     })
 }
@@ -416,6 +433,20 @@ mod tests {
             let e = err(json);
             assert_eq!(e.field.as_str(), field, "{json}: {e}");
         }
+    }
+
+    #[test]
+    fn a_top_level_failure_mode_is_the_default_a_rule_can_override() {
+        let c = Config::parse(
+            br#"{"failure_mode": "deny", "rules": [{"name": "a", "max_concurrent": 1},
+              {"name": "b", "max_concurrent": 1, "failure_mode": "allow"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.failure_mode, FailureMode::Deny);
+        assert_eq!(c.rules[0].failure_mode, FailureMode::Deny);
+        assert_eq!(c.rules[1].failure_mode, FailureMode::Allow);
+        let e = err(r#"{"rules": [{"name": "a", "max_concurrent": 1, "failure_mode": "open"}]}"#);
+        assert_eq!(e.field.as_str(), "rules[0].failure_mode");
     }
 
     #[test]

@@ -355,11 +355,8 @@ impl Worker {
 
     fn failure(&self, rule_index: usize, report: &mut Report) -> Admission {
         report.events.push((rule_index, Event::StoreFailure));
-        match (
-            self.bulkhead.config.failure_mode,
-            self.bulkhead.config.rules.get(rule_index),
-        ) {
-            (FailureMode::Deny, Some(rule)) if !rule.shadow => {
+        match self.bulkhead.config.rules.get(rule_index) {
+            Some(rule) if rule.failure_mode == FailureMode::Deny && !rule.shadow => {
                 Admission::Reject(Self::reply(rule, "unavailable"))
             }
             _ => Admission::Continue,
@@ -934,6 +931,19 @@ mod tests {
             assert_eq!(rep.worker_events.len(), 1);
             assert_eq!(w.held(), 0);
         }
+    }
+
+    #[test]
+    fn a_rules_own_failure_mode_overrides_the_top_level_one_on_store_failures() {
+        let store = FakeStore::new();
+        let mut w = worker(
+            r#"{"failure_mode": "allow", "rules": [{"name": "b", "max_concurrent": 1, "failure_mode": "deny"}]}"#,
+        );
+        let tg = any_target(&w);
+        store.fail_with(StoreError::Host("InternalFailure".into()));
+        let (adm, rep) = w.on_request(1, tg, &store, t(0));
+        assert!(matches!(adm, Admission::Reject(_)), "{adm:?}");
+        assert_eq!(rep.events, vec![(0, Event::StoreFailure)]);
     }
 
     #[test]

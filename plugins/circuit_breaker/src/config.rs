@@ -24,6 +24,8 @@ struct Wire {
         schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
     )]
     scope: Option<String>,
+    #[serde(default)]
+    failure_mode: Option<String>,
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
 }
@@ -299,6 +301,8 @@ impl NamedRule for Rule {
 )]
 pub struct Config {
     pub scope: String,
+    /// The rules' default `failure_mode` (each rule may override it).
+    pub failure_mode: FailureMode,
     pub rules: Vec<Rule>,
     /// Deprecated spellings the config used, for the filter to log at configure.
     pub warnings: Vec<String>,
@@ -319,12 +323,15 @@ impl Config {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
         let scope = validate_scope(wire.scope.as_deref(), &root)?;
+        let failure_mode =
+            FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
         let mut warnings = Vec::new();
         let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, &mut warnings)
+            validate_rule(rw, path, failure_mode, &mut warnings)
         })?;
         Ok(Config {
             scope,
+            failure_mode,
             rules,
             warnings,
         })
@@ -343,6 +350,7 @@ fn percent(value: Option<f64>, default: f64, path: &FieldPath) -> Result<f64, Co
 fn validate_rule(
     rw: &RuleWire,
     path: &FieldPath,
+    default_failure_mode: FailureMode,
     warnings: &mut Vec<String>,
 ) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
@@ -371,8 +379,11 @@ fn validate_rule(
         1,
         MAX_MAX_BREAKERS,
     )?;
-    let failure_mode =
-        FailureMode::validate(rw.failure_mode.as_deref(), &path.field("failure_mode"))?;
+    let failure_mode = FailureMode::validate_or(
+        rw.failure_mode.as_deref(),
+        default_failure_mode,
+        &path.field("failure_mode"),
+    )?;
     let reply = ReplySpec::validate(
         rw.response.as_ref(),
         &path.field("response"),
@@ -887,6 +898,21 @@ mod tests {
             assert_eq!(err.field.as_str(), "rules[0].shadow", "{json}: {err}");
             assert!(err.to_string().contains(value), "{json}: {err}");
         }
+    }
+
+    #[test]
+    fn a_top_level_failure_mode_is_the_default_a_rule_can_override() {
+        let c = Config::parse(
+            br#"{"failure_mode":"deny","rules":[{"name":"a"},{"name":"b","failure_mode":"allow"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(c.failure_mode, FailureMode::Deny);
+        assert_eq!(c.rules[0].failure_mode, FailureMode::Deny);
+        assert_eq!(c.rules[1].failure_mode, FailureMode::Allow);
+        let err = Config::parse(br#"{"failure_mode":"open","rules":[{"name":"a"}]}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "failure_mode");
+        let err = rule(r#"{"name":"a","failure_mode":"open"}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "rules[0].failure_mode");
     }
 
     #[test]

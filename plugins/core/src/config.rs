@@ -746,10 +746,20 @@ pub enum FailureMode {
 }
 
 impl FailureMode {
-    /// `"allow"` or `"deny"`; absent means `allow`, every plugin's documented default.
+    /// `"allow"` or `"deny"`; absent means `allow`, every plugin's documented default. This is
+    /// the top-level `failure_mode` of a config: the default of its rules.
     pub fn validate(wire: Option<&str>, path: &FieldPath) -> Result<FailureMode, ConfigError> {
+        FailureMode::validate_or(wire, FailureMode::Allow, path)
+    }
+
+    /// A rule's own `failure_mode`, overriding the config's top-level one (`default`).
+    pub fn validate_or(
+        wire: Option<&str>,
+        default: FailureMode,
+        path: &FieldPath,
+    ) -> Result<FailureMode, ConfigError> {
         match wire {
-            None => Ok(FailureMode::Allow),
+            None => Ok(default),
             Some(v) => one_of(
                 v,
                 path,
@@ -774,5 +784,21 @@ mod failure_mode_tests {
         let err = FailureMode::validate(Some("open"), &p).unwrap_err();
         assert_eq!(err.field.as_str(), "failure_mode");
         assert!(err.to_string().contains("expected one of `allow`, `deny`"));
+    }
+
+    #[test]
+    fn a_rules_failure_mode_overrides_the_top_level_one() {
+        let p = FieldPath::root()
+            .field("rules")
+            .index(0)
+            .field("failure_mode");
+        let deny = FailureMode::Deny;
+        assert_eq!(FailureMode::validate_or(None, deny, &p).unwrap(), deny);
+        assert_eq!(
+            FailureMode::validate_or(Some("allow"), deny, &p).unwrap(),
+            FailureMode::Allow
+        );
+        let err = FailureMode::validate_or(Some("open"), deny, &p).unwrap_err();
+        assert_eq!(err.field.as_str(), "rules[0].failure_mode");
     }
 }

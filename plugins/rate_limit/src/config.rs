@@ -30,6 +30,8 @@ struct Wire {
     client_ip: Option<ClientIpWire>,
     #[serde(default)]
     headers_on_allowed: Option<bool>,
+    #[serde(default)]
+    failure_mode: Option<String>,
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
     rules: Vec<RuleWire>,
 }
@@ -128,6 +130,8 @@ pub struct Config {
     pub mode: Mode,
     pub client_ip: ClientIpSource,
     pub headers_on_allowed: bool,
+    /// The rules' default `failure_mode` (each rule may override it).
+    pub failure_mode: FailureMode,
     pub rules: Vec<Rule>,
 }
 
@@ -156,18 +160,27 @@ impl Config {
             &wire.client_ip.clone().unwrap_or_default(),
             &root.field("client_ip"),
         )?;
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
+        let failure_mode =
+            FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
+        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
+            validate_rule(rw, path, failure_mode)
+        })?;
         Ok(Config {
             scope,
             mode,
             client_ip,
             headers_on_allowed: wire.headers_on_allowed.unwrap_or(false),
+            failure_mode,
             rules,
         })
     }
 }
 
-fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
+fn validate_rule(
+    rw: &RuleWire,
+    path: &FieldPath,
+    default_failure_mode: FailureMode,
+) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = KeySpec::validate(&rw.key, &path.field("key"))?;
@@ -194,8 +207,11 @@ fn validate_rule(rw: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         )?,
         None => MissingKey::Skip,
     };
-    let failure_mode =
-        FailureMode::validate(rw.failure_mode.as_deref(), &path.field("failure_mode"))?;
+    let failure_mode = FailureMode::validate_or(
+        rw.failure_mode.as_deref(),
+        default_failure_mode,
+        &path.field("failure_mode"),
+    )?;
     let max_keys = number_in(
         rw.max_keys,
         DEFAULT_MAX_KEYS,
@@ -370,6 +386,29 @@ mod tests {
         for (json, field) in cases {
             assert_eq!(err(json).field.as_str(), field, "{json}");
         }
+    }
+
+    #[test]
+    fn a_top_level_failure_mode_is_the_default_a_rule_can_override() {
+        let rule = |name: &str, extra: &str| {
+            format!(
+                r#"{{"name": "{name}", "key": ["path"], "limits": [{{"capacity": 1, "refill": 1, "period": "1s"}}]{extra}}}"#
+            )
+        };
+        let json = format!(
+            r#"{{"failure_mode": "deny", "rules": [{}, {}]}}"#,
+            rule("a", ""),
+            rule("b", r#", "failure_mode": "allow""#)
+        );
+        let c = Config::parse(json.as_bytes()).unwrap();
+        assert_eq!(c.failure_mode, FailureMode::Deny);
+        assert_eq!(c.rules[0].failure_mode, FailureMode::Deny);
+        assert_eq!(c.rules[1].failure_mode, FailureMode::Allow);
+        let json = format!(
+            r#"{{"failure_mode": "open", "rules": [{}]}}"#,
+            rule("a", "")
+        );
+        assert_eq!(err(&json).field.as_str(), "failure_mode");
     }
 
     #[test]
