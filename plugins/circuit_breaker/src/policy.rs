@@ -11,8 +11,8 @@
 //!
 //! ## Bounded keys
 //! Envoy never frees shared-data keys, and breaker keys can come from requests (a header, a path).
-//! Each rule therefore owns a fixed table of `max_breakers` slots; a breaker key is hashed
-//! (FNV-1a) to a slot, and the slot remembers the hash of the key that owns it. A different key
+//! Each rule therefore owns a fixed table of `max_breakers` slots ([`palisade_core::slots`]); a
+//! breaker key is hashed (FNV-1a) to a slot, and the slot remembers the hash of the key that owns it. A different key
 //! landing on an owned slot takes it over if the breaker there is closed with an empty window
 //! (nothing is lost); otherwise the two keys **share** that breaker until it is idle again, and each
 //! such call counts a `collisions` metric. Sharing is the conservative overflow: a shared breaker
@@ -31,6 +31,7 @@ use crate::config::{BreakerKey, Config, FailureMode, Mode, Rule};
 use crate::outcome::{classify, ResponseFacts, Verdict};
 use crate::state::{Admission, Breaker, Header, Permit, Phase, Recorded, Transition};
 use palisade_core::key::{url_path, RequestView};
+use palisade_core::slots::{claim, Claim, SlotTable};
 use palisade_core::store::{update, Step, DEFAULT_MAX_ATTEMPTS};
 use palisade_core::{Decision, LocalReply, SharedStore, Timestamp};
 use std::collections::HashMap;
@@ -139,7 +140,8 @@ struct LocalEntry {
 #[derive(Debug)]
 pub struct Breakers {
     config: Config,
-    prefixes: Vec<String>,
+    /// Per rule: `max_breakers` slots under `<rule>/<window>/p<probes>/n<max_breakers>/`.
+    tables: Vec<SlotTable>,
     /// Per-worker batching state, by shared-data key (bounded by the rules' `max_breakers`).
     /// A mutex only so that tests can share a `Breakers` between threads; a VM is single-threaded.
     local: Mutex<HashMap<String, LocalEntry>>,
@@ -186,22 +188,23 @@ fn first_segments(path: &str, n: u32) -> String {
 
 impl Breakers {
     pub fn new(config: Config) -> Self {
-        let prefixes = config
+        let tables = config
             .rules
             .iter()
             .map(|r| {
-                format!(
+                let prefix = format!(
                     "{}/{}/p{}/n{}/",
                     r.name,
                     r.thresholds.window.tag(),
                     r.thresholds.permitted_calls_in_half_open,
                     r.max_breakers
-                )
+                );
+                SlotTable::new(prefix, u64::from(r.max_breakers))
             })
             .collect();
         Breakers {
             config,
-            prefixes,
+            tables,
             local: Mutex::new(HashMap::new()),
         }
     }
@@ -255,25 +258,24 @@ impl Breakers {
 
     /// The breaker a request belongs to: the first matching rule's, if the request has its key.
     pub fn locate(&self, req: &dyn BreakerRequest) -> Result<Option<BreakerRef>, usize> {
-        let Some((index, rule)) = self
+        let Some((index, (rule, table))) = self
             .config
             .rules
             .iter()
+            .zip(&self.tables)
             .enumerate()
-            .find(|(_, r)| r.matcher.matches(req))
+            .find(|(_, (r, _))| r.matcher.matches(req))
         else {
             return Ok(None);
         };
         let key = Breakers::key_value(rule, req).ok_or(index)?;
-        let hash = palisade_core::hash::fnv1a64(key.as_bytes());
-        let slot = hash % u64::from(rule.max_breakers);
-        let prefix = self.prefixes.get(index).map(String::as_str).unwrap_or("");
+        let slot = table.slot(&key);
         Ok(Some(BreakerRef {
             rule: index,
-            slot,
-            hash,
+            slot: slot.index,
+            hash: slot.hash,
             key,
-            store_key: format!("{prefix}{slot}"),
+            store_key: slot.store_key,
         }))
     }
 
@@ -566,9 +568,9 @@ impl Breakers {
             |current| {
                 let mut b = Breaker::decode(current, &t.window)
                     .unwrap_or_else(|| Breaker::fresh(&t.window, hash));
+                let idle = || b.phase == Phase::Closed && b.window.tally(now_ms).calls == 0;
                 let mut changed = false;
-                if b.owner != hash && b.phase == Phase::Closed && b.window.tally(now_ms).calls == 0
-                {
+                if claim(b.owner, hash, idle) == Claim::TakeOver {
                     b.owner = hash;
                     changed = true;
                 }

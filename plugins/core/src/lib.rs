@@ -16,6 +16,7 @@ pub mod pairs;
 pub mod plugin;
 #[cfg(feature = "schema")]
 pub mod schema;
+pub mod slots;
 pub mod store;
 pub mod testing;
 pub mod time;

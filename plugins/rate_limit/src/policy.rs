@@ -4,8 +4,8 @@
 //! ## Bounded memory
 //! Envoy never frees shared-data keys, so a bucket per distinct client would grow without bound
 //! (and an attacker controls how many distinct clients there are). Each rule instead owns a fixed
-//! table of `max_keys` slots; a request key is hashed (FNV-1a, stable across builds) to a slot. The
-//! slot stores the full 64-bit hash of the key that owns it:
+//! table of `max_keys` slots ([`palisade_core::slots`]); a request key is hashed (FNV-1a, stable
+//! across builds) to a slot. The slot stores the full 64-bit hash of the key that owns it:
 //!
 //! - same key → its own bucket, exact;
 //! - another key whose bucket is full (idle) → the slot is taken over; an idle bucket is
@@ -23,6 +23,7 @@
 use crate::bucket::{ceil_secs, check_all, is_idle, Limit, RuleOutcome, SlotState};
 use crate::config::{Config, FailureMode, MissingKey, Mode, Rule};
 use palisade_core::key::RequestView;
+use palisade_core::slots::{claim, Claim, SlotTable};
 use palisade_core::store::{update, Step, UpdateError, DEFAULT_MAX_ATTEMPTS};
 use palisade_core::{Decision, LocalReply, SharedStore, Timestamp};
 
@@ -76,17 +77,18 @@ const MISSING_KEY: &str = "<missing>";
 #[derive(Debug, Clone)]
 pub struct RateLimiter {
     config: Config,
-    /// Per rule: `<rule>/<limits>/k<max_keys>/`.
-    key_prefixes: Vec<String>,
+    /// Per rule: `max_keys` slots under `<rule>/<limits>/k<max_keys>/`.
+    tables: Vec<SlotTable>,
 }
 
 impl RateLimiter {
     pub fn new(config: Config) -> Self {
-        let key_prefixes = config.rules.iter().map(rule_key_prefix).collect();
-        RateLimiter {
-            config,
-            key_prefixes,
-        }
+        let tables = config
+            .rules
+            .iter()
+            .map(|r| SlotTable::new(rule_key_prefix(r), r.max_keys))
+            .collect();
+        RateLimiter { config, tables }
     }
 
     pub fn config(&self) -> &Config {
@@ -102,7 +104,8 @@ impl RateLimiter {
             allowed_headers: Vec::new(),
         };
         let mut tightest: Option<(u64, Vec<(String, String)>)> = None;
-        for (index, rule) in self.config.rules.iter().enumerate() {
+        let rules = self.config.rules.iter().zip(&self.tables);
+        for (index, (rule, table)) in rules.enumerate() {
             if !rule.matcher.matches(req) {
                 continue;
             }
@@ -114,7 +117,7 @@ impl RateLimiter {
                     continue;
                 }
             };
-            match self.take(index, rule, &key, store, now) {
+            match take(rule, table, &key, store, now) {
                 Ok((outcome, collision)) => {
                     if collision {
                         verdict.events.push((index, Event::Collision));
@@ -154,47 +157,39 @@ impl RateLimiter {
         }
         verdict
     }
+}
 
-    /// Take one token from every limit of `rule` for `key`, atomically.
-    fn take(
-        &self,
-        index: usize,
-        rule: &Rule,
-        key: &str,
-        store: &dyn SharedStore,
-        now: Timestamp,
-    ) -> Result<(RuleOutcome, bool), UpdateError> {
-        let hash = palisade_core::hash::fnv1a64(key.as_bytes());
-        let slot = hash % rule.max_keys;
-        let prefix = self
-            .key_prefixes
-            .get(index)
-            .map(String::as_str)
-            .unwrap_or_default();
-        let store_key = format!("{prefix}{slot}");
-        let n = rule.limits.len();
-        update(store, &store_key, DEFAULT_MAX_ATTEMPTS, |current| {
-            let mut state =
-                SlotState::decode(current, n).unwrap_or_else(|| SlotState::fresh(hash, n));
-            let mut collision = false;
-            if state.fingerprint != hash {
-                if all_idle(&rule.limits, &state.tats, now) {
-                    state = SlotState::fresh(hash, n);
-                } else {
-                    collision = true;
-                }
+/// Take one token from every limit of `rule` for `key`, atomically.
+fn take(
+    rule: &Rule,
+    table: &SlotTable,
+    key: &str,
+    store: &dyn SharedStore,
+    now: Timestamp,
+) -> Result<(RuleOutcome, bool), UpdateError> {
+    let slot = table.slot(key);
+    let hash = slot.hash;
+    let n = rule.limits.len();
+    update(store, &slot.store_key, DEFAULT_MAX_ATTEMPTS, |current| {
+        let mut state = SlotState::decode(current, n).unwrap_or_else(|| SlotState::fresh(hash, n));
+        let mut collision = false;
+        match claim(state.fingerprint, hash, || {
+            all_idle(&rule.limits, &state.tats, now)
+        }) {
+            Claim::Own => {}
+            Claim::TakeOver => state = SlotState::fresh(hash, n),
+            Claim::Share => collision = true,
+        }
+        let (outcome, new_tats) = check_all(&rule.limits, &state.tats, now);
+        match new_tats {
+            Some(tats) => {
+                state.tats = tats;
+                Step::Write(state.encode(), (outcome, collision))
             }
-            let (outcome, new_tats) = check_all(&rule.limits, &state.tats, now);
-            match new_tats {
-                Some(tats) => {
-                    state.tats = tats;
-                    Step::Write(state.encode(), (outcome, collision))
-                }
-                None => Step::Keep((outcome, collision)),
-            }
-        })
-        .map(|done| done.output)
-    }
+            None => Step::Keep((outcome, collision)),
+        }
+    })
+    .map(|done| done.output)
 }
 
 fn all_idle(limits: &[Limit], tats: &[u128], now: Timestamp) -> bool {
