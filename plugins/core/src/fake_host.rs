@@ -74,6 +74,17 @@ struct Metrics {
     samples: HashMap<u32, Vec<u64>>,
 }
 
+impl Metrics {
+    /// The kind of the metric defined with `id`; `NotFound` for `op` if none was.
+    fn kind(&self, id: u32, op: &'static str) -> Result<MetricKind, HostError> {
+        self.by_name
+            .values()
+            .find(|(i, _)| *i == id)
+            .map(|(_, k)| *k)
+            .ok_or_else(|| HostError::from_code(op, code::NOT_FOUND))
+    }
+}
+
 /// The proxy's shared data: one map and one CAS counter for all its workers (VMs).
 #[derive(Debug, Default)]
 struct SharedData {
@@ -603,21 +614,14 @@ impl Host for FakeHost {
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError> {
         self.check("increment_metric")?;
         let mut s = self.state.borrow_mut();
-        let kind = s
-            .metrics
-            .by_name
-            .values()
-            .find(|(i, _)| *i == id)
-            .map(|(_, k)| *k);
-        match kind {
-            None => return Err(HostError::from_code("increment_metric", code::NOT_FOUND)),
-            Some(MetricKind::Histogram) => {
+        match s.metrics.kind(id, "increment_metric")? {
+            MetricKind::Histogram => {
                 return Err(HostError::from_code("increment_metric", code::BAD_ARGUMENT))
             }
-            Some(MetricKind::Counter) if delta < 1 => {
+            MetricKind::Counter if delta < 1 => {
                 return Err(HostError::from_code("increment_metric", code::BAD_ARGUMENT))
             }
-            Some(_) => {}
+            _ => {}
         }
         *s.metrics.values.entry(id).or_insert(0) += delta;
         Ok(())
@@ -626,20 +630,13 @@ impl Host for FakeHost {
     fn record_metric(&self, id: u32, value: u64) -> Result<(), HostError> {
         self.check("record_metric")?;
         let mut s = self.state.borrow_mut();
-        let kind = s
-            .metrics
-            .by_name
-            .values()
-            .find(|(i, _)| *i == id)
-            .map(|(_, k)| *k);
-        match kind {
-            Some(MetricKind::Histogram) => s.metrics.samples.entry(id).or_default().push(value),
-            Some(_) => {
+        match s.metrics.kind(id, "record_metric")? {
+            MetricKind::Histogram => s.metrics.samples.entry(id).or_default().push(value),
+            _ => {
                 s.metrics
                     .values
                     .insert(id, i64::try_from(value).unwrap_or(i64::MAX));
             }
-            None => return Err(HostError::from_code("record_metric", code::NOT_FOUND)),
         }
         Ok(())
     }
