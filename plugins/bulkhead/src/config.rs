@@ -3,8 +3,8 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    number_in, parse_duration, parse_json, validate_named_rules, validate_scope, ConfigError,
-    FieldPath, NamedRule, ReplyWire as ResponseWire,
+    duration_in, number_in, parse_duration, parse_json, validate_named_rules, validate_scope,
+    ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
@@ -164,17 +164,13 @@ impl Config {
             1,
             MAX_MAX_WORKERS,
         )?;
-        let worker_timeout = match &wire.worker_timeout {
-            Some(t) => {
-                let path = root.field("worker_timeout");
-                let d = parse_duration(t, &path)?;
-                if !(MIN_WORKER_TIMEOUT..=MAX_WORKER_TIMEOUT).contains(&d) {
-                    return Err(path.out_of_range(t, "3s", "1h"));
-                }
-                d
-            }
-            None => DEFAULT_WORKER_TIMEOUT,
-        };
+        let worker_timeout = duration_in(
+            wire.worker_timeout.as_deref(),
+            DEFAULT_WORKER_TIMEOUT,
+            &root.field("worker_timeout"),
+            MIN_WORKER_TIMEOUT,
+            MAX_WORKER_TIMEOUT,
+        )?;
         let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
             validate_rule(rw, path, failure_mode)
         })?;
