@@ -336,11 +336,16 @@ mod tests {
         );
     }
 
+    /// A request from 10.0.0.2 (a proxy) carrying this `X-Forwarded-For`.
+    fn behind_proxy(xff: &str) -> FakeRequest {
+        FakeRequest::new("GET", "/")
+            .source("10.0.0.2:1000")
+            .header("x-forwarded-for", xff)
+    }
+
     #[test]
     fn one_trusted_hop_takes_the_rightmost_entry() {
-        let req = FakeRequest::new("GET", "/")
-            .source("10.0.0.2:1000")
-            .header("x-forwarded-for", "203.0.113.7, 198.51.100.4");
+        let req = behind_proxy("203.0.113.7, 198.51.100.4");
         let got = client_ip(&req, hops(1));
         assert_eq!(got.ip, ip("198.51.100.4"));
         assert_eq!(got.origin, ClientIpOrigin::ForwardedFor);
@@ -348,26 +353,20 @@ mod tests {
 
     #[test]
     fn two_trusted_hops_take_the_second_entry_from_the_right() {
-        let req = FakeRequest::new("GET", "/")
-            .source("10.0.0.2:1000")
-            .header("x-forwarded-for", "6.6.6.6, 203.0.113.7, 10.1.1.1");
+        let req = behind_proxy("6.6.6.6, 203.0.113.7, 10.1.1.1");
         assert_eq!(client_ip(&req, hops(2)).ip, ip("203.0.113.7"));
     }
 
     #[test]
     fn spoofed_leftmost_entries_are_ignored() {
         // The client sent "X-Forwarded-For: 1.2.3.4"; our one trusted proxy appended the real peer.
-        let req = FakeRequest::new("GET", "/")
-            .source("10.0.0.2:1000")
-            .header("x-forwarded-for", "1.2.3.4,192.0.2.77");
+        let req = behind_proxy("1.2.3.4,192.0.2.77");
         assert_eq!(client_ip(&req, hops(1)).ip, ip("192.0.2.77"));
     }
 
     #[test]
     fn too_few_entries_fall_back_to_the_source_address() {
-        let req = FakeRequest::new("GET", "/")
-            .source("10.0.0.2:1000")
-            .header("x-forwarded-for", "192.0.2.77");
+        let req = behind_proxy("192.0.2.77");
         let got = client_ip(&req, hops(2));
         assert_eq!(got.ip, ip("10.0.0.2"));
         assert_eq!(got.origin, ClientIpOrigin::FallbackToSourceAddress);
@@ -390,9 +389,7 @@ mod tests {
             ",,,",
             "1.2.3.4, 1.2.3.4.5",
         ] {
-            let req = FakeRequest::new("GET", "/")
-                .source("10.0.0.2:1000")
-                .header("x-forwarded-for", xff);
+            let req = behind_proxy(xff);
             let got = client_ip(&req, hops(1));
             assert_eq!(got.ip, ip("10.0.0.2"), "xff={xff:?}");
             assert_eq!(
