@@ -788,10 +788,7 @@ mod failure_mode_tests {
 
     #[test]
     fn a_rules_failure_mode_overrides_the_top_level_one() {
-        let p = FieldPath::root()
-            .field("rules")
-            .index(0)
-            .field("failure_mode");
+        let p = FieldPath::root().field("failure_mode");
         let deny = FailureMode::Deny;
         assert_eq!(FailureMode::validate_or(None, deny, &p).unwrap(), deny);
         assert_eq!(
@@ -799,6 +796,6 @@ mod failure_mode_tests {
             FailureMode::Allow
         );
         let err = FailureMode::validate_or(Some("open"), deny, &p).unwrap_err();
-        assert_eq!(err.field.as_str(), "rules[0].failure_mode");
+        assert_eq!(err.field.as_str(), "failure_mode");
     }
 }
