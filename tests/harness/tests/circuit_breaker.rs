@@ -226,9 +226,22 @@ fn slow_calls_open_the_breaker() {
 #[test]
 #[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
 fn metrics_only_mode_never_rejects_but_counts_what_it_would_have() {
-    let (upstream, envoy) = start(rule(
+    // The deprecated spelling of `shadow: true`: still a dry run.
+    dry_run_never_rejects_but_counts_what_it_would_have(
         json!({"mode": "metrics_only", "wait_duration_in_open": "60s"}),
-    ));
+    );
+}
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn a_shadow_rule_never_rejects_but_counts_what_it_would_have() {
+    dry_run_never_rejects_but_counts_what_it_would_have(
+        json!({"shadow": true, "wait_duration_in_open": "60s"}),
+    );
+}
+
+fn dry_run_never_rejects_but_counts_what_it_would_have(fields: Value) {
+    let (upstream, envoy) = start(rule(fields));
     trip(&envoy);
     let results = parallel(4, 20, |_| Request::get(&envoy.url("/through")));
     assert_eq!(status_counts(&results).get(&200), Some(&20));
