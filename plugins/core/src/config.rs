@@ -621,6 +621,19 @@ pub fn validate_rules<W, T>(
     Ok(rules)
 }
 
+/// Validate every element of a list field (absent: empty) through `validate`, which gets the
+/// element's path (`field[i]`); the first error stops.
+pub fn validate_each<'a, W: 'a, T>(
+    list: impl IntoIterator<Item = &'a W>,
+    path: &FieldPath,
+    mut validate: impl FnMut(&'a W, &FieldPath) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    list.into_iter()
+        .enumerate()
+        .map(|(i, w)| validate(w, &path.index(i)))
+        .collect()
+}
+
 /// A list field's length: at least one element (else "missing", with `reason`), at most `max`.
 pub fn list_len(len: usize, path: &FieldPath, max: usize, reason: &str) -> Result<(), ConfigError> {
     if len == 0 {
@@ -706,6 +719,24 @@ mod rule_list_tests {
         let dup = validate_rules(&["a", "b", "a"], &p, 4, named, |r| r.as_str()).unwrap_err();
         assert_eq!(dup.field.as_str(), "rules[2].name");
         assert!(dup.to_string().contains("unique"));
+    }
+
+    #[test]
+    fn each_element_is_validated_at_its_index_and_an_absent_list_is_empty() {
+        let p = FieldPath::root().field("remove");
+        let names = |n: &String, p: &FieldPath| validate_name(n, p);
+        let list = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(
+            validate_each(Some(&list).into_iter().flatten(), &p, names).unwrap(),
+            list
+        );
+        let none: Option<&Vec<String>> = None;
+        assert!(validate_each(none.into_iter().flatten(), &p, names)
+            .unwrap()
+            .is_empty());
+        let bad = vec!["a".to_owned(), "b c".to_owned()];
+        let err = validate_each(&bad, &p, names).unwrap_err();
+        assert_eq!(err.field.as_str(), "remove[1]");
     }
 
     #[test]

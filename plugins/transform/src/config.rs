@@ -6,7 +6,9 @@
 
 use crate::ops::{BodyOps, HeaderOps, Pointer, QueryOps};
 use crate::template::{Captures, Piece, Template};
-use palisade_core::config::{parse_json, validate_named_rules, ConfigError, FieldPath, NamedRule};
+use palisade_core::config::{
+    parse_json, validate_each, validate_named_rules, ConfigError, FieldPath, NamedRule,
+};
 use palisade_core::key::{validate_header_name, ClientIpSource, ClientIpWire};
 use palisade_core::matcher::{HeaderMatchWire, MatchWire, RequestMatch};
 use regex_lite::Regex;
@@ -557,36 +559,27 @@ fn renames(
     path: &FieldPath,
     check: impl Fn(&str, &FieldPath) -> Result<String, ConfigError>,
 ) -> Result<Vec<(String, String)>, ConfigError> {
-    list.into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, r)| {
-            let p = path.index(i);
-            Ok((
-                check(&r.from, &p.field("from"))?,
-                check(&r.to, &p.field("to"))?,
-            ))
-        })
-        .collect()
+    validate_each(list.into_iter().flatten(), path, |r, p| {
+        Ok((
+            check(&r.from, &p.field("from"))?,
+            check(&r.to, &p.field("to"))?,
+        ))
+    })
 }
 
+/// `{name, value}` pairs: the name through `check`, the value a template through `value`.
 fn name_values(
     list: Option<&Vec<NameValueWire>>,
     path: &FieldPath,
-    captures: Captures<'_>,
     check: impl Fn(&str, &FieldPath) -> Result<String, ConfigError>,
+    value: impl Fn(&str, &FieldPath) -> Result<Template, ConfigError>,
 ) -> Result<Vec<(String, Template)>, ConfigError> {
-    list.into_iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, nv)| {
-            let p = path.index(i);
-            Ok((
-                check(&nv.name, &p.field("name"))?,
-                value_template(&nv.value, &p.field("value"), captures)?,
-            ))
-        })
-        .collect()
+    validate_each(list.into_iter().flatten(), path, |nv, p| {
+        Ok((
+            check(&nv.name, &p.field("name"))?,
+            value(&nv.value, &p.field("value"))?,
+        ))
+    })
 }
 
 fn header_ops(
@@ -597,22 +590,12 @@ fn header_ops(
     let Some(w) = w else {
         return Ok(HeaderOps::default());
     };
-    let names = |list: Option<&Vec<String>>, field: &str| -> Result<Vec<String>, ConfigError> {
-        list.into_iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, n)| op_header_name(n, &path.field(field).index(i)))
-            .collect()
-    };
-    let prefixes = w
-        .remove_prefix
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, p)| {
-            let fp = path.field("remove_prefix").index(i);
+    let prefixes = validate_each(
+        w.remove_prefix.iter().flatten(),
+        &path.field("remove_prefix"),
+        |p, fp| {
             // A prefix is a header name's beginning: same characters, but `x-` ends in `-`.
-            let n = validate_header_name(p, &fp)?;
+            let n = validate_header_name(p, fp)?;
             if n.starts_with(':') {
                 return Err(fp.invalid(p, "pseudo-headers cannot be removed"));
             }
@@ -620,20 +603,21 @@ fn header_ops(
                 return Err(fp.invalid(p, "this prefix would remove framing headers"));
             }
             Ok(n)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
+        },
+    )?;
+    let value = |text: &str, p: &FieldPath| value_template(text, p, captures);
+    let nv = |list: Option<&Vec<NameValueWire>>, field: &str| {
+        name_values(list, &path.field(field), op_header_name, value)
+    };
     Ok(HeaderOps {
-        remove: names(w.remove.as_ref(), "remove")?,
+        remove: validate_each(w.remove.iter().flatten(), &path.field("remove"), |n, p| {
+            op_header_name(n, p)
+        })?,
         remove_prefix: prefixes,
         rename: renames(w.rename.as_ref(), &path.field("rename"), op_header_name)?,
-        set: name_values(w.set.as_ref(), &path.field("set"), captures, op_header_name)?,
-        add: name_values(w.add.as_ref(), &path.field("add"), captures, op_header_name)?,
-        append: name_values(
-            w.append.as_ref(),
-            &path.field("append"),
-            captures,
-            op_header_name,
-        )?,
+        set: nv(w.set.as_ref(), "set")?,
+        add: nv(w.add.as_ref(), "add")?,
+        append: nv(w.append.as_ref(), "append")?,
     })
 }
 
@@ -653,27 +637,14 @@ fn query_ops(
     let Some(w) = w else {
         return Ok(QueryOps::default());
     };
+    let value = |text: &str, p: &FieldPath| Template::parse(text, captures, p);
     let nv = |list: Option<&Vec<NameValueWire>>, field: &str| {
-        list.into_iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, nv)| {
-                let p = path.field(field).index(i);
-                Ok((
-                    query_name(&nv.name, &p.field("name"))?,
-                    Template::parse(&nv.value, captures, &p.field("value"))?,
-                ))
-            })
-            .collect::<Result<Vec<_>, ConfigError>>()
+        name_values(list, &path.field(field), query_name, value)
     };
     Ok(QueryOps {
-        remove: w
-            .remove
-            .iter()
-            .flatten()
-            .enumerate()
-            .map(|(i, n)| query_name(n, &path.field("remove").index(i)))
-            .collect::<Result<_, _>>()?,
+        remove: validate_each(w.remove.iter().flatten(), &path.field("remove"), |n, p| {
+            query_name(n, p)
+        })?,
         rename: renames(w.rename.as_ref(), &path.field("rename"), query_name)?,
         set: nv(w.set.as_ref(), "set")?,
         add: nv(w.add.as_ref(), "add")?,
@@ -738,16 +709,10 @@ fn body_ops(
     let Some(w) = w else {
         return Ok(BodyOps::default());
     };
-    let remove = w
-        .remove
-        .iter()
-        .flatten()
-        .enumerate()
-        .map(|(i, p)| pointer(p, &path.field("remove").index(i)))
-        .collect::<Result<_, _>>()?;
-    let mut rename = Vec::new();
-    for (i, r) in w.rename.iter().flatten().enumerate() {
-        let p = path.field("rename").index(i);
+    let remove = validate_each(w.remove.iter().flatten(), &path.field("remove"), |p, fp| {
+        pointer(p, fp)
+    })?;
+    let rename = validate_each(w.rename.iter().flatten(), &path.field("rename"), |r, p| {
         let from = pointer(&r.from, &p.field("from"))?;
         let to = pointer(&r.to, &p.field("to"))?;
         if from.is_within(&to) || to.is_within(&from) {
@@ -755,11 +720,9 @@ fn body_ops(
                 .field("to")
                 .invalid(&r.to, "`from` and `to` must not contain each other"));
         }
-        rename.push((from, to));
-    }
-    let mut set = Vec::new();
-    for (i, s) in w.set.iter().flatten().enumerate() {
-        let p = path.field("set").index(i);
+        Ok((from, to))
+    })?;
+    let set = validate_each(w.set.iter().flatten(), &path.field("set"), |s, p| {
         let ptr = pointer(&s.pointer, &p.field("pointer"))?;
         let value = match (&s.value, &s.template) {
             (Some(v), None) => BodyValue::Json(v.clone()),
@@ -775,8 +738,8 @@ fn body_ops(
                 return Err(p.missing("set `value` (any JSON) or `template` (a string)"))
             }
         };
-        set.push((ptr, value));
-    }
+        Ok((ptr, value))
+    })?;
     Ok(BodyOps {
         remove,
         rename,
