@@ -240,6 +240,31 @@ fn a_shadow_rule_never_rejects_but_counts_what_it_would_have() {
     );
 }
 
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn the_metrics_only_spelling_is_logged_as_deprecated_at_configure_and_shadow_is_not() {
+    let warning = "config field `rules[0].mode`: `\"metrics_only\"` is deprecated; \
+                   write `\"shadow\": true` (and no `mode`) instead";
+    for (fields, warned) in [
+        (json!({"mode": "metrics_only"}), true),
+        (json!({"shadow": true}), false),
+    ] {
+        let (_upstream, envoy) = start(rule(fields.clone()));
+        // Configure runs before Envoy reports ready, so the line is already there.
+        let log = envoy.log();
+        assert_eq!(
+            log.contains(warning),
+            warned,
+            "{fields}: Envoy's log:\n{log}"
+        );
+        assert_eq!(
+            log.contains("deprecated"),
+            warned,
+            "{fields}: Envoy's log:\n{log}"
+        );
+    }
+}
+
 fn dry_run_never_rejects_but_counts_what_it_would_have(fields: Value) {
     let (upstream, envoy) = start(rule(fields));
     trip(&envoy);
