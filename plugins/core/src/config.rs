@@ -571,28 +571,21 @@ mod shared_field_tests {
         let p = FieldPath::root().field("response");
         let d = ReplySpec::validate(None, &p, 429, "slow down\n").unwrap();
         assert_eq!((d.status, d.body.as_str()), (429, "slow down\n"));
-        let bad = ReplyWire {
+        let bad_status = ReplyWire {
             status: Some(200),
             ..ReplyWire::default()
         };
-        assert_eq!(
-            ReplySpec::validate(Some(&bad), &p, 429, "")
-                .unwrap_err()
-                .field
-                .as_str(),
-            "response.status"
-        );
-        let bad = ReplyWire {
+        let bad_content_type = ReplyWire {
             content_type: Some("a\nb".into()),
             ..ReplyWire::default()
         };
-        assert_eq!(
-            ReplySpec::validate(Some(&bad), &p, 429, "")
-                .unwrap_err()
-                .field
-                .as_str(),
-            "response.content_type"
-        );
+        for (bad, field) in [
+            (bad_status, "response.status"),
+            (bad_content_type, "response.content_type"),
+        ] {
+            let err = ReplySpec::validate(Some(&bad), &p, 429, "").unwrap_err();
+            assert_eq!(err.field.as_str(), field, "{bad:?}");
+        }
     }
 }
 
