@@ -279,6 +279,11 @@ mod tests {
         Timestamp::from_millis(ms)
     }
 
+    /// An empty store, the shared-data keys of [`remote`] under scope `p`, and [`remote`].
+    fn fixture() -> (FakeStore, Keys, Remote) {
+        (FakeStore::new(), Keys::new("p", &remote()), remote())
+    }
+
     #[test]
     fn each_key_source_gets_its_own_shared_data_keys_and_the_same_source_the_same() {
         let base = Keys::new("p", &remote());
@@ -305,9 +310,7 @@ mod tests {
 
     #[test]
     fn exactly_one_worker_wins_the_first_fetch() {
-        let store = FakeStore::new();
-        let keys = Keys::new("p", &remote());
-        let r = remote();
+        let (store, keys, r) = fixture();
         assert!(try_claim(&store, &keys, &r, at(1000), false).unwrap());
         for _ in 0..5 {
             assert!(!try_claim(&store, &keys, &r, at(1001), false).unwrap());
@@ -316,9 +319,7 @@ mod tests {
 
     #[test]
     fn two_workers_racing_for_the_lease_cannot_both_win() {
-        let store = FakeStore::new();
-        let keys = Keys::new("p", &remote());
-        let r = remote();
+        let (store, keys, r) = fixture();
         // Another worker claims between our read and our write: our CAS fails, we re-read,
         // see its lease, and back off.
         let record = FetchRecord {
@@ -332,9 +333,7 @@ mod tests {
 
     #[test]
     fn an_expired_lease_can_be_taken_over() {
-        let store = FakeStore::new();
-        let keys = Keys::new("p", &remote());
-        let r = remote();
+        let (store, keys, r) = fixture();
         assert!(try_claim(&store, &keys, &r, at(1000), false).unwrap());
         // The winner never reports back; after timeout + slack another worker takes over.
         assert!(!try_claim(&store, &keys, &r, at(6999), false).unwrap());
@@ -343,9 +342,7 @@ mod tests {
 
     #[test]
     fn a_published_document_is_readable_by_every_worker_and_refreshed_before_it_expires() {
-        let store = FakeStore::new();
-        let keys = Keys::new("p", &remote());
-        let r = remote();
+        let (store, keys, r) = fixture();
         assert!(try_claim(&store, &keys, &r, at(0), false).unwrap());
         let v = publish(&store, &keys, testkeys::JWKS.as_bytes(), at(10)).unwrap();
         assert_eq!(v, 1);
@@ -364,9 +361,7 @@ mod tests {
 
     #[test]
     fn failures_back_off_exponentially_and_keep_the_last_document() {
-        let store = FakeStore::new();
-        let keys = Keys::new("p", &remote());
-        let r = remote();
+        let (store, keys, r) = fixture();
         assert!(try_claim(&store, &keys, &r, at(0), false).unwrap());
         publish(&store, &keys, testkeys::JWKS.as_bytes(), at(0)).unwrap();
         let mut now = 80_000;
@@ -395,9 +390,7 @@ mod tests {
 
     #[test]
     fn unknown_kid_refetches_are_rate_limited_across_workers() {
-        let store = FakeStore::new();
-        let keys = Keys::new("p", &remote());
-        let r = remote();
+        let (store, keys, r) = fixture();
         assert!(try_claim(&store, &keys, &r, at(0), false).unwrap());
         publish(&store, &keys, testkeys::JWKS.as_bytes(), at(0)).unwrap();
         // Not due on its own; forced once.
