@@ -658,6 +658,13 @@ mod tests {
         target(w, &FakeRequest::new("GET", "/"))
     }
 
+    /// An empty store, a worker on `json`, and the target of a plain request.
+    fn fixture(json: &str) -> (FakeStore, Worker, Option<Target>) {
+        let w = worker(json);
+        let tg = any_target(&w);
+        (FakeStore::new(), w, tg)
+    }
+
     fn in_flight(store: &FakeStore, w: &Worker, key: &str) -> u64 {
         // A fresh view, as a third worker would see it.
         let (_, view) =
@@ -670,9 +677,7 @@ mod tests {
 
     #[test]
     fn requests_beyond_the_limit_are_rejected_with_503_and_the_full_header() {
-        let store = FakeStore::new();
-        let mut w = worker(TWO);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(TWO);
         assert_eq!(
             w.on_request(1, tg.clone(), &store, t(0)).0,
             Admission::Continue
@@ -702,9 +707,7 @@ mod tests {
             &["done", "done", "log", "log"],
         ];
         for path in end_paths {
-            let store = FakeStore::new();
-            let mut w = worker(TWO);
-            let tg = any_target(&w);
+            let (store, mut w, tg) = fixture(TWO);
             w.on_request(1, tg.clone(), &store, t(0));
             w.on_request(2, tg, &store, t(0));
             let mut released = 0;
@@ -746,9 +749,7 @@ mod tests {
 
     #[test]
     fn permits_are_counted_exactly_under_injected_cas_conflicts() {
-        let store = FakeStore::new();
-        let mut w = worker(TWO);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(TWO);
         w.on_request(1, None, &store, t(0)); // nothing; claim happens with the first match
         store.inject_conflicts(5);
         assert_eq!(
@@ -775,9 +776,7 @@ mod tests {
 
     #[test]
     fn a_release_that_loses_every_cas_is_retried_on_tick_until_written() {
-        let store = FakeStore::new();
-        let mut w = worker(TWO);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(TWO);
         w.on_request(1, tg, &store, t(0));
         store.inject_conflicts(RELEASE_ATTEMPTS);
         let r = w.on_stream_end(1, &store, t(1));
@@ -796,9 +795,7 @@ mod tests {
 
     #[test]
     fn a_full_partition_queues_waiters_in_fifo_order_and_hands_over_on_release() {
-        let store = FakeStore::new();
-        let mut w = worker(WAIT);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(WAIT);
         assert_eq!(
             w.on_request(1, tg.clone(), &store, t(0)).0,
             Admission::Continue
@@ -824,9 +821,7 @@ mod tests {
 
     #[test]
     fn a_new_request_does_not_overtake_a_waiter_of_its_partition() {
-        let store = FakeStore::new();
-        let mut w = worker(WAIT);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(WAIT);
         w.on_request(1, tg.clone(), &store, t(0));
         w.on_request(2, tg.clone(), &store, t(1));
         // Permit freed on another worker (simulated: our holder's entry is emptied by a release
@@ -842,9 +837,7 @@ mod tests {
 
     #[test]
     fn waiters_expire_after_max_wait_with_a_503() {
-        let store = FakeStore::new();
-        let mut w = worker(WAIT);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(WAIT);
         w.on_request(1, tg.clone(), &store, t(0));
         w.on_request(2, tg, &store, t(0));
         assert!(w.on_tick(&store, t(99)).wakes.is_empty());
@@ -864,9 +857,7 @@ mod tests {
 
     #[test]
     fn a_waiter_whose_client_goes_away_leaves_the_queue_without_taking_a_permit() {
-        let store = FakeStore::new();
-        let mut w = worker(WAIT);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(WAIT);
         w.on_request(1, tg.clone(), &store, t(0));
         w.on_request(2, tg, &store, t(0));
         let r = w.on_stream_end(2, &store, t(10));
@@ -1088,9 +1079,7 @@ mod tests {
 
     #[test]
     fn the_hot_path_does_not_read_the_clock() {
-        let store = FakeStore::new();
-        let mut w = worker(TWO);
-        let tg = any_target(&w);
+        let (store, mut w, tg) = fixture(TWO);
         let reads = std::cell::Cell::new(0);
         let clock = || {
             reads.set(reads.get() + 1);
