@@ -201,13 +201,20 @@ fn echo(value: impl fmt::Display) -> String {
 /// Step one of config parsing: JSON bytes into wire types, with the failing field's path.
 ///
 /// Empty input is an error naming the root: every plugin needs at least `{}`, and an empty
-/// `configuration` in Envoy usually means the operator forgot to pass one.
+/// `configuration` in Envoy usually means the operator forgot to pass one (Istio sends an empty
+/// configuration for a `WasmPlugin` without `pluginConfig`).
+///
+/// A number written with a fraction or an exponent whose value is a whole number of at most
+/// 2^53 (`5.0`, `1e3`) is read as that integer ([`integral_numbers_as_integers`]): Istio passes
+/// `pluginConfig` through a protobuf `Struct`, where every number is a double. `5.5` for an
+/// integer field is still a type error naming the field.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(FieldPath::root()
             .missing("the plugin configuration is empty; pass a JSON object (at least `{}`)"));
     }
-    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let bytes = integral_numbers_as_integers(bytes);
+    let mut de = serde_json::Deserializer::from_slice(&bytes);
     serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().to_string();
         let field = if path == "." {
@@ -224,10 +231,163 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
     })
 }
 
+/// The largest integer a double holds exactly (2^53): beyond it `1e16` may not be the integer
+/// the operator wrote, so it is left as a float (and refused by integer fields).
+const MAX_EXACT_DOUBLE_INTEGER: f64 = 9_007_199_254_740_992.0;
+
+/// `json` with every number token that has a fraction or an exponent but a whole value (at most
+/// 2^53 in magnitude) rewritten as a plain integer: `5.0` → `5`, `-2.50e1` → `-25`, `1e3` → `1000`.
+/// Strings are left alone (escapes included), as are tokens that are not valid JSON numbers, so
+/// malformed input stays malformed for the parser to reject. Borrows when nothing changes.
+pub fn integral_numbers_as_integers(json: &[u8]) -> std::borrow::Cow<'_, [u8]> {
+    let mut out: Option<Vec<u8>> = None;
+    let mut i = 0;
+    let mut copied = 0;
+    while i < json.len() {
+        match json[i] {
+            b'"' => {
+                // Skip the string, escapes included.
+                i += 1;
+                while i < json.len() {
+                    match json[i] {
+                        b'\\' => i += 2,
+                        b'"' => {
+                            i += 1;
+                            break;
+                        }
+                        _ => i += 1,
+                    }
+                }
+            }
+            b'-' | b'0'..=b'9' => {
+                let start = i;
+                while i < json.len()
+                    && matches!(json[i], b'-' | b'+' | b'.' | b'e' | b'E' | b'0'..=b'9')
+                {
+                    i += 1;
+                }
+                let token = &json[start..i];
+                if let Some(integer) = whole_number(token) {
+                    let buf = out.get_or_insert_with(|| Vec::with_capacity(json.len()));
+                    buf.extend_from_slice(&json[copied..start]);
+                    buf.extend_from_slice(integer.as_bytes());
+                    copied = i;
+                }
+            }
+            _ => i += 1,
+        }
+    }
+    match out {
+        None => std::borrow::Cow::Borrowed(json),
+        Some(mut buf) => {
+            buf.extend_from_slice(&json[copied..]);
+            std::borrow::Cow::Owned(buf)
+        }
+    }
+}
+
+/// The integer a JSON number token with a fraction or exponent stands for, if it is a valid
+/// JSON number (RFC 8259 grammar) with a whole value within ±2^53.
+fn whole_number(token: &[u8]) -> Option<String> {
+    if !token.iter().any(|c| matches!(c, b'.' | b'e' | b'E')) || !is_json_number(token) {
+        return None;
+    }
+    let value: f64 = std::str::from_utf8(token).ok()?.parse().ok()?;
+    if !value.is_finite() || value.fract() != 0.0 || value.abs() > MAX_EXACT_DOUBLE_INTEGER {
+        return None;
+    }
+    // -0.0 is 0; every other value is exact in an i64.
+    let integer = value as i64;
+    Some(integer.to_string())
+}
+
+/// `-? (0 | [1-9][0-9]*) (. [0-9]+)? ([eE] [+-]? [0-9]+)?`
+fn is_json_number(t: &[u8]) -> bool {
+    let mut i = 0;
+    if t.get(i) == Some(&b'-') {
+        i += 1;
+    }
+    match t.get(i) {
+        Some(b'0') => i += 1,
+        Some(b'1'..=b'9') => {
+            while t.get(i).is_some_and(u8::is_ascii_digit) {
+                i += 1;
+            }
+        }
+        _ => return false,
+    }
+    if t.get(i) == Some(&b'.') {
+        i += 1;
+        let digits = i;
+        while t.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == digits {
+            return false;
+        }
+    }
+    if matches!(t.get(i), Some(b'e' | b'E')) {
+        i += 1;
+        if matches!(t.get(i), Some(b'+' | b'-')) {
+            i += 1;
+        }
+        let digits = i;
+        while t.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        if i == digits {
+            return false;
+        }
+    }
+    i == t.len()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde::Deserialize;
+
+    fn rewritten(json: &str) -> String {
+        String::from_utf8(integral_numbers_as_integers(json.as_bytes()).into_owned()).unwrap()
+    }
+
+    #[test]
+    fn whole_doubles_become_integers_as_istio_struct_numbers_need() {
+        assert_eq!(
+            rewritten(r#"{"a":5.0,"b":[1e3,-2.50e1,0.0,-0.0]}"#),
+            r#"{"a":5,"b":[1000,-25,0,0]}"#
+        );
+        assert_eq!(rewritten("9007199254740992.0"), "9007199254740992");
+    }
+
+    #[test]
+    fn fractions_huge_values_strings_and_malformed_numbers_are_left_alone() {
+        for json in [
+            r#"{"a":5.5}"#,
+            r#"{"a":1e300}"#,
+            r#"{"a":9007199254740994.0}"#,
+            r#"{"a":"5.0","b":"x\"5.0"}"#,
+            r#"{"a":01.0}"#,
+            r#"{"a":1.}"#,
+            r#"{"a":1e}"#,
+            r#"{"a":5,"b":-3}"#,
+        ] {
+            assert_eq!(rewritten(json), json);
+        }
+        assert!(matches!(
+            integral_numbers_as_integers(br#"{"a":5}"#),
+            std::borrow::Cow::Borrowed(_)
+        ));
+    }
+
+    #[test]
+    fn integer_field_accepts_whole_double_and_names_the_field_for_a_fraction() {
+        let ok = parse_json::<Wire>(br#"{"rules":[{"name":"a","capacity":5.0}]}"#).unwrap();
+        assert_eq!(ok.rules[0].capacity, 5);
+        let err = parse_json::<Wire>(br#"{"rules":[{"name":"a","capacity":5.5}]}"#).unwrap_err();
+        assert_eq!(err.field.as_str(), "rules[0].capacity");
+        assert!(err.to_string().contains("5.5"), "{err}");
+    }
 
     #[derive(Debug, Deserialize)]
     #[serde(deny_unknown_fields)]
