@@ -14,6 +14,7 @@ pub mod bootstrap;
 pub mod client;
 pub mod demo;
 pub mod envoy;
+pub mod istio;
 
 pub use bootstrap::{free_port, render_example, Bootstrap, FailurePolicy, Filter, LdsFile, Route};
 pub use client::{Request, Response};

@@ -1,0 +1,82 @@
+//! Istio: WasmPlugin manifests checked as the API server and istiod check them, the Wasm images
+//! as OCI images, and Envoy configured the way istiod and istio-agent configure it
+//! (`docs/istio.md`).
+//!
+//! - [`crd`]: a manifest against the WasmPlugin CRD's `openAPIV3Schema` and CEL rules ([`cel`]);
+//! - [`manifest`]: what a WasmPlugin asks for, and its `pluginConfig` as a protobuf Struct prints;
+//! - [`oci`]: the images of `make images` as OCI layouts, and the digests `deploy/istio` pins;
+
+pub mod cel;
+pub mod crd;
+pub mod manifest;
+pub mod oci;
+pub mod yaml;
+
+pub use crd::Crd;
+pub use manifest::WasmPlugin;
+
+use crate::repo_root;
+use std::path::PathBuf;
+
+/// `../shared/istio/wasmplugin-crd.yaml`: beside the repository (the checkout's parent), or
+/// `PALISADE_ISTIO_SHARED` (a directory holding `wasmplugin-crd.yaml` and `testdata/`).
+pub fn shared_dir() -> PathBuf {
+    if let Some(dir) = std::env::var_os("PALISADE_ISTIO_SHARED") {
+        return PathBuf::from(dir);
+    }
+    let root = repo_root();
+    root.parent()
+        .map(|p| p.join("shared/istio"))
+        .unwrap_or_else(|| root.join("../shared/istio"))
+}
+
+/// The WasmPlugin CRD (panics with a hint when it is missing).
+pub fn wasmplugin_crd() -> Crd {
+    let path = shared_dir().join("wasmplugin-crd.yaml");
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e} (the WasmPlugin CRD lives in ../shared/istio beside the checkout; PALISADE_ISTIO_SHARED overrides)",
+            path.display()
+        )
+    });
+    Crd::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+/// Every `deploy/istio/*.yaml`, sorted.
+pub fn manifest_files() -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> = std::fs::read_dir(repo_root().join("deploy/istio"))
+        .map(|d| {
+            d.filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+                .collect()
+        })
+        .unwrap_or_default();
+    files.sort();
+    files
+}
+
+/// Every ```yaml block of `markdown` that holds a WasmPlugin, with its first line number.
+pub fn wasmplugin_snippets(markdown: &str) -> Vec<(usize, String)> {
+    let mut out = Vec::new();
+    let mut block: Option<(usize, String)> = None;
+    for (i, line) in markdown.lines().enumerate() {
+        match &mut block {
+            None if line.trim_start().starts_with("```yaml") => {
+                block = Some((i + 2, String::new()))
+            }
+            None => {}
+            Some(_) if line.trim_start().starts_with("```") => {
+                if let Some((start, text)) = block.take() {
+                    if text.contains("kind: WasmPlugin") {
+                        out.push((start, text));
+                    }
+                }
+            }
+            Some((_, text)) => {
+                text.push_str(line);
+                text.push('\n');
+            }
+        }
+    }
+    out
+}
