@@ -45,7 +45,7 @@ UPSTREAM_BIN := target/release/palisade-upstream
 # runs the official image instead).
 PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
 
-.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke
+.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke istio-tools istio-pin push-wasm serve-wasm
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
@@ -54,6 +54,9 @@ help:
 	@echo "make demo    - build, start the upstream and Envoy with envoy/demo.yaml on :10000"
 	@echo "make demo-compose - the same demo under docker compose (deploy/compose), local images"
 	@echo "make images  - build palisade/envoy, palisade/upstream and palisade/<module>-wasm locally (pulls nothing)"
+	@echo "make istio-pin - pin deploy/istio/*.yaml to the digests of the Wasm images just built (docs/istio.md)"
+	@echo "make push-wasm WASM_REGISTRY=host/path - push the Wasm images, digests unchanged (skopeo)"
+	@echo "make serve-wasm - serve dist/*.wasm and SHA256SUMS over plain HTTP on 127.0.0.1:$(WASM_HTTP_PORT)"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
 	@echo "make schema  - regenerate schema/<module>.schema.json from the wire types (a test fails when they are stale)"
@@ -194,10 +197,50 @@ demo-compose: images compose-tool
 demo-compose-down:
 	./scripts/demo-compose.sh down
 
+# Istio (docs/istio.md). The Debian tools the registry tests and `make push-wasm` use: the CNCF
+# distribution registry (`docker-registry`) and `skopeo`, installed as root with apt-get if missing.
+istio-tools:
+	@missing=""; for t in docker-registry skopeo; do command -v $$t >/dev/null 2>&1 || missing="$$missing $$t"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q $$missing >/dev/null; }; \
+	  else \
+	    echo "error: missing$$missing (Debian packages docker-registry, skopeo)" >&2; exit 1; \
+	  fi; \
+	fi
+
+# Pin deploy/istio to the Wasm images `make images` built: each image becomes an OCI layout in
+# target/oci/<module>-wasm (its layer gzip-compressed reproducibly), and every manifest's url
+# (`...@sha256:`) and `sha256` get that layout's manifest digest. Commit the result; the Docker
+# tier fails while a pinned digest differs from the image.
+istio-pin: images
+	$(CARGO) run -q -p palisade-harness --bin palisade-istio -- pin $(VERSION) $(WASM_IMAGE_MODULES)
+
+# Push the pinned images to WASM_REGISTRY (e.g. registry.example.com/palisade) with skopeo, which
+# copies the layout's bytes unchanged: the registry serves the digests deploy/istio pins.
+# SKOPEO_ARGS adds flags (e.g. --dest-tls-verify=false for a plain-HTTP registry, --dest-creds).
+WASM_REGISTRY ?=
+SKOPEO_ARGS ?=
+push-wasm: istio-pin istio-tools
+	@test -n "$(WASM_REGISTRY)" || { echo "error: set WASM_REGISTRY=host[:port]/path" >&2; exit 1; }
+	@for m in $(WASM_IMAGE_MODULES); do \
+	  echo "push $(WASM_REGISTRY)/$$m-wasm:$(VERSION)"; \
+	  skopeo copy --quiet $(SKOPEO_ARGS) "oci:target/oci/$$m-wasm:$(VERSION)" "docker://$(WASM_REGISTRY)/$$m-wasm:$(VERSION)"; \
+	done
+
+# The modules over plain HTTP, for WasmPlugin `url: http(s)://...` with `sha256` the file's digest:
+# dist/SHA256SUMS lists them; Ctrl-C stops the server.
+WASM_HTTP_PORT ?= 8000
+serve-wasm: build
+	@cd dist && sha256sum $(foreach m,$(WASM_IMAGE_MODULES),$(m).wasm) > SHA256SUMS && cat SHA256SUMS
+	cd dist && python3 -m http.server --bind 127.0.0.1 $(WASM_HTTP_PORT)
+
 # Docker tier: the whole end-to-end suite with Envoy in palisade/envoy containers
 # (PALISADE_RUNNER=docker), the image checks and the compose demo test (tests/harness/tests/docker.rs);
 # afterwards no container, network or volume of ours may be left.
-e2e-docker: images compose-tool
+e2e-docker: images compose-tool istio-tools
 	PALISADE_ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" PALISADE_UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" \
 	  PALISADE_IMAGE_VERSION="$(VERSION)" PALISADE_WASM_IMAGES="$(WASM_IMAGE_MODULES)" \
 	  ./scripts/docker-tier.sh $(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)

@@ -1,0 +1,57 @@
+//! `palisade-istio`: the Istio side of the release, run by the Makefile.
+//!
+//! ```text
+//! palisade-istio pin <version> <module>...
+//! ```
+//!
+//! For each module, takes the image `palisade/<module>-wasm:<version>` that `make images` built,
+//! writes it as an OCI image layout to `target/oci/<module>-wasm` (tag `<version>`; `make
+//! push-wasm` copies these to a registry unchanged), and rewrites every `deploy/istio/*.yaml` so
+//! its `url` (`...@sha256:`) and `sha256` pin that image's manifest digest. Prints each digest.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use palisade_harness::istio::{self, oci::OciImage};
+use palisade_harness::repo_root;
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    match args.split_first() {
+        Some((cmd, rest)) if cmd == "pin" && rest.len() >= 2 => match pin(&rest[0], &rest[1..]) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade-istio pin: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        _ => {
+            eprintln!("usage: palisade-istio pin <version> <module>...");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn pin(version: &str, modules: &[String]) -> Result<(), String> {
+    let mut digests = BTreeMap::new();
+    for m in modules {
+        let image = format!("palisade/{m}-wasm:{version}");
+        let oci = OciImage::from_docker(&image)?;
+        let layout = repo_root().join("target/oci").join(format!("{m}-wasm"));
+        oci.write_layout(&layout, version)
+            .map_err(|e| format!("write {}: {e}", layout.display()))?;
+        println!("{image:<36} sha256:{}  {}", oci.digest(), layout.display());
+        digests.insert(m.clone(), oci.digest());
+    }
+    for file in istio::manifest_files() {
+        let text =
+            std::fs::read_to_string(&file).map_err(|e| format!("{}: {e}", file.display()))?;
+        let (pinned, modules) = istio::oci::pin_manifests(&text, &digests)
+            .map_err(|e| format!("{}: {e}", file.display()))?;
+        if pinned != text {
+            std::fs::write(&file, &pinned).map_err(|e| format!("{}: {e}", file.display()))?;
+            println!("pinned {} ({})", file.display(), modules.join(", "));
+        }
+    }
+    Ok(())
+}
