@@ -392,3 +392,22 @@ fn an_unset_plugin_config_is_refused_by_the_module_naming_it() {
         "{err}"
     );
 }
+
+#[test]
+fn a_digest_that_does_not_match_the_image_is_named() {
+    let plugins = deploy_plugins();
+    let mut digests: std::collections::BTreeMap<String, String> = plugins
+        .iter()
+        .map(|p| (p.module.clone(), p.pinned_digest().unwrap().unwrap()))
+        .collect();
+    assert!(istio::digest_mismatches(&plugins, &digests).is_empty());
+    digests.insert("bulkhead".to_owned(), "f".repeat(64));
+    let errors = istio::digest_mismatches(&plugins, &digests);
+    assert_eq!(errors.len(), 2, "bulkhead.yaml and demo.yaml: {errors:?}");
+    for e in &errors {
+        assert!(
+            e.contains("bulkhead") && e.contains(&"f".repeat(64)) && e.contains("make istio-pin"),
+            "{e}"
+        );
+    }
+}

@@ -5,11 +5,13 @@
 //! - [`crd`]: a manifest against the WasmPlugin CRD's `openAPIV3Schema` and CEL rules ([`cel`]);
 //! - [`manifest`]: what a WasmPlugin asks for, and its `pluginConfig` as a protobuf Struct prints;
 //! - [`oci`]: the images of `make images` as OCI layouts, and the digests `deploy/istio` pins;
+//! - [`registry`]: a loopback registry and `skopeo`, to push and read back those images;
 
 pub mod cel;
 pub mod crd;
 pub mod manifest;
 pub mod oci;
+pub mod registry;
 pub mod yaml;
 
 pub use crd::Crd;
@@ -76,6 +78,37 @@ pub fn wasmplugin_snippets(markdown: &str) -> Vec<(usize, String)> {
                 text.push_str(line);
                 text.push('\n');
             }
+        }
+    }
+    out
+}
+
+/// Every pinned digest of `plugins` that is not `digests[module]`, as a message naming the
+/// manifest, the module and both digests (empty when all match).
+pub fn digest_mismatches(
+    plugins: &[WasmPlugin],
+    digests: &std::collections::BTreeMap<String, String>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    for p in plugins {
+        let pinned = match p.pinned_digest() {
+            Ok(Some(d)) => d,
+            Ok(None) => {
+                out.push(format!("{} ({}): no digest pinned", p.origin, p.name));
+                continue;
+            }
+            Err(e) => {
+                out.push(e);
+                continue;
+            }
+        };
+        match digests.get(&p.module) {
+            Some(d) if *d == pinned => {}
+            Some(d) => out.push(format!(
+                "{} ({}): pins {} sha256:{pinned}, but the image built is sha256:{d}: run `make istio-pin` and commit deploy/istio",
+                p.origin, p.name, p.module
+            )),
+            None => out.push(format!("{} ({}): no image of {} to compare with", p.origin, p.name, p.module)),
         }
     }
     out
