@@ -123,6 +123,12 @@ impl Route {
 pub struct Bootstrap {
     filters: Vec<Filter>,
     routes: Vec<Route>,
+    /// The upstream cluster's name (`backend` when unset).
+    cluster: Option<String>,
+    /// Further clusters, each a YAML list item at indentation 0.
+    extra_clusters: Vec<String>,
+    /// Extra top-level bootstrap YAML (`node:`, `stats_config:`), prepended.
+    head: String,
 }
 
 impl Bootstrap {
@@ -140,13 +146,48 @@ impl Bootstrap {
         self
     }
 
+    /// Name the upstream cluster `name` instead of `backend` (routes follow), e.g. Istio's
+    /// `inbound|8080||`.
+    pub fn cluster_name(mut self, name: &str) -> Self {
+        self.cluster = Some(name.to_owned());
+        self
+    }
+
+    /// Add a cluster (a YAML list item at indentation 0, starting with `- name:`).
+    pub fn extra_cluster(mut self, yaml: &str) -> Self {
+        self.extra_clusters.push(yaml.to_owned());
+        self
+    }
+
+    /// Add top-level bootstrap YAML (e.g. `node: {...}`), at indentation 0.
+    pub fn head(mut self, yaml: &str) -> Self {
+        self.head.push_str(yaml);
+        if !yaml.ends_with('\n') {
+            self.head.push('\n');
+        }
+        self
+    }
+
+    fn cluster(&self) -> &str {
+        self.cluster.as_deref().unwrap_or("backend")
+    }
+
+    fn clusters(&self, upstream_port: u16) -> String {
+        let mut out = clusters(self.cluster(), upstream_port);
+        for c in &self.extra_clusters {
+            out.push_str(&indent(c, 2));
+        }
+        out
+    }
+
     /// Render with the `backend` cluster at `127.0.0.1:<upstream_port>` (use any port if the
     /// routes are all direct responses). The listener binds port 0; the harness discovers it.
     pub fn render(&self, upstream_port: u16) -> String {
         format!(
-            "{ADMIN}static_resources:\n  listeners:\n{listener}{clusters}",
+            "{head}{ADMIN}static_resources:\n  listeners:\n{listener}{clusters}",
+            head = self.head,
             listener = indent(&self.listener(0), 2),
-            clusters = clusters(upstream_port),
+            clusters = self.clusters(upstream_port),
         )
     }
 
@@ -157,7 +198,7 @@ impl Bootstrap {
             "node: {{ id: palisade-test, cluster: palisade-test }}\n{ADMIN}dynamic_resources:\n  lds_config:\n    resource_api_version: V3\n    path_config_source:\n      path: {path}\n      watched_directory: {{ path: {dir} }}\nstatic_resources:\n{clusters}",
             path = yaml_str(&lds.path().display().to_string()),
             dir = yaml_str(&lds.dir().display().to_string()),
-            clusters = clusters(upstream_port),
+            clusters = self.clusters(upstream_port),
         )
     }
 
@@ -217,7 +258,11 @@ impl Bootstrap {
                         .timeout_ms
                         .map(|ms| format!(", timeout: {}s", ms as f64 / 1000.0))
                         .unwrap_or_default();
-                    let _ = writeln!(y, "              route: {{ cluster: backend{timeout} }}");
+                    let _ = writeln!(
+                        y,
+                        "              route: {{ cluster: {}{timeout} }}",
+                        yaml_str(self.cluster())
+                    );
                 }
                 Action::Direct { status, body } => {
                     let _ = writeln!(
@@ -245,15 +290,16 @@ impl Bootstrap {
 const ADMIN: &str =
     "admin:\n  address:\n    socket_address: { address: 127.0.0.1, port_value: 0 }\n";
 
-/// The `clusters:` section (under `static_resources:`) with the `backend` cluster.
-fn clusters(upstream_port: u16) -> String {
+/// The `clusters:` section (under `static_resources:`) with the upstream cluster `name`.
+fn clusters(name: &str, upstream_port: u16) -> String {
+    let name = yaml_str(name);
     format!(
         r#"  clusters:
-  - name: backend
+  - name: {name}
     type: STATIC
     connect_timeout: 1s
     load_assignment:
-      cluster_name: backend
+      cluster_name: {name}
       endpoints:
       - lb_endpoints:
         - endpoint:

@@ -14,6 +14,9 @@ use crate::repo_root;
 pub struct DemoTarget {
     pub base: String,
     pub admin: String,
+    /// The upstream cluster's name: `backend` in `envoy/demo.yaml`; under Istio, e.g.
+    /// `outbound|8080||backend.shop.svc.cluster.local`.
+    pub cluster: String,
 }
 
 impl DemoTarget {
@@ -23,7 +26,16 @@ impl DemoTarget {
 
     /// A counter from the admin `/stats`; an unknown name is an error, not 0.
     fn stat(&self, name: &str) -> u64 {
-        let body = client::get(&format!("{}/stats?filter=^{}$", self.admin, name))
+        let escaped: String = name
+            .chars()
+            .flat_map(|c| {
+                let special = "\\.+*?()|[]{}^$".contains(c);
+                special.then_some('\\').into_iter().chain([c])
+            })
+            .collect();
+        let filter: String =
+            form_urlencoded::byte_serialize(format!("^{escaped}$").as_bytes()).collect();
+        let body = client::get(&format!("{}/stats?filter={filter}", self.admin))
             .unwrap_or_else(|e| panic!("GET /stats: {e}"))
             .body;
         body.lines()
@@ -133,13 +145,14 @@ pub fn assert_walkthrough(demo: &DemoTarget) {
         let r = send(Request::get(&demo.url("/fail")).header("x-upstream-status", "503"));
         assert_eq!(r.status, 503);
     }
-    let sent = demo.stat("cluster.backend.upstream_rq_total");
+    let rq_total = format!("cluster.{}.upstream_rq_total", demo.cluster);
+    let sent = demo.stat(&rq_total);
     let fast = send(Request::get(&demo.url("/")));
     assert_eq!(fast.status, 503);
     assert_eq!(fast.header("x-palisade-circuit"), Some("open"));
     assert!(fast.header("retry-after").is_some(), "{:?}", fast.headers);
     assert_eq!(
-        demo.stat("cluster.backend.upstream_rq_total"),
+        demo.stat(&rq_total),
         sent,
         "an open breaker sends nothing upstream"
     );

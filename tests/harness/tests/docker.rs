@@ -337,6 +337,7 @@ mod docker_only {
         assert_walkthrough(&DemoTarget {
             base: format!("http://127.0.0.1:{port}"),
             admin,
+            cluster: "backend".to_owned(),
         });
         let listed = || {
             let by_project = format!("label=com.docker.compose.project={}", project.name);

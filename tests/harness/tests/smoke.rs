@@ -151,6 +151,7 @@ fn the_demo_shows_every_plugin_acting() {
     assert_walkthrough(&DemoTarget {
         base: envoy.url(""),
         admin: envoy.admin_url().to_owned(),
+        cluster: "backend".to_owned(),
     });
     // The access log says which policy answered each local reply, and why.
     let log = wait_for(

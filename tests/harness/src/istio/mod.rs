@@ -4,11 +4,13 @@
 //!
 //! - [`crd`]: a manifest against the WasmPlugin CRD's `openAPIV3Schema` and CEL rules ([`cel`]);
 //! - [`manifest`]: what a WasmPlugin asks for, and its `pluginConfig` as a protobuf Struct prints;
+//! - [`ecds`]: a bootstrap with file-based ECDS that delivers the plugins as istiod would;
 //! - [`oci`]: the images of `make images` as OCI layouts, and the digests `deploy/istio` pins;
 //! - [`registry`]: a loopback registry and `skopeo`, to push and read back those images;
 
 pub mod cel;
 pub mod crd;
+pub mod ecds;
 pub mod manifest;
 pub mod oci;
 pub mod registry;
