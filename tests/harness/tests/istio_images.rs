@@ -30,7 +30,11 @@ mod docker_only {
             .split_whitespace()
             .map(str::to_owned)
             .collect();
-        assert_eq!(modules.len(), 5, "{modules:?}");
+        assert_eq!(
+            modules.len(),
+            6,
+            "the five policies and the chain: {modules:?}"
+        );
         let registry = Registry::start().unwrap_or_else(|e| panic!("{e}"));
         let work = tempfile::tempdir().unwrap();
         let mut digests = BTreeMap::new();

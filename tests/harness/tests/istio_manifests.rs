@@ -10,7 +10,7 @@
 //!   fail with a message naming them.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use palisade_harness::istio::{self, manifest::MODULES, yaml, Crd, WasmPlugin};
+use palisade_harness::istio::{self, manifest::IMAGES, manifest::MODULES, yaml, Crd, WasmPlugin};
 use palisade_harness::repo_root;
 use serde_json::Value;
 use std::path::Path;
@@ -146,7 +146,7 @@ fn every_deploy_istio_manifest_is_valid_pinned_and_accepted_by_its_module() {
         }
     }
     assert!(errors.is_empty(), "{}", errors.join("\n"));
-    // Every module has its own manifest, and the demo set has every module.
+    // Every module has its own manifest, and the five-plugin demo set has every module.
     for m in MODULES {
         let own = Path::new("deploy/istio").join(format!("{m}.yaml"));
         assert!(
@@ -157,12 +157,23 @@ fn every_deploy_istio_manifest_is_valid_pinned_and_accepted_by_its_module() {
         assert!(
             plugins
                 .iter()
-                .any(|p| p.module == m && p.origin.contains("demo.yaml")),
-            "deploy/istio/demo.yaml has no {m}"
+                .any(|p| p.module == m && p.origin.contains("demo-modules.yaml")),
+            "deploy/istio/demo-modules.yaml has no {m}"
         );
     }
-    // One digest per module across every manifest.
-    for m in MODULES {
+    // The one-plugin demo set is the chain module.
+    let chain: Vec<&WasmPlugin> = plugins
+        .iter()
+        .filter(|p| p.origin.contains("/demo.yaml"))
+        .collect();
+    assert_eq!(
+        chain.len(),
+        1,
+        "deploy/istio/demo.yaml holds one WasmPlugin"
+    );
+    assert_eq!(chain[0].module, "palisade");
+    // One digest per module image across every manifest.
+    for m in IMAGES {
         let digests: std::collections::BTreeSet<String> = plugins
             .iter()
             .filter(|p| p.module == m)
@@ -194,9 +205,27 @@ fn envoy_config(file: &str, name: &str) -> Value {
     .unwrap()
 }
 
+/// The config of `module` in envoy/demo.yaml's chain.
+fn demo_chain_entry(module: &str) -> Value {
+    envoy_config("envoy/demo.yaml", "palisade")["chain"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find_map(|e| e.get(module).cloned())
+        .unwrap_or_else(|| panic!("envoy/demo.yaml's chain has no {module}"))
+}
+
 /// `config` with every bulkhead rule's `cluster: backend` renamed as the cluster is named under
-/// Istio (the one documented difference; see the manifests' comments).
+/// Istio (the one documented difference; see the manifests' comments), in a chain too.
 fn with_cluster(mut config: Value, cluster: &str) -> Value {
+    if let Some(chain) = config.get_mut("chain").and_then(Value::as_array_mut) {
+        for entry in chain {
+            if let Some(b) = entry.get_mut("bulkhead") {
+                *b = with_cluster(b.take(), cluster);
+            }
+        }
+        return config;
+    }
     for rule in config["rules"].as_array_mut().into_iter().flatten() {
         if rule.get("cluster").and_then(Value::as_str) == Some("backend") {
             rule["cluster"] = Value::String(cluster.to_owned());
@@ -205,23 +234,35 @@ fn with_cluster(mut config: Value, cluster: &str) -> Value {
     config
 }
 
+const OUTBOUND: &str = "outbound|8080||backend.shop.svc.cluster.local";
+
 #[test]
 fn each_plugin_config_means_what_the_envoy_examples_configure() {
     for p in deploy_plugins() {
         let received: Value = serde_json::from_str(&p.configuration()).unwrap();
-        let (file, cluster) = if p.origin.contains("demo.yaml") {
+        let (what, expected) = if p.origin.contains("demo-modules.yaml") {
             (
-                "envoy/demo.yaml".to_owned(),
-                "outbound|8080||backend.shop.svc.cluster.local",
+                format!("envoy/demo.yaml's chain entry {}", p.module),
+                with_cluster(demo_chain_entry(&p.module), OUTBOUND),
+            )
+        } else if p.origin.contains("/demo.yaml") {
+            (
+                "envoy/demo.yaml's palisade configuration".to_owned(),
+                with_cluster(envoy_config("envoy/demo.yaml", "palisade"), OUTBOUND),
             )
         } else {
-            (format!("envoy/{}.yaml", p.module), "inbound|8080||")
+            (
+                format!("envoy/{}.yaml's {} configuration", p.module, p.module),
+                with_cluster(
+                    envoy_config(&format!("envoy/{}.yaml", p.module), &p.module),
+                    "inbound|8080||",
+                ),
+            )
         };
-        let expected = with_cluster(envoy_config(&file, &p.module), cluster);
         assert_eq!(
             received, expected,
-            "{} ({}): pluginConfig differs from {file}'s {} configuration",
-            p.origin, p.name, p.module
+            "{} ({}): pluginConfig differs from {what}",
+            p.origin, p.name
         );
     }
 }
@@ -229,23 +270,52 @@ fn each_plugin_config_means_what_the_envoy_examples_configure() {
 #[test]
 fn the_demo_set_is_ordered_by_phase_and_priority_as_envoy_demo_chains_it() {
     let mut demo: Vec<WasmPlugin> =
-        WasmPlugin::load_file(&repo_root().join("deploy/istio/demo.yaml")).unwrap();
+        WasmPlugin::load_file(&repo_root().join("deploy/istio/demo-modules.yaml")).unwrap();
     demo.sort_by_key(WasmPlugin::order_key);
     let order: Vec<&str> = demo.iter().map(|p| p.module.as_str()).collect();
     assert_eq!(
         order, MODULES,
-        "istiod's filter order of deploy/istio/demo.yaml"
+        "istiod's filter order of deploy/istio/demo-modules.yaml"
     );
-    // Each module's own manifest sits in the same phase with the same priority.
+    // ... which is the order of envoy/demo.yaml's chain, and of deploy/istio/demo.yaml's.
+    let chain_of = |config: &Value| -> Vec<String> {
+        config["chain"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e.as_object().unwrap().keys().next().unwrap().clone())
+            .collect()
+    };
+    assert_eq!(
+        chain_of(&envoy_config("envoy/demo.yaml", "palisade")),
+        MODULES
+    );
+    let one = WasmPlugin::load_file(&repo_root().join("deploy/istio/demo.yaml")).unwrap();
+    assert_eq!(
+        chain_of(&serde_json::from_str(&one[0].configuration()).unwrap()),
+        MODULES
+    );
+    // Each module's own manifest sits in the same phase with the same priority, and the five
+    // per-module manifests on one workload chain in the same order.
+    let mut own: Vec<WasmPlugin> = MODULES
+        .iter()
+        .map(|m| {
+            WasmPlugin::load_file(&repo_root().join(format!("deploy/istio/{m}.yaml")))
+                .unwrap()
+                .remove(0)
+        })
+        .collect();
     for p in &demo {
-        let own =
-            WasmPlugin::load_file(&repo_root().join(format!("deploy/istio/{}.yaml", p.module)))
-                .unwrap();
-        assert_eq!(own[0].order_key(), p.order_key(), "{}", p.module);
-        assert_eq!(own[0].failure_policy(), p.failure_policy(), "{}", p.module);
+        let o = own.iter().find(|o| o.module == p.module).unwrap();
+        assert_eq!(o.order_key(), p.order_key(), "{}", p.module);
+        assert_eq!(o.failure_policy(), p.failure_policy(), "{}", p.module);
     }
+    own.sort_by_key(WasmPlugin::order_key);
+    let order: Vec<&str> = own.iter().map(|p| p.module.as_str()).collect();
+    assert_eq!(order, MODULES, "the per-module manifests on one workload");
     // jwt_auth authenticates before anything that keys on its claims.
     assert_eq!(demo[0].spec()["phase"], "AUTHN");
+    assert_eq!(one[0].spec()["phase"], "AUTHN");
 }
 
 #[test]
@@ -257,12 +327,14 @@ fn failure_strategies_match_each_modules_documented_failure_mode() {
         };
         assert_eq!(p.failure_policy(), expected, "{} ({})", p.origin, p.name);
         // ... and the Envoy example says the same.
-        let example =
-            std::fs::read_to_string(repo_root().join(format!("envoy/{}.yaml", p.module))).unwrap();
+        let example = match p.module.as_str() {
+            "palisade" => "envoy/demo.yaml".to_owned(),
+            m => format!("envoy/{m}.yaml"),
+        };
+        let text = std::fs::read_to_string(repo_root().join(&example)).unwrap();
         assert!(
-            example.contains(&format!("failure_policy: {expected}")),
-            "envoy/{}.yaml",
-            p.module
+            text.contains(&format!("failure_policy: {expected}")),
+            "{example}"
         );
     }
 }

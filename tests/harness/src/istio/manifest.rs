@@ -3,13 +3,24 @@
 use serde_json::Value;
 use std::path::Path;
 
-/// The modules with a Wasm image (`make images`), in the chain order of `envoy/demo.yaml`.
+/// The policy modules, in the chain order of `envoy/demo.yaml`; each has its own Wasm image and
+/// its own manifest in `deploy/istio`.
 pub const MODULES: [&str; 5] = [
     "jwt_auth",
     "rate_limit",
     "bulkhead",
     "circuit_breaker",
     "transform",
+];
+
+/// Every module with a Wasm image (`make images`): the policies and the chain module `palisade`.
+pub const IMAGES: [&str; 6] = [
+    "jwt_auth",
+    "rate_limit",
+    "bulkhead",
+    "circuit_breaker",
+    "transform",
+    "palisade",
 ];
 
 /// One WasmPlugin document.
@@ -151,20 +162,26 @@ pub fn module_of_url(url: &str) -> Option<String> {
     let last = without_digest.rsplit('/').next()?;
     let image = last.split_once(':').map_or(last, |(i, _)| i);
     let module = image.strip_suffix("-wasm")?;
-    MODULES.contains(&module).then(|| module.to_owned())
+    IMAGES.contains(&module).then(|| module.to_owned())
 }
 
-/// The module's own parser (the one its filter runs in `on_configure`), natively.
+/// The module's own configuration parsing, natively: what its `on_configure` runs (the plugin
+/// skeleton's `load_one` with the policy's `KIND`, whose build parses with the policy's
+/// `Config::parse`; the chain module's `load_chain` with every policy's), on a fake host.
 pub fn parse_natively(module: &str, config: &[u8]) -> Result<(), String> {
+    use palisade_core::plugin::{load_chain, load_one, HostRef};
+    let host: HostRef = std::rc::Rc::new(palisade_core::fake_host::FakeHost::new());
+    let instance = "native-check";
     let r = match module {
-        "rate_limit" => rate_limit::config::Config::parse(config).map(drop),
-        "jwt_auth" => jwt_auth::config::Config::parse(config).map(drop),
-        "circuit_breaker" => circuit_breaker::config::Config::parse(config).map(drop),
-        "bulkhead" => bulkhead::config::Config::parse(config).map(drop),
-        "transform" => transform::config::Config::parse(config).map(drop),
+        "rate_limit" => load_one(&host, &rate_limit::KIND, config, instance),
+        "jwt_auth" => load_one(&host, &jwt_auth::KIND, config, instance),
+        "circuit_breaker" => load_one(&host, &circuit_breaker::KIND, config, instance),
+        "bulkhead" => load_one(&host, &bulkhead::KIND, config, instance),
+        "transform" => load_one(&host, &transform::KIND, config, instance),
+        "palisade" => load_chain(&host, &palisade::KINDS, config, instance),
         other => return Err(format!("unknown module {other:?}")),
     };
-    r.map_err(|e| e.to_string())
+    r.map(drop).map_err(|e| e.to_string())
 }
 
 /// A JSON value printed as a protobuf `Struct`/`Value` prints in JSON (Go's protojson): object
@@ -252,6 +269,7 @@ mod tests {
                 Some("jwt_auth"),
             ),
             ("r.example/p/transform-wasm", Some("transform")),
+            ("oci://r.example/p/palisade-wasm:1", Some("palisade")),
             ("oci://r.example/p/probe-wasm:1", None),
             ("oci://r.example/p/rate_limit:1", None),
         ] {
