@@ -597,3 +597,36 @@ fn metrics_under_istio_are_named_as_docs_istio_says_in_stats_prometheus() {
         "custom stats carry no envoy_ prefix"
     );
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn a_breaker_opened_before_a_plugin_config_change_stays_open_after_it() {
+    let p = one("circuit_breaker");
+    let (upstream, proxy, envoy) = start(Form::WasmPlugin, vec![p.clone()], INBOUND);
+    for _ in 0..5 {
+        let r = send(Request::get(&envoy.url("/fail")).header("x-upstream-status", "503"));
+        assert_eq!(r.status, 503);
+    }
+    assert_eq!(
+        send(Request::get(&envoy.url("/"))).header("x-palisade-circuit"),
+        Some("open")
+    );
+    // A change that keeps the rule's name, window, probes and max_breakers: the threshold.
+    let mut config: Value = serde_json::from_str(&p.configuration()).unwrap();
+    config["rules"][0]["failure_rate_threshold"] = json!(60);
+    proxy.deliver(&with_config(&p, Some(config)));
+    wait_reloads(&envoy, &proxy, &p, 2);
+    let hits = upstream.stats().hits;
+    let r = send(Request::get(&envoy.url("/")));
+    assert_eq!(r.status, 503);
+    assert_eq!(
+        r.header("x-palisade-circuit"),
+        Some("open"),
+        "the breaker's state was lost"
+    );
+    assert_eq!(
+        upstream.stats().hits,
+        hits,
+        "an open breaker sends nothing upstream"
+    );
+}
