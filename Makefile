@@ -230,12 +230,12 @@ push-wasm: istio-pin istio-tools
 	  skopeo copy --quiet $(SKOPEO_ARGS) "oci:target/oci/$$m-wasm:$(VERSION)" "docker://$(WASM_REGISTRY)/$$m-wasm:$(VERSION)"; \
 	done
 
-# The modules over plain HTTP, for WasmPlugin `url: http(s)://...` with `sha256` the file's digest:
-# dist/SHA256SUMS lists them; Ctrl-C stops the server.
+# The modules over plain HTTP on loopback, for WasmPlugin `url: http(s)://...` with `sha256` the
+# file's digest (dist/SHA256SUMS lists them); the server the end-to-end tests fetch remote code
+# from. Ctrl-C stops it.
 WASM_HTTP_PORT ?= 8000
 serve-wasm: build
-	@cd dist && sha256sum $(foreach m,$(WASM_IMAGE_MODULES),$(m).wasm) > SHA256SUMS && cat SHA256SUMS
-	cd dist && python3 -m http.server --bind 127.0.0.1 $(WASM_HTTP_PORT)
+	$(CARGO) run -q -p palisade-harness --bin palisade-istio -- serve $(WASM_HTTP_PORT) $(WASM_IMAGE_MODULES)
 
 # Docker tier: the whole end-to-end suite with Envoy in palisade/envoy containers
 # (PALISADE_RUNNER=docker), the image checks and the compose demo test (tests/harness/tests/docker.rs);

@@ -2,12 +2,17 @@
 //!
 //! ```text
 //! palisade-istio pin <version> <module>...
+//! palisade-istio serve <port> <module>...
 //! ```
 //!
 //! For each module, takes the image `palisade/<module>-wasm:<version>` that `make images` built,
 //! writes it as an OCI image layout to `target/oci/<module>-wasm` (tag `<version>`; `make
 //! push-wasm` copies these to a registry unchanged), and rewrites every `deploy/istio/*.yaml` so
 //! its `url` (`...@sha256:`) and `sha256` pin that image's manifest digest. Prints each digest.
+//!
+//! `serve` (`make serve-wasm`) serves `dist/<module>.wasm` over plain HTTP on `127.0.0.1:<port>`
+//! (the server the end-to-end tests fetch `vm_config.code.remote` from), writes
+//! `dist/SHA256SUMS` and prints each URL with the sha256 a WasmPlugin `url: http(s)://...` needs.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_harness::istio::{self, oci::OciImage};
@@ -25,8 +30,16 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some((cmd, rest)) if cmd == "serve" && rest.len() >= 2 => match serve(&rest[0], &rest[1..])
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade-istio serve: {e}");
+                ExitCode::FAILURE
+            }
+        },
         _ => {
-            eprintln!("usage: palisade-istio pin <version> <module>...");
+            eprintln!("usage: palisade-istio pin <version> <module>...\n       palisade-istio serve <port> <module>...");
             ExitCode::from(2)
         }
     }
@@ -54,4 +67,29 @@ fn pin(version: &str, modules: &[String]) -> Result<(), String> {
         }
     }
     Ok(())
+}
+
+fn serve(port: &str, modules: &[String]) -> Result<(), String> {
+    let mut files = Vec::new();
+    let mut sums = String::new();
+    for m in modules {
+        let path = repo_root().join("dist").join(format!("{m}.wasm"));
+        let bytes = std::fs::read(&path)
+            .map_err(|e| format!("{}: {e} (run `make build`)", path.display()))?;
+        sums.push_str(&format!("{}  {m}.wasm\n", istio::oci::sha256_hex(&bytes)));
+        files.push((format!("/{m}.wasm"), bytes));
+    }
+    std::fs::write(repo_root().join("dist/SHA256SUMS"), &sums)
+        .map_err(|e| format!("dist/SHA256SUMS: {e}"))?;
+    let server = istio::ecds::StaticServer::start_on(&format!("127.0.0.1:{port}"), files)
+        .map_err(|e| format!("listen on 127.0.0.1:{port}: {e}"))?;
+    for line in sums.lines() {
+        if let Some((sum, file)) = line.split_once("  ") {
+            println!("{}  sha256: {sum}", server.url(&format!("/{file}")));
+        }
+    }
+    println!("serving dist/ (SHA256SUMS written); Ctrl-C stops");
+    loop {
+        std::thread::park();
+    }
 }

@@ -232,10 +232,16 @@ pub struct StaticServer {
 }
 
 impl StaticServer {
+    /// Serve on a free loopback port.
     pub fn start(files: Vec<(String, Vec<u8>)>) -> StaticServer {
+        StaticServer::start_on("127.0.0.1:0", files).expect("bind a loopback port")
+    }
+
+    /// Serve on `addr` (`make serve-wasm`: `127.0.0.1:<WASM_HTTP_PORT>`).
+    pub fn start_on(addr: &str, files: Vec<(String, Vec<u8>)>) -> std::io::Result<StaticServer> {
         use std::io::{Read, Write};
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        let port = listener.local_addr().expect("local addr").port();
+        let listener = std::net::TcpListener::bind(addr)?;
+        let port = listener.local_addr()?.port();
         let hits = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
         let counter = std::sync::Arc::clone(&hits);
         let files: std::collections::BTreeMap<String, Vec<u8>> = files.into_iter().collect();
@@ -265,7 +271,7 @@ impl StaticServer {
                 let _ = conn.write_all(body);
             }
         });
-        StaticServer { port, hits }
+        Ok(StaticServer { port, hits })
     }
 
     pub fn url(&self, path: &str) -> String {
