@@ -161,7 +161,7 @@ check-configs:
 
 # Container images, built locally from what `make build` and `make setup` made; pulls nothing.
 images: setup build upstream
-	ENVOY_BIN="$(ENVOY_BIN)" ENVOY_VERSION="$(ENVOY_VERSION)" VERSION="$(VERSION)" \
+	ENVOY_BIN="$(ENVOY_BIN)" ENVOY_VERSION="$(ENVOY_VERSION)" VERSION="$(VERSION)" CARGO="$(CARGO)" \
 	  WASM_MODULES="$(WASM_IMAGE_MODULES)" UPSTREAM_BIN="$(UPSTREAM_BIN)" ./scripts/images.sh
 
 # wasm-opt: Debian's binaryen is installed when missing (as root, with apt-get).

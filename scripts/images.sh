@@ -3,13 +3,15 @@
 #
 #   palisade/envoy:<ENVOY_VERSION>      the pinned Envoy binary + the glibc files it links (FROM scratch)
 #   palisade/upstream:<VERSION>         the echo upstream (tests/upstream), the same way
-#   palisade/<module>-wasm:<VERSION>    one per module: FROM scratch + /plugin.wasm (Istio's image shape)
+#   palisade/<module>-wasm:<VERSION>    one per module: one layer holding /plugin.wasm (Istio's image
+#                                       shape), built reproducibly by `palisade-istio image`
 #
-# Each image's build context is staged under target/images/<image>/ and hashed; an image whose
-# label `io.palisade.context-digest` already equals that hash is not rebuilt, so a run with nothing
-# changed takes a few seconds. Prints what it built (or kept) with sizes.
+# The Envoy and upstream images' build contexts are staged under target/images/<image>/ and hashed;
+# an image whose label `io.palisade.context-digest` already equals that hash is not rebuilt. A Wasm
+# image is not reloaded when Docker already holds its exact image id. So a run with nothing changed
+# takes a few seconds. Prints what it built (or kept) with sizes.
 #
-# Environment (the Makefile sets all of it): ENVOY_BIN, ENVOY_VERSION, VERSION, WASM_MODULES,
+# Environment (the Makefile sets all of it): ENVOY_BIN, ENVOY_VERSION, VERSION, CARGO, WASM_MODULES,
 # UPSTREAM_BIN.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -96,13 +98,17 @@ printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/n
 build "palisade/upstream:$VERSION" "$ctx" deploy/docker/upstream.Dockerfile
 
 # --- palisade/<module>-wasm ----------------------------------------------------------------------
-for m in $WASM_MODULES; do
-  ctx=$stage_root/$m-wasm-$VERSION
-  rm -rf "$ctx" && mkdir -p "$ctx"
-  cp "dist/$m.wasm" "$ctx/plugin.wasm"
-  chmod 0644 "$ctx/plugin.wasm"
-  build "palisade/$m-wasm:$VERSION" "$ctx" deploy/docker/wasm.Dockerfile
-done
+# Not `docker build`: that stamps the build time into the image, so every build would get a new
+# digest and deploy/istio's pins (`make istio-pin`) could never hold. `palisade-istio image` builds
+# each image reproducibly from dist/<module>.wasm (one layer: /plugin.wasm, owner 0:0, mode 0644,
+# mtime 0; a fixed creation time) and `docker load`s it: the same module, the same image id.
+if ! wasm_images=$("${CARGO:-cargo}" run -q -p palisade-harness --bin palisade-istio -- image "$VERSION" $WASM_MODULES); then
+  echo "images: building the Wasm images failed" >&2
+  exit 1
+fi
+while read -r image status; do
+  [ -n "$image" ] && built+=("$image $status")
+done <<<"$wasm_images"
 
 printf '%-36s %-10s %10s\n' IMAGE STATUS SIZE
 for entry in "${built[@]}"; do

@@ -1,9 +1,14 @@
 //! `palisade-istio`: the Istio side of the release, run by the Makefile.
 //!
 //! ```text
+//! palisade-istio image <version> <module>...
 //! palisade-istio pin <version> <module>...
 //! palisade-istio serve <port> <module>...
 //! ```
+//!
+//! `image` (run by `make images`, `scripts/images.sh`) builds `palisade/<module>-wasm:<version>`
+//! reproducibly from `dist/<module>.wasm` (`OciImage::for_wasm`) and `docker load`s it, unless
+//! Docker already has that exact image; prints `<image> built` or `<image> unchanged` per module.
 //!
 //! For each module, takes the image `palisade/<module>-wasm:<version>` that `make images` built,
 //! writes it as an OCI image layout to `target/oci/<module>-wasm` (tag `<version>`; `make
@@ -30,6 +35,14 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Some((cmd, rest)) if cmd == "image" && rest.len() >= 2 => match image(&rest[0], &rest[1..])
+        {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("palisade-istio image: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Some((cmd, rest)) if cmd == "serve" && rest.len() >= 2 => match serve(&rest[0], &rest[1..])
         {
             Ok(()) => ExitCode::SUCCESS,
@@ -39,7 +52,7 @@ fn main() -> ExitCode {
             }
         },
         _ => {
-            eprintln!("usage: palisade-istio pin <version> <module>...\n       palisade-istio serve <port> <module>...");
+            eprintln!("usage: palisade-istio image <version> <module>...\n       palisade-istio pin <version> <module>...\n       palisade-istio serve <port> <module>...");
             ExitCode::from(2)
         }
     }
@@ -92,4 +105,57 @@ fn serve(port: &str, modules: &[String]) -> Result<(), String> {
     loop {
         std::thread::park();
     }
+}
+
+fn image(version: &str, modules: &[String]) -> Result<(), String> {
+    use std::io::Write;
+    use std::process::{Command, Stdio};
+    for m in modules {
+        let path = repo_root().join("dist").join(format!("{m}.wasm"));
+        let wasm = std::fs::read(&path)
+            .map_err(|e| format!("{}: {e} (run `make build`)", path.display()))?;
+        let oci = OciImage::for_wasm(m, &wasm, version);
+        let tag = format!("palisade/{m}-wasm:{version}");
+        let id = format!("sha256:{}", istio::oci::sha256_hex(&oci.config));
+        let have = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &tag])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if have == id {
+            println!("{tag} unchanged");
+            continue;
+        }
+        let mut load = Command::new("docker")
+            .args(["load", "--quiet"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|e| format!("docker load: {e}"))?;
+        if let Some(mut stdin) = load.stdin.take() {
+            stdin
+                .write_all(&oci.docker_archive(&tag))
+                .map_err(|e| format!("docker load {tag}: {e}"))?;
+        }
+        let out = load
+            .wait_with_output()
+            .map_err(|e| format!("docker load {tag}: {e}"))?;
+        if !out.status.success() {
+            return Err(format!(
+                "docker load {tag}: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            ));
+        }
+        let loaded = Command::new("docker")
+            .args(["image", "inspect", "--format", "{{.Id}}", &tag])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_owned())
+            .unwrap_or_default();
+        if loaded != id {
+            return Err(format!("{tag}: Docker holds {loaded:?} after loading {id}"));
+        }
+        println!("{tag} built");
+    }
+    Ok(())
 }

@@ -1,11 +1,18 @@
-//! The Wasm images of `make images` as OCI image layouts, with a manifest digest that does not
-//! depend on the registry they are pushed to.
+//! The Wasm images of `make images`, built reproducibly, and as OCI image layouts with a manifest
+//! digest that does not depend on the registry they are pushed to.
+//!
+//! [`OciImage::for_wasm`] builds a module's image from `dist/<module>.wasm` alone: one layer, a tar
+//! holding `plugin.wasm` with fixed owner, mode and mtime, and a config with a fixed creation
+//! time, so the same module always gives the same image id and the same digest (a `docker build`
+//! stamps the build time into the config and the copy time into the layer: every build would get
+//! a new digest and the pins in `deploy/istio` could never hold). `make images` loads it into
+//! Docker ([`OciImage::docker_archive`], `docker load`).
 //!
 //! `docker push` compresses a layer itself, so the digest of what it pushes depends on the Docker
-//! version. Instead the image is taken as built (`docker save`: its config blob, whose sha256 is the
-//! image id, and its one uncompressed layer, whose sha256 is the image's `rootfs.diff_ids[0]`), the
-//! layer is gzip-compressed here (no name, no mtime: the same bytes every time), and an OCI image
-//! manifest is written around them. `skopeo copy oci:<layout> docker://<registry>/...` pushes those
+//! version. Instead the image is taken as Docker holds it (`docker save`: its config blob, whose
+//! sha256 is the image id, and its one uncompressed layer, whose sha256 is the image's
+//! `rootfs.diff_ids[0]`), the layer is gzip-compressed here (no name, no mtime: the same bytes every
+//! time), and an OCI image manifest is written around them. `skopeo copy oci:<layout> docker://<registry>/...` pushes those
 //! bytes unchanged, so the manifest digest computed here is the one a registry serves, the one Istio
 //! checks `sha256` against, and the one `deploy/istio` pins ([`pin_manifests`]).
 //!
@@ -123,6 +130,75 @@ impl OciImage {
             ));
         }
         Ok(OciImage::from_parts(config, layer_tar))
+    }
+
+    /// The image of a Wasm module: `/plugin.wasm` (mode 0644, owner 0:0, mtime 0) in one layer,
+    /// linux/amd64, with Palisade's labels; the same bytes in, the same image out.
+    pub fn for_wasm(module: &str, wasm: &[u8], version: &str) -> OciImage {
+        let mut tar = tar::Builder::new(Vec::new());
+        let mut header = tar::Header::new_gnu();
+        header.set_entry_type(tar::EntryType::Regular);
+        header.set_size(wasm.len() as u64);
+        header.set_mode(0o644);
+        header.set_uid(0);
+        header.set_gid(0);
+        header.set_mtime(0);
+        // Appending to a Vec cannot fail; the path is a fixed, valid name.
+        let _ = tar.append_data(&mut header, "plugin.wasm", wasm);
+        let layer_tar = tar.into_inner().unwrap_or_default();
+        const EPOCH: &str = "1970-01-01T00:00:00Z";
+        let config = serde_json::json!({
+            "architecture": "amd64",
+            "os": "linux",
+            "created": EPOCH,
+            "config": {
+                "Labels": {
+                    "io.palisade": "1",
+                    "org.opencontainers.image.title": format!("palisade {module} (Wasm module, /plugin.wasm)"),
+                    "org.opencontainers.image.version": version,
+                }
+            },
+            "rootfs": {
+                "type": "layers",
+                "diff_ids": [format!("sha256:{}", sha256_hex(&layer_tar))],
+            },
+            "history": [{"created": EPOCH, "created_by": "palisade-istio image: COPY plugin.wasm /plugin.wasm"}],
+        });
+        OciImage::from_parts(config.to_string().into_bytes(), &layer_tar)
+    }
+
+    /// The uncompressed layer tar (what `rootfs.diff_ids[0]` is the sha256 of).
+    pub fn layer_tar(&self) -> Vec<u8> {
+        let mut out = Vec::new();
+        let _ = flate2::read::GzDecoder::new(self.layer.as_slice()).read_to_end(&mut out);
+        out
+    }
+
+    /// The image as a `docker load` archive, tagged `tag` (e.g. `palisade/rate_limit-wasm:0.1.0`).
+    /// Docker keeps the config bytes, so the loaded image's id is `sha256:<config digest>`.
+    pub fn docker_archive(&self, tag: &str) -> Vec<u8> {
+        let layer_tar = self.layer_tar();
+        let config_name = format!("{}.json", sha256_hex(&self.config));
+        let layer_name = format!("{}/layer.tar", sha256_hex(&layer_tar));
+        let manifest = serde_json::json!([{
+            "Config": config_name,
+            "RepoTags": [tag],
+            "Layers": [layer_name],
+        }])
+        .to_string();
+        let mut tar = tar::Builder::new(Vec::new());
+        for (name, bytes) in [
+            ("manifest.json", manifest.as_bytes()),
+            (config_name.as_str(), self.config.as_slice()),
+            (layer_name.as_str(), layer_tar.as_slice()),
+        ] {
+            let mut header = tar::Header::new_gnu();
+            header.set_size(bytes.len() as u64);
+            header.set_mode(0o644);
+            header.set_mtime(0);
+            let _ = tar.append_data(&mut header, name, bytes);
+        }
+        tar.into_inner().unwrap_or_default()
     }
 
     /// An image from its config blob and its uncompressed layer tar.
@@ -300,6 +376,30 @@ mod tests {
         );
         let other = OciImage::from_parts(b"{}".to_vec(), &layer_with("plugin.wasm", b"\0asm"));
         assert_ne!(a.digest(), other.digest());
+    }
+
+    #[test]
+    fn a_module_image_is_reproducible_and_reads_back_from_its_docker_archive() {
+        let wasm = b"\0asm\x01\0\0\0 module";
+        let a = OciImage::for_wasm("rate_limit", wasm, "0.1.0");
+        let b = OciImage::for_wasm("rate_limit", wasm, "0.1.0");
+        assert_eq!(a.digest(), b.digest());
+        assert_eq!(a.config, b.config);
+        assert_eq!(file_in_gzip_layer(&a.layer, "plugin.wasm").unwrap(), wasm);
+        // What `docker save` gives back for the loaded archive is the same image.
+        let back =
+            OciImage::from_docker_archive(&a.docker_archive("palisade/rate_limit-wasm:0.1.0"))
+                .unwrap();
+        assert_eq!(back.digest(), a.digest());
+        let config: serde_json::Value = serde_json::from_slice(&a.config).unwrap();
+        assert_eq!(
+            (config["os"].as_str(), config["architecture"].as_str()),
+            (Some("linux"), Some("amd64"))
+        );
+        assert_ne!(
+            OciImage::for_wasm("rate_limit", b"\0asm other", "0.1.0").digest(),
+            a.digest()
+        );
     }
 
     #[test]
