@@ -630,3 +630,35 @@ fn a_breaker_opened_before_a_plugin_config_change_stays_open_after_it() {
         "an open breaker sends nothing upstream"
     );
 }
+
+#[test]
+#[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
+fn with_palisade_stats_tags_merged_into_istios_bootstrap_the_metrics_carry_labels() {
+    // What docs/operators.md tells Istio users to do (bootstrapOverride with Palisade's stats_tags):
+    // Istio's use_all_default_tags: false stays, Palisade's tags apply.
+    let upstream = start_upstream();
+    let proxy = IstioProxy::new(
+        Form::TrafficExtension,
+        vec![one("rate_limit"), one("circuit_breaker")],
+    );
+    let yaml = proxy.bootstrap_with_stats(INBOUND, &[], upstream.port(), true);
+    let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    for _ in 0..2 {
+        assert_eq!(send(Request::get(&envoy.url("/"))).status, 200);
+    }
+    let prom = client::get(&format!("{}/stats/prometheus", envoy.admin_url()))
+        .unwrap()
+        .body;
+    for series in [
+        r#"palisade_rate_limit_allowed{rule="per_client_ip"} 2"#,
+        r#"palisade_circuit_breaker_state{rule="per_cluster",key="inbound_8080__"} 0"#,
+    ] {
+        assert!(
+            prom.lines().any(|l| l == series),
+            "/stats/prometheus lacks {series}; ours: {:#?}",
+            prom.lines()
+                .filter(|l| l.contains("palisade_"))
+                .collect::<Vec<_>>()
+        );
+    }
+}

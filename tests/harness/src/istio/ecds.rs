@@ -127,8 +127,37 @@ impl IstioProxy {
         extra_clusters: &[String],
         upstream_port: u16,
     ) -> String {
+        self.bootstrap_with_stats(cluster, extra_clusters, upstream_port, false)
+    }
+
+    /// [`IstioProxy::bootstrap`], and with `palisade_tags` Palisade's stats tags
+    /// (`deploy/observability/envoy-stats-config.yaml`) merged into Istio's stats config, as a
+    /// `sidecar.istio.io/bootstrapOverride` does (docs/operators.md): Istio's
+    /// `use_all_default_tags: false` stays.
+    pub fn bootstrap_with_stats(
+        &self,
+        cluster: &str,
+        extra_clusters: &[String],
+        upstream_port: u16,
+        palisade_tags: bool,
+    ) -> String {
+        let stats_tags = if palisade_tags {
+            let path = crate::repo_root().join("deploy/observability/envoy-stats-config.yaml");
+            let text = std::fs::read_to_string(&path)
+                .unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let docs =
+                super::yaml::documents(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+            let tags = docs
+                .first()
+                .and_then(|d| d.pointer("/stats_config/stats_tags"))
+                .cloned()
+                .unwrap_or_else(|| panic!("{} has no stats_config.stats_tags", path.display()));
+            format!(", stats_tags: {tags}")
+        } else {
+            String::new()
+        };
         let mut b = Bootstrap::new()
-            .head("node: { id: sidecar~127.0.0.1~backend-0.shop~shop.svc.cluster.local, cluster: backend.shop }\nstats_config: { use_all_default_tags: false }\n")
+            .head(&format!("node: {{ id: sidecar~127.0.0.1~backend-0.shop~shop.svc.cluster.local, cluster: backend.shop }}\nstats_config: {{ use_all_default_tags: false{stats_tags} }}\n"))
             .cluster_name(cluster)
             .route(Route::backend("default", "/"));
         for c in extra_clusters {

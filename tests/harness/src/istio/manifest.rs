@@ -165,23 +165,13 @@ pub fn module_of_url(url: &str) -> Option<String> {
     IMAGES.contains(&module).then(|| module.to_owned())
 }
 
-/// The module's own configuration parsing, natively: what its `on_configure` runs (the plugin
-/// skeleton's `load_one` with the policy's `KIND`, whose build parses with the policy's
-/// `Config::parse`; the chain module's `load_chain` with every policy's), on a fake host.
+/// The module's own configuration parsing, natively: `palisade-check`'s, which runs what the
+/// module's `on_configure` runs (each policy's own parser; the chain module's own loader), with
+/// the messages Envoy's log would show.
 pub fn parse_natively(module: &str, config: &[u8]) -> Result<(), String> {
-    use palisade_core::plugin::{load_chain, load_one, HostRef};
-    let host: HostRef = std::rc::Rc::new(palisade_core::fake_host::FakeHost::new());
-    let instance = "native-check";
-    let r = match module {
-        "rate_limit" => load_one(&host, &rate_limit::KIND, config, instance),
-        "jwt_auth" => load_one(&host, &jwt_auth::KIND, config, instance),
-        "circuit_breaker" => load_one(&host, &circuit_breaker::KIND, config, instance),
-        "bulkhead" => load_one(&host, &bulkhead::KIND, config, instance),
-        "transform" => load_one(&host, &transform::KIND, config, instance),
-        "palisade" => load_chain(&host, &palisade::KINDS, config, instance),
-        other => return Err(format!("unknown module {other:?}")),
-    };
-    r.map(drop).map_err(|e| e.to_string())
+    let m = palisade_check::modules::module(module)
+        .ok_or_else(|| format!("palisade-check knows no module {module:?}"))?;
+    m.check(config).map_err(|e| e.to_string())
 }
 
 /// A JSON value printed as a protobuf `Struct`/`Value` prints in JSON (Go's protojson): object
