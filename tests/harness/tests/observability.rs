@@ -253,6 +253,7 @@ fn the_demo_exposes_labelled_metrics_and_everything_the_dashboard_and_alerts_rea
     assert_walkthrough(&DemoTarget {
         base: envoy.url(""),
         admin: envoy.admin_url().to_owned(),
+        cluster: "backend".to_owned(),
     });
     let scrape = || {
         let r = client::get(&format!("{}/stats/prometheus", envoy.admin_url())).unwrap();
