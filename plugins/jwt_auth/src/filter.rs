@@ -59,6 +59,8 @@ struct Metrics {
     paused: Metric,
     pause_timeouts: Metric,
     rewrite_failures: Metric,
+    /// How long a JWKS fetch took, dispatch to response (or timeout/reset), in milliseconds.
+    fetch_ms: Metric,
 }
 
 impl Metrics {
@@ -77,6 +79,7 @@ impl Metrics {
             fetch_success: m("jwks_fetch.success"),
             fetch_failure: m("jwks_fetch.failure"),
             refetch_deferred: m("jwks_fetch.refetch_deferred"),
+            fetch_ms: setup.histogram("jwks_fetch.latency_ms"),
             paused: m("paused"),
             pause_timeouts: m("pause_timeouts"),
             rewrite_failures: m("rewrite_failures"),
@@ -125,7 +128,7 @@ struct Worker {
     cache: TokenCache,
     remotes: Vec<RemoteState>,
     /// HTTP call token → index into `remotes`.
-    calls: HashMap<u32, usize>,
+    calls: HashMap<u32, (usize, Timestamp)>,
     /// Streams paused until a key set arrives: context id → deadline.
     waiting: Vec<(u32, Timestamp)>,
 }
@@ -183,7 +186,7 @@ impl Worker {
     fn fetch_due(&mut self, cx: &mut RootCx<'_>) {
         let now = cx.now();
         for (i, r) in self.remotes.iter_mut().enumerate() {
-            if self.calls.values().any(|c| *c == i) {
+            if self.calls.values().any(|(c, _)| *c == i) {
                 continue;
             }
             let force = r.force.is_some();
@@ -210,7 +213,7 @@ impl Worker {
             ];
             match cx.http_call(&r.remote.cluster, &headers, None, r.remote.timeout) {
                 Ok(token) => {
-                    self.calls.insert(token, i);
+                    self.calls.insert(token, (i, now));
                 }
                 Err(e) => {
                     log::warn!(
@@ -386,9 +389,13 @@ impl Policy for JwtAuth {
         let Ok(mut w) = self.worker.try_borrow_mut() else {
             return;
         };
-        let Some(index) = w.calls.remove(&response.token) else {
+        let Some((index, started)) = w.calls.remove(&response.token) else {
             return;
         };
+        let took = cx.now().saturating_since(started);
+        w.metrics
+            .fetch_ms
+            .record(u64::try_from(took.as_millis()).unwrap_or(u64::MAX));
         w.on_fetched(cx, index, response);
         w.retry_waiting(cx);
     }

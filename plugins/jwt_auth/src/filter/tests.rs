@@ -701,10 +701,16 @@ fn one_worker_fetches_for_all_and_the_others_install_the_published_keys_on_their
         assert_eq!(reply.details, "palisade_jwt_no_keys");
         assert_eq!(w.stat("denied.no_keys"), 1);
     }
+    a.fake.advance(Duration::from_millis(40));
     a.respond(Some(200), jwks().to_string().as_bytes());
     assert_eq!(
         a.stats(&["jwks_fetch.success", "jwks_fetch.failure"]),
         [1, 0]
+    );
+    // The fetch's latency, dispatch to response, is a histogram sample.
+    assert_eq!(
+        a.fake.samples("palisade.jwt_auth.jwks_fetch.latency_ms"),
+        Ok(vec![40])
     );
     // The fetching worker installs at once; the other on its next tick, without a fetch.
     assert_eq!(a.bearer("/r", &token).status, 200);
