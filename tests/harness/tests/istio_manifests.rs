@@ -1,6 +1,6 @@
 //! Istio manifests, checked without a cluster (part of `cargo test --workspace`, `make unit`):
 //!
-//! - the CRD validator against Istio's own conformance corpus (`../shared/istio/testdata`): every
+//! - the CRD validator against Istio's own conformance corpus (vendored in `tests/harness/testdata/istio/testdata`): every
 //!   valid document passes, every invalid one fails for its own reason (its `_err` fragment);
 //! - every `deploy/istio/*.yaml` and every WasmPlugin snippet in the docs: the CRD's schema and CEL
 //!   rules, strict metadata, the module's own parser on the configuration Envoy would receive, a
@@ -480,6 +480,29 @@ fn a_digest_that_does_not_match_the_image_is_named() {
         assert!(
             e.contains("bulkhead") && e.contains(&"f".repeat(64)) && e.contains("make istio-pin"),
             "{e}"
+        );
+    }
+}
+
+#[test]
+fn the_vendored_crd_and_examples_are_the_workplace_copies() {
+    // The copy in tests/harness/testdata/istio is what a fresh clone validates against; where the
+    // workplace's ../shared/istio exists beside the checkout, it must be byte-identical.
+    let Some(shared) = palisade_harness::istio::workplace_shared_dir() else {
+        return;
+    };
+    let ours = palisade_harness::repo_root().join("tests/harness/testdata/istio");
+    for file in [
+        "wasmplugin-crd.yaml",
+        "testdata/wasm-valid.yaml",
+        "testdata/wasm-invalid.yaml",
+    ] {
+        let a = std::fs::read(shared.join(file)).unwrap();
+        let b = std::fs::read(ours.join(file)).unwrap();
+        assert!(
+            a == b,
+            "tests/harness/testdata/istio/{file} differs from {}: copy it again",
+            shared.join(file).display()
         );
     }
 }

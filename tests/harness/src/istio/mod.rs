@@ -22,16 +22,22 @@ pub use manifest::WasmPlugin;
 use crate::repo_root;
 use std::path::PathBuf;
 
-/// `../shared/istio/wasmplugin-crd.yaml`: beside the repository (the checkout's parent), or
-/// `PALISADE_ISTIO_SHARED` (a directory holding `wasmplugin-crd.yaml` and `testdata/`).
+/// Istio's WasmPlugin CRD and its conformance examples: the copy vendored in
+/// `tests/harness/testdata/istio` (Istio's own files, Apache-2.0; a fresh clone has no
+/// `../shared`), or `PALISADE_ISTIO_SHARED` (a directory holding `wasmplugin-crd.yaml` and
+/// `testdata/`). `vendored_copy_matches_shared` checks the copy against `../shared/istio` when that
+/// exists beside the checkout.
 pub fn shared_dir() -> PathBuf {
     if let Some(dir) = std::env::var_os("PALISADE_ISTIO_SHARED") {
         return PathBuf::from(dir);
     }
-    let root = repo_root();
-    root.parent()
-        .map(|p| p.join("shared/istio"))
-        .unwrap_or_else(|| root.join("../shared/istio"))
+    repo_root().join("tests/harness/testdata/istio")
+}
+
+/// `../shared/istio` beside the checkout, if there is one (a developer machine).
+pub fn workplace_shared_dir() -> Option<PathBuf> {
+    let dir = repo_root().parent()?.join("shared/istio");
+    dir.is_dir().then_some(dir)
 }
 
 /// The WasmPlugin CRD (panics with a hint when it is missing).
@@ -39,7 +45,7 @@ pub fn wasmplugin_crd() -> Crd {
     let path = shared_dir().join("wasmplugin-crd.yaml");
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| {
         panic!(
-            "{}: {e} (the WasmPlugin CRD lives in ../shared/istio beside the checkout; PALISADE_ISTIO_SHARED overrides)",
+            "{}: {e} (the vendored WasmPlugin CRD; PALISADE_ISTIO_SHARED overrides)",
             path.display()
         )
     });
