@@ -20,14 +20,13 @@
 //! `kid` never matches a token that names one, unless the provider has `compat: "jwt_authn"`
 //! (jwt_verify_lib lets it match: a token could then pick such a key whatever `kid` it names).
 
+use crate::rsa_pk::RsaPublicKey;
 use crate::token::{Alg, KeyKind, Strict, Token};
 use crate::{Compat, Failure, Reason};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use jwt_compact::alg::{Ed25519, Es256, RsaPublicKey, VerifyingKey};
+use jwt_compact::alg::{Ed25519, Es256, VerifyingKey};
 use jwt_compact::Algorithm;
-use rsa::traits::PublicKeyParts;
-use rsa::BigUint;
 use serde_json::Value;
 
 /// Most keys accepted in one set; more is a misconfiguration or an attack on the fetcher.
@@ -208,10 +207,9 @@ fn parse_key(entry: &Value, allow_symmetric: bool) -> Result<Option<Key>, String
     };
     let material = match kind {
         KeyKind::Rsa => {
-            let n = BigUint::from_bytes_be(&bytes("n")?);
-            let e = BigUint::from_bytes_be(&bytes("e")?);
-            let key = RsaPublicKey::new(n, e).map_err(|_| "invalid RSA key".to_owned())?;
-            if key.n().bits() < 2048 {
+            let key = RsaPublicKey::new(&bytes("n")?, &bytes("e")?)
+                .map_err(|_| "invalid RSA key".to_owned())?;
+            if key.bits() < 2048 {
                 return Ok(None);
             }
             Material::Rsa(Box::new(key))

@@ -20,6 +20,7 @@ pub mod config;
 pub mod jwks;
 pub mod policy;
 pub mod remote;
+pub mod rsa_pk;
 pub mod token;
 pub mod verify;
 

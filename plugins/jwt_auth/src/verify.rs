@@ -6,11 +6,10 @@
 //! feature of jwt-compact is off.
 
 use crate::jwks::{Key, KeySet, Material};
+use crate::rsa_pk::Hash;
 use crate::token::{Alg, Token};
 use crate::{Compat, Failure, Reason};
-use jwt_compact::alg::{
-    Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key, Rsa, RsaSignature,
-};
+use jwt_compact::alg::{Ed25519, Es256, Hs256, Hs256Key, Hs384, Hs384Key, Hs512, Hs512Key};
 use jwt_compact::{Algorithm, AlgorithmSignature};
 use serde_json::{Map, Value};
 
@@ -60,12 +59,12 @@ fn check<A: Algorithm>(alg: &A, key: &A::VerifyingKey, msg: &[u8], sig: &[u8]) -
 /// the second line of defence (a mismatched pair is simply `false`).
 fn verify_with(alg: Alg, key: &Key, msg: &[u8], sig: &[u8]) -> bool {
     match (&key.material, alg) {
-        (Material::Rsa(k), Alg::Rs256) => check_rsa(Rsa::rs256(), k, msg, sig),
-        (Material::Rsa(k), Alg::Rs384) => check_rsa(Rsa::rs384(), k, msg, sig),
-        (Material::Rsa(k), Alg::Rs512) => check_rsa(Rsa::rs512(), k, msg, sig),
-        (Material::Rsa(k), Alg::Ps256) => check_rsa(Rsa::ps256(), k, msg, sig),
-        (Material::Rsa(k), Alg::Ps384) => check_rsa(Rsa::ps384(), k, msg, sig),
-        (Material::Rsa(k), Alg::Ps512) => check_rsa(Rsa::ps512(), k, msg, sig),
+        (Material::Rsa(k), Alg::Rs256) => k.verify_pkcs1v15(Hash::Sha256, msg, sig),
+        (Material::Rsa(k), Alg::Rs384) => k.verify_pkcs1v15(Hash::Sha384, msg, sig),
+        (Material::Rsa(k), Alg::Rs512) => k.verify_pkcs1v15(Hash::Sha512, msg, sig),
+        (Material::Rsa(k), Alg::Ps256) => k.verify_pss(Hash::Sha256, msg, sig),
+        (Material::Rsa(k), Alg::Ps384) => k.verify_pss(Hash::Sha384, msg, sig),
+        (Material::Rsa(k), Alg::Ps512) => k.verify_pss(Hash::Sha512, msg, sig),
         (Material::EcP256(k), Alg::Es256) => check(&Es256, k, msg, sig),
         (Material::EcP384(k), Alg::Es384) => check_p384(k, msg, sig),
         (Material::EcP521(k), Alg::Es512) => check_p521(k, msg, sig),
@@ -74,14 +73,6 @@ fn verify_with(alg: Alg, key: &Key, msg: &[u8], sig: &[u8]) -> bool {
         (Material::Hmac(s), Alg::Hs384) => check(&Hs384, &Hs384Key::new(s), msg, sig),
         (Material::Hmac(s), Alg::Hs512) => check(&Hs512, &Hs512Key::new(s), msg, sig),
         _ => false,
-    }
-}
-
-fn check_rsa(alg: Rsa, key: &jwt_compact::alg::RsaPublicKey, msg: &[u8], sig: &[u8]) -> bool {
-    // An RSA signature is exactly as long as the modulus; anything else cannot verify.
-    match RsaSignature::try_from_slice(sig) {
-        Ok(sig) => alg.verify_signature(&sig, key, msg),
-        Err(_) => false,
     }
 }
 
@@ -376,6 +367,55 @@ mod tests {
     #[test]
     fn an_hmac_signature_of_the_wrong_length_is_rejected_without_panicking() {
         wrong_length_signatures_are_bad_signatures(Alg::Hs256, &[1, 31, 33, 64]);
+    }
+
+    /// The wrong-length class for every RSA algorithm, through the token path: a genuine token's
+    /// signature with a zero byte in front, or one byte short, and other sizes, never verifies
+    /// (rsa_pk's tests do the same on keys of 2048 to 4096 bits against the `rsa` crate).
+    #[test]
+    fn rsa_signatures_of_the_wrong_length_are_bad_signatures_for_every_algorithm() {
+        let doc: Value = serde_json::from_str(testkeys::JWKS).unwrap();
+        let mut rsa_any = doc["keys"][0].as_object().unwrap().clone();
+        rsa_any.remove("alg");
+        rsa_any.insert("kid".into(), json!("rsa-any"));
+        let set = KeySet::from_entries(&[Value::Object(rsa_any)], false).unwrap();
+        let b64 =
+            |s: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
+        for alg in [
+            Alg::Rs256,
+            Alg::Rs384,
+            Alg::Rs512,
+            Alg::Ps256,
+            Alg::Ps384,
+            Alg::Ps512,
+        ] {
+            let header = json!({"alg": alg.name(), "kid": "rsa-any"}).to_string();
+            let good = sign_raw(alg, Signer::Rsa, &header, "{}");
+            assert_eq!(verify(&good, &set), Ok(()), "{alg:?}");
+            let (input, sig) = good.rsplit_once('.').unwrap();
+            let sig =
+                base64::Engine::decode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, sig)
+                    .unwrap();
+            assert_eq!(sig.len(), 256);
+            let mut zero_led = vec![0u8];
+            zero_led.extend_from_slice(&sig);
+            for bad in [
+                &zero_led[..],
+                &sig[1..],
+                &sig[..255],
+                &[7u8; 128][..],
+                &[7u8; 512][..],
+                &[0u8][..],
+            ] {
+                let forged = format!("{input}.{}", b64(bad));
+                assert_eq!(
+                    verify(&forged, &set).unwrap_err().reason,
+                    Reason::BadSignature,
+                    "{alg:?}, {} bytes",
+                    bad.len()
+                );
+            }
+        }
     }
 
     #[test]
