@@ -36,9 +36,14 @@
 //! fail loudly.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod alloc_count;
 mod cases;
 mod load;
 mod micro;
+
+/// Counts allocations for the micro-benchmark table (`alloc_count`).
+#[global_allocator]
+static ALLOCATOR: alloc_count::Counting = alloc_count::Counting;
 mod procfs;
 mod startup;
 mod stats;
@@ -54,7 +59,7 @@ use tokio::runtime::Runtime;
 
 const USAGE: &str = "\
 usage: palisade-bench [--requests N] [--connections K] [--rounds R] [--warmup W]
-                      [--cases a,b,...] [--seed S] [--quick]
+                      [--cases a,b,...] [--seed S] [--quick] [--micro]
 
   --requests N     measured requests per case per round (default 60000)
   --connections K  keep-alive connections, one request in flight each (default 8)
@@ -64,6 +69,8 @@ usage: palisade-bench [--requests N] [--connections K] [--rounds R] [--warmup W]
   --seed S         seed of the per-round case order (default 1)
   --quick          smoke run: 5000 requests, 500 warm-up, 2 rounds, short micro-benchmarks,
                    1 startup sample (figures are indicative only)
+  --micro          only the micro-benchmarks (native, no Envoy, no dist/): the table of
+                   ns/op and allocations/op
 
 Prints a markdown report on stdout; progress goes to stderr.";
 
@@ -76,6 +83,7 @@ struct Args {
     cases: Option<Vec<String>>,
     seed: u64,
     quick: bool,
+    micro_only: bool,
 }
 
 impl Args {
@@ -88,6 +96,7 @@ impl Args {
             cases: None,
             seed: 1,
             quick: false,
+            micro_only: false,
         };
         let mut explicit_requests = false;
         let mut explicit_rounds = false;
@@ -115,6 +124,7 @@ impl Args {
                     );
                 }
                 "--quick" => a.quick = true,
+                "--micro" => a.micro_only = true,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -161,6 +171,14 @@ fn main() {
 }
 
 fn run(args: &Args) -> Result<(), String> {
+    if args.micro_only {
+        print!(
+            "# Palisade micro-benchmarks\n\n- machine: {}\n{}",
+            procfs::machine(),
+            micro_section(args)
+        );
+        return Ok(());
+    }
     let started = Instant::now();
     let ticks = Ticks {
         per_second: procfs::clock_ticks_per_second(),
@@ -285,7 +303,7 @@ fn micro_section(args: &Args) -> String {
         (Duration::from_millis(100), 7)
     };
     let mut s = format!(
-        "\n## Micro-benchmarks (pure logic, native, no Envoy; median of {samples} samples of ~{} ms)\n\n| group | operation | ns/op (median) | ns/op (fastest) |\n|---|---|---:|---:|\n",
+        "\n## Micro-benchmarks (pure logic, native, no Envoy; median of {samples} samples of ~{} ms)\n\n| group | operation | ns/op (median) | ns/op (fastest) | allocations/op | bytes allocated/op |\n|---|---|---:|---:|---:|---:|\n",
         sample.as_millis()
     );
     for mut b in micro::all() {
@@ -293,11 +311,11 @@ fn micro_section(args: &Args) -> String {
         eprintln!("  {}/{}: {:.1} ns/op", r.group, r.name, r.median_ns);
         let _ = writeln!(
             s,
-            "| {} | {} | {:.1} | {:.1} |",
-            r.group, r.name, r.median_ns, r.min_ns
+            "| {} | {} | {:.1} | {:.1} | {:.1} | {:.0} |",
+            r.group, r.name, r.median_ns, r.min_ns, r.allocs, r.alloc_bytes
         );
     }
-    s.push_str("\nFakeStore is a mutex around a HashMap: these figures are the logic, not the cost of Envoy's shared-data hostcalls.\n");
+    s.push_str("\nFakeStore is a mutex around a HashMap: these figures are the logic, not the cost of Envoy's shared-data hostcalls. Allocations are counted by a counting global allocator over a separate run of the operation (a `realloc` counts as one).\n");
     s
 }
 

@@ -44,15 +44,19 @@ pub struct MicroResult {
     pub name: &'static str,
     pub median_ns: f64,
     pub min_ns: f64,
+    /// Allocations and bytes allocated per operation (the counting global allocator).
+    pub allocs: f64,
+    pub alloc_bytes: f64,
 }
 
 /// Every micro-benchmark.
 pub fn all() -> Vec<MicroBench> {
-    // One function per plugin whose pure logic is measured (bulkhead has none yet).
+    // One function per plugin whose pure logic is measured.
     [
         core(),
         rate_limit(),
         circuit_breaker(),
+        bulkhead(),
         jwt_auth(),
         transform(),
     ]
@@ -255,6 +259,43 @@ fn circuit_breaker() -> Vec<MicroBench> {
     )]
 }
 
+/// bulkhead: the allowing path of one request under the end-to-end case's config — classify,
+/// take a permit (one CAS), and give it back at the end of the stream (one CAS) — on the fake
+/// store. The worker claims its slot once, before the loop.
+fn bulkhead() -> Vec<MicroBench> {
+    let Some(config) = crate::cases::PLUGIN_CASES
+        .iter()
+        .find(|c| c.name == "bulkhead")
+        .and_then(|case| (case.config)(&FIXTURES))
+        .and_then(|c| bulkhead::config::Config::parse(c.to_string().as_bytes()).ok())
+    else {
+        return Vec::new();
+    };
+    let mut worker = bulkhead::policy::Worker::new(bulkhead::policy::Bulkhead::new(config));
+    let store = FakeStore::new();
+    let req = bench_request();
+    let now = Timestamp::from_secs(1_700_000_000);
+    let target = worker
+        .bulkhead()
+        .classify(&req, &mut || Some("bench".into()));
+    let _ = worker.on_request(0, target.clone(), &store, now);
+    let _ = worker.on_stream_end(0, &store, now);
+    vec![bench(
+        "bulkhead",
+        "classify + on_request (admitted) + on_stream_end (released), FakeStore",
+        move |n| {
+            for i in 0..n {
+                let context = (i % 1000) as u32 + 1;
+                let target = worker
+                    .bulkhead()
+                    .classify(black_box(&req), &mut || Some("bench".into()));
+                black_box(worker.on_request(context, target, &store, now));
+                black_box(worker.on_stream_end(context, &store, now));
+            }
+        },
+    )]
+}
+
 /// Well before the bench token's `exp` (2100).
 const JWT_NOW: u64 = 1_800_000_000;
 
@@ -373,11 +414,18 @@ pub fn measure(b: &mut MicroBench, sample: Duration, samples: usize) -> MicroRes
         .map(|_| time(&mut b.run, iterations).as_nanos() as f64 / iterations as f64)
         .collect();
     per_op.sort_by(f64::total_cmp);
+    // Allocations over a separate, untimed run (counting costs an atomic per allocation).
+    let counted = iterations.clamp(1, 1000);
+    let (count0, bytes0) = crate::alloc_count::snapshot();
+    (b.run)(counted);
+    let (count1, bytes1) = crate::alloc_count::snapshot();
     MicroResult {
         group: b.group,
         name: b.name,
         median_ns: crate::stats::median(&per_op),
         min_ns: per_op.first().copied().unwrap_or(f64::NAN),
+        allocs: (count1 - count0) as f64 / counted as f64,
+        alloc_bytes: (bytes1 - bytes0) as f64 / counted as f64,
     }
 }
 
@@ -406,7 +454,12 @@ mod tests {
     #[test]
     fn the_plugin_benchmarks_exist_and_take_the_paths_they_claim() {
         let groups: Vec<&str> = all().iter().map(|b| b.group).collect();
-        for (group, n) in [("circuit_breaker", 1), ("jwt_auth", 3), ("transform", 1)] {
+        for (group, n) in [
+            ("circuit_breaker", 1),
+            ("bulkhead", 1),
+            ("jwt_auth", 3),
+            ("transform", 1),
+        ] {
             let have = groups.iter().filter(|g| **g == group).count();
             assert_eq!(have, n, "{group}");
         }
@@ -430,6 +483,24 @@ mod tests {
                 vec![circuit_breaker::policy::Event::Success]
             );
         }
+
+        // The bulkhead admits (a permit taken, then released).
+        let config = (crate::cases::PLUGIN_CASES
+            .iter()
+            .find(|c| c.name == "bulkhead")
+            .unwrap()
+            .config)(&FIXTURES)
+        .unwrap();
+        let config = bulkhead::config::Config::parse(config.to_string().as_bytes()).unwrap();
+        let mut worker = bulkhead::policy::Worker::new(bulkhead::policy::Bulkhead::new(config));
+        let target = worker.bulkhead().classify(&bench_request(), &mut || None);
+        assert!(target.is_some());
+        let (admission, report) = worker.on_request(1, target, &store, now);
+        assert_eq!(admission, bulkhead::policy::Admission::Continue);
+        assert_eq!(report.events, vec![(0, bulkhead::policy::Event::Admitted)]);
+        assert_eq!(worker.held(), 1);
+        worker.on_stream_end(1, &store, now);
+        assert_eq!(worker.held(), 0);
 
         // The token verifies; the uncached authenticator verifies it every time, the cached one
         // only the first time.
