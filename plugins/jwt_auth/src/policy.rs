@@ -349,8 +349,10 @@ impl Authenticator {
         providers: &[usize],
     ) -> Result<Option<Found>, Failure> {
         let mut found: Option<Found> = None;
-        let path = req.path();
-        let cookies = req.header("cookie");
+        // The path and the cookies are read only if a location needs them: each read is a
+        // hostcall and a copy, and most configs look in `Authorization` only.
+        let mut path: Option<Option<String>> = None;
+        let mut cookies: Option<Option<String>> = None;
         for &p in providers {
             let Some(provider) = self.config.providers.get(p) else {
                 continue;
@@ -361,10 +363,12 @@ impl Authenticator {
                         header_tokens(&req.header_values(name), prefix)?
                     }
                     Location::Query(name) => path
+                        .get_or_insert_with(|| req.path())
                         .as_deref()
                         .map(|p| query_values(p, name))
                         .unwrap_or_default(),
                     Location::Cookie(name) => cookies
+                        .get_or_insert_with(|| req.header("cookie"))
                         .as_deref()
                         .map(|c| cookie_values(c, name))
                         .unwrap_or_default(),
@@ -500,6 +504,14 @@ fn is_cors_preflight(req: &dyn RequestView) -> bool {
 fn header_tokens(values: &[String], prefix: &str) -> Result<Vec<String>, Failure> {
     let mut tokens = Vec::new();
     for value in values {
+        if !value.contains(',') {
+            // One piece at most: what the general case below does, without building the list
+            // of pieces and a second copy of the token.
+            if let Some(t) = strip_prefix_ignore_case(value, prefix) {
+                tokens.push(t.trim().to_owned());
+            }
+            continue;
+        }
         let pieces: Vec<String> = value
             .split(',')
             .filter_map(|piece| strip_prefix_ignore_case(piece.trim(), prefix))
