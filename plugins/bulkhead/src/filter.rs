@@ -139,7 +139,12 @@ impl Shared {
         for w in report.wakes {
             wake(match w {
                 Wake::Resume(context) => palisade_core::plugin::Wake::Resume(context),
-                Wake::Reply(context, reply) => palisade_core::plugin::Wake::Reply(context, reply),
+                // Expired waits fail open, as replies at admission do.
+                Wake::Reply(context, reply) => palisade_core::plugin::Wake::Reply(
+                    context,
+                    reply,
+                    palisade_core::plugin::OnReplyFailure::Continue,
+                ),
             });
         }
     }

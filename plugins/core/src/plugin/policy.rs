@@ -55,8 +55,9 @@ impl Flow {
 pub enum Wake {
     /// Let the paused stream go on to the next policy.
     Resume(u32),
-    /// Answer the paused stream locally.
-    Reply(u32, LocalReply),
+    /// Answer the paused stream locally; if the reply cannot be sent, the failure mode decides (as
+    /// for [`Flow::Reply`]: go on through the later stages and resume, or reset the stream).
+    Reply(u32, LocalReply, OnReplyFailure),
     /// Ask the policy again ([`StreamPolicy::on_retry`]) with the paused stream's context.
     Retry(u32),
 }
@@ -64,7 +65,7 @@ pub enum Wake {
 impl Wake {
     pub fn context(&self) -> u32 {
         match self {
-            Wake::Resume(c) | Wake::Reply(c, _) | Wake::Retry(c) => *c,
+            Wake::Resume(c) | Wake::Reply(c, _, _) | Wake::Retry(c) => *c,
         }
     }
 }
@@ -231,6 +232,8 @@ pub struct StreamCx<'a> {
     pub(super) now: &'a Cell<Option<Timestamp>>,
     pub(super) cache: &'a RequestCache,
     pub(super) wakes: &'a mut Vec<Wake>,
+    /// The host no longer knows this stream (see `stream_host`).
+    pub(super) gone: bool,
 }
 
 impl StreamCx<'_> {
@@ -254,6 +257,19 @@ impl StreamCx<'_> {
         self.host
     }
 
+    /// The host, for calls about this stream: refused once the host has forgotten the stream
+    /// (a wake found it gone and ended it), so a policy's `on_end` never reads or writes whichever
+    /// other stream is current then. Metrics and shared data hold their own handle and still work.
+    fn stream_host(&self) -> Result<&HostRef, HostError> {
+        if self.gone {
+            return Err(HostError::from_code(
+                "stream gone",
+                super::host::code::NOT_FOUND,
+            ));
+        }
+        Ok(self.host)
+    }
+
     /// Wake a stream paused at this policy (applied when the callback returns).
     pub fn wake(&mut self, wake: Wake) {
         self.wakes.push(wake);
@@ -272,7 +288,7 @@ impl StreamCx<'_> {
             return Ok(v.clone());
         }
         let value = self
-            .host
+            .stream_host()?
             .property(path)
             .map_err(|e| e.during("get_property"))?
             .map(lossy);
@@ -291,7 +307,8 @@ impl StreamCx<'_> {
 
     /// Envoy's `response.code_details` for this stream (not cached: it changes as the stream goes).
     pub fn response_code_details(&self) -> Option<String> {
-        self.host
+        self.stream_host()
+            .ok()?
             .property(&["response", "code_details"])
             .ok()
             .flatten()
@@ -304,7 +321,7 @@ impl StreamCx<'_> {
             return Ok(Rc::clone(all));
         }
         let all = Rc::new(
-            self.host
+            self.stream_host()?
                 .headers(HeaderMap::Request)
                 .map_err(|e| e.during("get_request_headers"))?,
         );
@@ -327,7 +344,7 @@ impl StreamCx<'_> {
             return Ok(first_value(&self.request_headers()?, name));
         }
         let value = self
-            .host
+            .stream_host()?
             .header(HeaderMap::Request, name)
             .map_err(|e| e.during("get_request_header"))?
             .map(lossy);
@@ -348,7 +365,7 @@ impl StreamCx<'_> {
 
     /// Make `values` a request header's values, in order (none removes it).
     pub fn set_request_values(&mut self, name: &str, values: &[Vec<u8>]) -> Result<(), HostError> {
-        replace_values(self.host, HeaderMap::Request, name, values)?;
+        replace_values(self.stream_host()?, HeaderMap::Request, name, values)?;
         let first = values.first().map(|v| lossy(v.clone()));
         let mut inner = self.cache.inner.borrow_mut();
         match inner.headers.iter_mut().find(|(n, _)| n == name) {
@@ -367,7 +384,7 @@ impl StreamCx<'_> {
             return Ok(Rc::clone(all));
         }
         let all = Rc::new(
-            self.host
+            self.stream_host()?
                 .headers(HeaderMap::Response)
                 .map_err(|e| e.during("get_response_headers"))?,
         );
@@ -381,7 +398,7 @@ impl StreamCx<'_> {
             return Ok(first_value(all, name));
         }
         Ok(self
-            .host
+            .stream_host()?
             .header(HeaderMap::Response, name)
             .map_err(|e| e.during("get_response_header"))?
             .map(lossy))
@@ -405,7 +422,7 @@ impl StreamCx<'_> {
     }
 
     pub fn set_response_values(&mut self, name: &str, values: &[Vec<u8>]) -> Result<(), HostError> {
-        replace_values(self.host, HeaderMap::Response, name, values)?;
+        replace_values(self.stream_host()?, HeaderMap::Response, name, values)?;
         if let Some(all) = &mut self.cache.inner.borrow_mut().response_all {
             edit_pairs(all, name, values);
         }
@@ -414,7 +431,7 @@ impl StreamCx<'_> {
 
     /// The buffered body (`size` bytes from the start).
     pub fn body(&self, which: Buffer, size: usize) -> Result<Vec<u8>, HostError> {
-        self.host
+        self.stream_host()?
             .buffer(which, 0, size)
             .map(Option::unwrap_or_default)
             .map_err(|e| e.during("get_buffer(body)"))
@@ -422,7 +439,7 @@ impl StreamCx<'_> {
 
     /// Replace the first `size` bytes of the buffered body (all of it) with `value`.
     pub fn set_body(&self, which: Buffer, size: usize, value: &[u8]) -> Result<(), HostError> {
-        self.host
+        self.stream_host()?
             .set_buffer(which, 0, size, value)
             .map_err(|e| e.during("set_buffer(body)"))
     }

@@ -200,6 +200,7 @@ impl Runtime {
                 RequestCache::default()
             },
             paused_at: None,
+            gone: false,
             request_eos: false,
             request_body_done: 0,
             response_body_done: 0,
@@ -252,14 +253,15 @@ impl Runtime {
         if let Err(e) = self.host.set_effective_context(context) {
             // The host no longer knows the stream: end it here (gives back what it holds).
             log::warn!("palisade {}: cannot wake stream {context}: {e}", self.name);
+            chain.gone = true;
             chain.end();
             return;
         }
         match wake {
             Wake::Resume(_) => chain.resume_after(stage),
-            Wake::Reply(_, reply) => {
+            Wake::Reply(_, reply, on_failure) => {
                 chain.unpause();
-                if !chain.reply(stage, &reply, OnReplyFailure::Continue) {
+                if !chain.reply(stage, &reply, on_failure) {
                     chain.continue_resumed(stage + 1);
                 }
             }
@@ -301,6 +303,8 @@ pub struct Chain {
     policies: Vec<Box<dyn StreamPolicy>>,
     cache: RequestCache,
     paused_at: Option<usize>,
+    /// The host has forgotten this stream: its stages' ends may not touch it.
+    gone: bool,
     request_eos: bool,
     /// Stages done with the request (response) body, as a bit set.
     request_body_done: u64,
@@ -322,6 +326,7 @@ impl Chain {
                 host: &runtime.host,
                 context_id: self.context_id,
                 now: &runtime.clock,
+                gone: self.gone,
                 cache: &self.cache,
                 wakes: &mut wakes,
             };

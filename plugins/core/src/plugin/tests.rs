@@ -579,7 +579,11 @@ fn a_wake_reply_answers_the_paused_stream_and_later_stages_never_run() {
     let (p, inbox) = pausing(&log);
     let s = p.open(1, &[(":path", "/")]);
     s.request_headers();
-    send(&p, &inbox, Wake::Reply(1, limited()));
+    send(
+        &p,
+        &inbox,
+        Wake::Reply(1, limited(), OnReplyFailure::Continue),
+    );
     let reply = s.reply().expect("answered");
     assert_eq!(reply.status, 429);
     assert_eq!(s.resumed(), 0);
@@ -650,7 +654,11 @@ fn a_wake_for_a_stream_that_ended_or_never_paused_is_ignored() {
     let s = p.open(1, &[(":path", "/")]);
     s.finish();
     send(&p, &inbox, Wake::Resume(1));
-    send(&p, &inbox, Wake::Reply(1, limited()));
+    send(
+        &p,
+        &inbox,
+        Wake::Reply(1, limited(), OnReplyFailure::Continue),
+    );
     send(&p, &inbox, Wake::Retry(1));
     // Ended while paused.
     let s2 = p.open(2, &[(":path", "/")]);
@@ -689,6 +697,45 @@ fn a_wake_whose_context_cannot_be_entered_ends_the_stream_once() {
     s.finish();
     assert_eq!(count(&log, "a:end:1"), 1);
     assert_eq!(count(&log, "b:end:1"), 1);
+}
+
+#[test]
+fn the_end_of_a_stream_the_host_forgot_reads_nothing_of_whichever_stream_is_current() {
+    // A bulkhead-like stage wakes stream 1 from stream 2's end; the host has forgotten stream 1,
+    // so the wake ends it, while the effective context is stream 2. A breaker-like read of the
+    // response status in stream 1's end must fail, not see stream 2's 503.
+    let log = log();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let seen_end = Rc::clone(&seen);
+    let b = Script::new("b", &log)
+        .on_request(|cx| {
+            if cx.context_id() == 1 {
+                Flow::Pause
+            } else {
+                Flow::Continue
+            }
+        })
+        .on_end(move |cx| {
+            if cx.context_id() == 2 {
+                cx.wake(Wake::Resume(1));
+            } else {
+                seen_end.borrow_mut().push(cx.response_status());
+            }
+        });
+    let p = chain(vec![Script::new("a", &log), b]);
+    let s1 = p.open(1, &[(":path", "/")]);
+    assert_eq!(s1.request_headers(), Action::Pause);
+    let s2 = p.open(2, &[(":path", "/other")]);
+    assert_eq!(s2.request_headers(), Action::Continue);
+    p.fake.set_response(2, &[(":status", "503")]);
+    assert_eq!(s2.response_headers(), Action::Continue);
+    p.fake.fail(
+        "set_effective_context",
+        crate::plugin::host::code::BAD_ARGUMENT,
+    );
+    s2.finish();
+    assert_eq!(count(&log, "b:end:1"), 1);
+    assert_eq!(seen.borrow().as_slice(), &[None]);
 }
 
 #[test]
@@ -1571,9 +1618,27 @@ fn a_wake_reply_that_cannot_be_sent_goes_on_through_the_later_stages() {
         .fail("send_reply", crate::plugin::host::code::INTERNAL_FAILURE);
     let s = p.open(1, &[(":path", "/")]);
     s.request_headers();
-    send(&p, &inbox, Wake::Reply(1, limited()));
+    send(
+        &p,
+        &inbox,
+        Wake::Reply(1, limited(), OnReplyFailure::Continue),
+    );
     assert_eq!(entries(&log), vec!["a:req:1", "b:req:1", "c:req:1"]);
     assert_eq!(s.resumed(), 1);
+}
+
+#[test]
+fn a_failing_closed_wake_reply_that_cannot_be_sent_resets_the_stream_and_runs_no_later_stage() {
+    let log = log();
+    let (p, inbox) = pausing(&log);
+    p.fake
+        .fail("send_reply", crate::plugin::host::code::INTERNAL_FAILURE);
+    let s = p.open(1, &[(":path", "/")]);
+    s.request_headers();
+    send(&p, &inbox, Wake::Reply(1, limited(), OnReplyFailure::Reset));
+    assert_eq!(entries(&log), vec!["a:req:1", "b:req:1"]);
+    assert_eq!(s.resumed(), 0);
+    assert!(p.fake.stream(1).unwrap().reset);
 }
 
 #[test]
