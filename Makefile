@@ -45,7 +45,7 @@ UPSTREAM_BIN := target/release/palisade-upstream
 # runs the official image instead).
 PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
 
-.PHONY: setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke istio-tools istio-pin push-wasm serve-wasm
+.PHONY: bench-opt-levels setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke istio-tools istio-pin push-wasm serve-wasm
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
@@ -252,6 +252,30 @@ BENCH_ARGS ?=
 bench: setup build
 	@mkdir -p target
 	$(CARGO) run --release -p palisade-bench -- $(BENCH_ARGS) | tee target/bench.md
+
+# Issue 18's opt-level study: the modules built again at opt-level `s` and `z` (same LTO, same
+# wasm-opt pass; target/variants/<level>/), measured beside the shipped opt-level 3 build in one
+# bench run (cases `<case>@s`, `<case>@z`; BENCH_VARIANTS, tests/bench/src/cases.rs).
+OPT_VARIANTS ?= s z
+VARIANT_BASES := rate_limit jwt_auth_cached jwt_auth_uncached transform palisade_chain
+VARIANT_CASES ?= floor,none,jwt_authn,jwt_authn_cached,native_chain,rate_limit,jwt_auth_cached,jwt_auth_uncached,transform,palisade_chain
+bench-opt-levels: setup build
+	@for lvl in $(OPT_VARIANTS); do \
+	  t=target/variants/$$lvl; \
+	  CARGO_TARGET_DIR=$$t/cargo CARGO_PROFILE_RELEASE_OPT_LEVEL=$$lvl $(CARGO) build -q --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host palisade,$(WASM_PKGS)),-p $(p)); \
+	  CARGO_TARGET_DIR=$$t/cargo CARGO_PROFILE_RELEASE_OPT_LEVEL=$$lvl $(CARGO) build -q --release --target $(WASM_TARGET) -p palisade; \
+	  for m in $(MODULES); do \
+	    $(WASM_OPT) $(WASM_OPT_FLAGS) $$t/cargo/$(WASM_TARGET)/release/$$m.wasm -o $$t/$$m.wasm; \
+	  done; \
+	  echo "opt-level $$lvl:"; ls -l $$t/*.wasm; \
+	done
+	@mkdir -p target
+	@cases="$(VARIANT_CASES)"; variants=""; \
+	for l in $(OPT_VARIANTS); do \
+	  variants="$$variants$$l=$(CURDIR)/target/variants/$$l,"; \
+	  for c in $(VARIANT_BASES); do cases="$$cases,$$c@$$l"; done; \
+	done; \
+	BENCH_VARIANTS="$$variants" $(CARGO) run --release -p palisade-bench -- --cases "$$cases" $(BENCH_ARGS) | tee target/bench-opt-levels.md
 
 # A valid demo token for envoy/jwt_auth.yaml and envoy/demo.yaml (demo-only key, expires 2100):
 #   curl -H "Authorization: Bearer $(make -s token)" localhost:10000/

@@ -6,9 +6,9 @@
 //! such too, so a new plugin never silently drops out of the table. When a plugin lands, fill in
 //! its `config` function (the JWT fixtures are in [`Fixtures`]).
 
-use palisade_harness::{repo_root, Filter};
+use palisade_harness::{repo_root, FailurePolicy, Filter};
 use serde_json::{json, Value};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// The test-only RS256 key material in `tests/bench/fixtures` (see its README).
 #[derive(Debug, Clone, Copy)]
@@ -375,7 +375,93 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
         // Issue 14: the five policies in one module add at most 1.5 floors.
         target_a: Some(1.5),
     });
+    cases.extend(variant_cases(f, &variants_from_env()));
     cases
+}
+
+/// The cases measured again with modules of another build (`BENCH_VARIANTS`), in the same run.
+pub const VARIANT_CASES: &[&str] = &[
+    "rate_limit",
+    "jwt_auth_cached",
+    "jwt_auth_uncached",
+    "transform",
+    "palisade_chain",
+];
+
+/// `BENCH_VARIANTS=label=dir[,label=dir…]`: directories holding other builds of the modules (same
+/// file names as `dist/`), e.g. `make bench-opt-levels`'s opt-level `s` and `z` builds. Each adds
+/// the [`VARIANT_CASES`] again as `<case>@<label>`, measured in the same interleaved rounds as the
+/// shipped build, so the two compare within one run.
+pub fn variants_from_env() -> Vec<(String, PathBuf)> {
+    std::env::var("BENCH_VARIANTS")
+        .ok()
+        .map(|v| parse_variants(&v))
+        .unwrap_or_default()
+}
+
+pub fn parse_variants(spec: &str) -> Vec<(String, PathBuf)> {
+    spec.split(',')
+        .filter_map(|item| {
+            let (label, dir) = item.trim().split_once('=')?;
+            (!label.is_empty() && !dir.is_empty()).then(|| (label.to_owned(), PathBuf::from(dir)))
+        })
+        .collect()
+}
+
+fn variant_filter(dir: &Path, module: &str, config: &Value) -> Option<Filter> {
+    let path = dir.join(format!("{module}.wasm"));
+    path.is_file().then(|| {
+        Filter::wasm_file(
+            module,
+            &path,
+            &config.to_string(),
+            FailurePolicy::FailClosed,
+        )
+    })
+}
+
+fn variant_cases(f: &Fixtures, variants: &[(String, PathBuf)]) -> Vec<Case> {
+    let mut out = Vec::new();
+    for (label, dir) in variants {
+        for name in VARIANT_CASES {
+            let (module, config, what, native, target_a) = if *name == "palisade_chain" {
+                let chain: Vec<Value> = suite_configs(f)
+                    .into_iter()
+                    .map(|(m, c)| json!({ m: c }))
+                    .collect();
+                (
+                    "palisade",
+                    json!({ "chain": chain }),
+                    "palisade_chain, another build",
+                    Some("native_chain"),
+                    Some(1.5),
+                )
+            } else {
+                let Some(p) = PLUGIN_CASES.iter().find(|p| p.name == *name) else {
+                    continue;
+                };
+                let Some(config) = (p.config)(f) else {
+                    continue;
+                };
+                (p.module, config, p.what, p.native, Some(1.2))
+            };
+            let setup = match variant_filter(dir, module, &config) {
+                Some(filter) => Setup::Filters(vec![filter]),
+                None => Setup::Unavailable(format!("{}/{module}.wasm missing", dir.display())),
+            };
+            out.push(Case {
+                // The bench is one short-lived process: a few leaked names are its whole cost.
+                name: Box::leak(format!("{name}@{label}").into_boxed_str()),
+                kind: Kind::Plugin,
+                what,
+                setup,
+                native,
+                proof_stat: None,
+                target_a,
+            });
+        }
+    }
+    out
 }
 
 /// The five policies on their allow paths, in the demo's order, with the bench configs.

@@ -795,4 +795,16 @@ mod tests {
         assert!(parse(&["--requests"]).is_err());
         assert!(parse(&["--bogus"]).is_err());
     }
+
+    #[test]
+    fn build_variants_parse_labels_and_dirs_and_skip_malformed_items() {
+        let v = cases::parse_variants("s=/tmp/s, z=/tmp/z,bad,=x,y=");
+        assert_eq!(
+            v,
+            vec![
+                ("s".to_owned(), std::path::PathBuf::from("/tmp/s")),
+                ("z".to_owned(), std::path::PathBuf::from("/tmp/z")),
+            ]
+        );
+    }
 }

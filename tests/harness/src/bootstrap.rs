@@ -32,7 +32,11 @@ impl Filter {
 
     /// Full control: filter `name` (also the root id), module, raw configuration string.
     pub fn wasm_raw(name: &str, module: &str, config: &str, policy: FailurePolicy) -> Filter {
-        let path = crate::wasm_module(module);
+        Filter::wasm_file(name, &crate::wasm_module(module), config, policy)
+    }
+
+    /// A Wasm plugin from any `.wasm` file (the benchmark's build variants), as [`Filter::wasm_raw`].
+    pub fn wasm_file(name: &str, path: &Path, config: &str, policy: FailurePolicy) -> Filter {
         let policy = match policy {
             FailurePolicy::FailClosed => "FAIL_CLOSED",
             FailurePolicy::FailOpen => "FAIL_OPEN",
