@@ -19,6 +19,11 @@ pub struct Fixtures {
     pub token: &'static str,
     pub issuer: &'static str,
     pub audience: &'static str,
+    /// JWKS with a P-256 key (`kid` `palisade-bench-es256`) and an Ed25519 key
+    /// (`palisade-bench-eddsa`), and a token signed by each, sent in their own headers.
+    pub jwks_ec: &'static str,
+    pub token_es256: &'static str,
+    pub token_eddsa: &'static str,
 }
 
 pub const FIXTURES: Fixtures = Fixtures {
@@ -26,6 +31,9 @@ pub const FIXTURES: Fixtures = Fixtures {
     token: include_str!("../fixtures/token.jwt"),
     issuer: "https://issuer.bench.palisade.test",
     audience: "palisade-bench",
+    jwks_ec: include_str!("../fixtures/jwks_ec.json"),
+    token_es256: include_str!("../fixtures/token_es256.jwt"),
+    token_eddsa: include_str!("../fixtures/token_eddsa.jwt"),
 };
 
 impl Fixtures {
@@ -35,6 +43,30 @@ impl Fixtures {
 
     pub fn token(&self) -> &'static str {
         self.token.trim()
+    }
+
+    pub fn jwks_ec(&self) -> &'static str {
+        self.jwks_ec.trim()
+    }
+}
+
+/// The headers carrying the ES256 and EdDSA tokens (every request has both, and the RS256 bearer).
+pub const ES256_HEADER: &str = "x-bench-es256";
+pub const EDDSA_HEADER: &str = "x-bench-eddsa";
+
+/// A signature algorithm the JWT cases measure besides RS256 (issue 18).
+#[derive(Debug, Clone, Copy)]
+pub enum EcAlg {
+    Es256,
+    EdDsa,
+}
+
+impl EcAlg {
+    fn header(self) -> &'static str {
+        match self {
+            EcAlg::Es256 => ES256_HEADER,
+            EcAlg::EdDsa => EDDSA_HEADER,
+        }
     }
 }
 
@@ -49,6 +81,8 @@ pub fn request_headers(f: &Fixtures) -> Vec<(&'static str, String)> {
         ("user-agent", "palisade-bench".to_owned()),
         ("accept", "*/*".to_owned()),
         ("x-bench-remove", "1".to_owned()),
+        (ES256_HEADER, f.token_es256.trim().to_owned()),
+        (EDDSA_HEADER, f.token_eddsa.trim().to_owned()),
     ]
 }
 
@@ -139,6 +173,20 @@ pub const PLUGIN_CASES: &[PluginCase] = &[
         native: Some("jwt_authn"),
     },
     PluginCase {
+        name: "jwt_auth_es256_uncached",
+        module: "jwt_auth",
+        what: "valid ES256 token (own header), verified every request",
+        config: |f| Some(jwt_auth_ec_config(f, EcAlg::Es256)),
+        native: Some("jwt_authn_es256"),
+    },
+    PluginCase {
+        name: "jwt_auth_eddsa_uncached",
+        module: "jwt_auth",
+        what: "valid EdDSA (Ed25519) token (own header), verified every request",
+        config: |f| Some(jwt_auth_ec_config(f, EcAlg::EdDsa)),
+        native: Some("jwt_authn_eddsa"),
+    },
+    PluginCase {
         name: "circuit_breaker",
         module: "circuit_breaker",
         what: "closed",
@@ -186,6 +234,18 @@ pub fn jwt_auth_config(f: &Fixtures, cached: bool) -> Value {
         config["cache"] = json!({"max_entries": 0});
     }
     config
+}
+
+/// jwt_auth verifying the ES256 or EdDSA token from its own header, cache off, like
+/// `jwt_authn_ec()`.
+pub fn jwt_auth_ec_config(f: &Fixtures, alg: EcAlg) -> Value {
+    let jwks: Value = serde_json::from_str(f.jwks_ec()).unwrap_or(Value::Null);
+    json!({
+        "providers": [{"name": "bench", "issuer": f.issuer, "audiences": [f.audience],
+                       "jwks": {"inline": jwks}, "from_headers": [{"name": alg.header()}]}],
+        "rules": [{"providers": ["bench"]}],
+        "cache": {"max_entries": 0}
+    })
 }
 
 /// transform doing what `header_mutation()` does: 3 sets, 1 append, 1 remove, 1 query set.
@@ -278,6 +338,24 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             kind: Kind::Native,
             what: "RS256 token, verified every request (no cache: the default)",
             setup: Setup::Filters(vec![jwt_authn(f, false)]),
+            native: None,
+            proof_stat: Some("http.ingress.jwt_authn.allowed"),
+            target_a: None,
+        },
+        Case {
+            name: "jwt_authn_es256",
+            kind: Kind::Native,
+            what: "ES256 token from its own header, verified every request",
+            setup: Setup::Filters(vec![jwt_authn_ec(f, EcAlg::Es256)]),
+            native: None,
+            proof_stat: Some("http.ingress.jwt_authn.allowed"),
+            target_a: None,
+        },
+        Case {
+            name: "jwt_authn_eddsa",
+            kind: Kind::Native,
+            what: "EdDSA token from its own header, verified every request",
+            setup: Setup::Filters(vec![jwt_authn_ec(f, EcAlg::EdDsa)]),
             native: None,
             proof_stat: Some("http.ingress.jwt_authn.allowed"),
             target_a: None,
@@ -580,5 +658,27 @@ fn jwt_authn(f: &Fixtures, cached: bool) -> Filter {
 "#,
         issuer = f.issuer,
         audience = f.audience,
+    ))
+}
+
+fn jwt_authn_ec(f: &Fixtures, alg: EcAlg) -> Filter {
+    let jwks = Value::String(f.jwks_ec().to_owned()).to_string();
+    Filter::raw(&format!(
+        r#"- name: envoy.filters.http.jwt_authn
+  typed_config:
+    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
+    providers:
+      bench:
+        issuer: {issuer}
+        audiences: [{audience}]
+        local_jwks: {{ inline_string: {jwks} }}
+        from_headers: [{{ name: {header} }}]
+    rules:
+    - match: {{ prefix: / }}
+      requires: {{ provider_name: bench }}
+"#,
+        issuer = f.issuer,
+        audience = f.audience,
+        header = alg.header(),
     ))
 }
