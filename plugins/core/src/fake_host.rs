@@ -13,11 +13,18 @@
 //! - calls about "the stream" act on the effective context, which the driver sets as Envoy does
 //!   before each stream callback; a context that has ended is `BadArgument` to switch to.
 //!
+//! - gRPC calls as Envoy's `grpcCall`: an empty cluster name is refused, and once the test names
+//!   the clusters ([`FakeHost::grpc_clusters`]) an unknown one is `ParseFailure`; each call ends
+//!   exactly once, scripted by the test ([`FakeHost::grpc_reply`]) or by Envoy's timer
+//!   ([`FakeHost::grpc_expired`]: `DEADLINE_EXCEEDED` once the fake clock passes the call's
+//!   timeout); a response message is readable only while it is delivered.
+//!
 //! Faults: [`FakeHost::fail`] makes every later call of one operation fail with a status.
 //! [`FakeHost::hostcalls`] counts the calls of each operation (a cache that should save hostcalls
 //! can be checked).
 
-use crate::plugin::host::{code, Buffer, HeaderMap, Host, HostError, MetricKind};
+use crate::plugin::host::{code, grpc_status, Buffer, HeaderMap, Host, HostError, MetricKind};
+use crate::plugin::GrpcResponse;
 use crate::Timestamp;
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap};
@@ -67,6 +74,31 @@ pub struct FakeCall {
     pub timeout: Duration,
 }
 
+/// A gRPC call a policy dispatched.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeGrpcCall {
+    pub token: u32,
+    pub cluster: String,
+    pub service: String,
+    pub method: String,
+    pub metadata: Vec<(String, Vec<u8>)>,
+    pub message: Vec<u8>,
+    pub timeout: Duration,
+    /// When it was dispatched (the fake clock).
+    pub at: Timestamp,
+    /// Ended (answered, failed or timed out): Envoy ends each call once.
+    pub ended: bool,
+}
+
+/// How a scripted gRPC call ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GrpcReply {
+    /// Status OK with this response message (already serialized; any bytes).
+    Message(Vec<u8>),
+    /// A gRPC error status and no message (Envoy's `on_grpc_close`).
+    Status(u32),
+}
+
 #[derive(Debug, Default)]
 struct Metrics {
     by_name: BTreeMap<String, (u32, MetricKind)>,
@@ -105,6 +137,11 @@ struct State {
     calls: Vec<FakeCall>,
     next_token: u32,
     call_response: Option<(Pairs, Vec<u8>)>,
+    grpc_calls: Vec<FakeGrpcCall>,
+    /// The clusters `grpc_call` knows, once a test names them (else every non-empty name).
+    grpc_clusters: Option<Vec<String>>,
+    /// The message of the gRPC response being delivered.
+    grpc_message: Option<Vec<u8>>,
     faults: HashMap<&'static str, u32>,
     /// How many times each operation was called (failed calls included).
     hostcalls: HashMap<&'static str, usize>,
@@ -328,6 +365,73 @@ impl FakeHost {
         ));
     }
 
+    /// Only these clusters exist for `grpc_call` (Envoy: `ParseFailure` for any other).
+    pub fn grpc_clusters(&self, names: &[&str]) {
+        self.state.borrow_mut().grpc_clusters = Some(names.iter().map(|n| n.to_string()).collect());
+    }
+
+    pub fn grpc_calls(&self) -> Vec<FakeGrpcCall> {
+        self.state.borrow().grpc_calls.clone()
+    }
+
+    /// The calls not ended yet.
+    pub fn grpc_calls_open(&self) -> Vec<FakeGrpcCall> {
+        let s = self.state.borrow();
+        s.grpc_calls.iter().filter(|c| !c.ended).cloned().collect()
+    }
+
+    /// End call `token` as scripted, as Envoy does: the response message becomes the receive
+    /// buffer and the returned [`GrpcResponse`] is what the SDK adapter hands the runtime.
+    /// `None` for a call that does not exist or has ended already (Envoy ends a call once).
+    pub fn grpc_reply(&self, token: u32, reply: GrpcReply) -> Option<GrpcResponse> {
+        let mut s = self.state.borrow_mut();
+        let call = s
+            .grpc_calls
+            .iter_mut()
+            .find(|c| c.token == token && !c.ended)?;
+        call.ended = true;
+        let (message, status, size) = match reply {
+            GrpcReply::Message(m) => {
+                let n = m.len();
+                (Some(m), grpc_status::OK, n)
+            }
+            GrpcReply::Status(code) => (None, code, 0),
+        };
+        s.grpc_message = message;
+        Some(GrpcResponse {
+            token,
+            status,
+            size,
+        })
+    }
+
+    /// Envoy's timer: every call whose timeout has passed on the fake clock ends with
+    /// `DEADLINE_EXCEEDED`, in dispatch order.
+    pub fn grpc_expired(&self) -> Vec<GrpcResponse> {
+        let mut s = self.state.borrow_mut();
+        let now = s.now;
+        let mut out = Vec::new();
+        for c in s.grpc_calls.iter_mut().filter(|c| !c.ended) {
+            if c.at.saturating_add(c.timeout) <= now {
+                c.ended = true;
+                out.push(GrpcResponse {
+                    token: c.token,
+                    status: grpc_status::DEADLINE_EXCEEDED,
+                    size: 0,
+                });
+            }
+        }
+        if !out.is_empty() {
+            s.grpc_message = None;
+        }
+        out
+    }
+
+    /// The delivery is over: the receive buffer is gone, as in Envoy after the callback.
+    pub fn grpc_delivered(&self) {
+        self.state.borrow_mut().grpc_message = None;
+    }
+
     fn with_stream<R>(
         &self,
         op: &'static str,
@@ -450,6 +554,11 @@ impl Host for FakeHost {
                 self.check("buffer")?;
                 let s = self.state.borrow();
                 Ok(s.call_response.as_ref().and_then(|(_, b)| slice(b)))
+            }
+            Buffer::GrpcResponse => {
+                self.check("buffer")?;
+                let s = self.state.borrow();
+                Ok(s.grpc_message.as_deref().and_then(slice))
             }
             Buffer::RequestBody => self.with_stream("buffer", |st| slice(&st.request_body)),
             Buffer::ResponseBody => self.with_stream("buffer", |st| slice(&st.response_body)),
@@ -590,6 +699,44 @@ impl Host for FakeHost {
                 .map(|(n, v)| (n.to_string(), v.to_string()))
                 .collect(),
             timeout,
+        });
+        Ok(token)
+    }
+
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        self.check("grpc_call")?;
+        let mut s = self.state.borrow_mut();
+        let known = match &s.grpc_clusters {
+            Some(names) => names.iter().any(|n| n == cluster),
+            None => !cluster.is_empty(),
+        };
+        if !known {
+            return Err(HostError::from_code("grpc_call", code::PARSE_FAILURE));
+        }
+        s.next_token += 1;
+        let token = s.next_token;
+        let at = s.now;
+        s.grpc_calls.push(FakeGrpcCall {
+            token,
+            cluster: cluster.to_owned(),
+            service: service.to_owned(),
+            method: method.to_owned(),
+            metadata: initial_metadata
+                .iter()
+                .map(|(n, v)| (n.to_string(), v.to_vec()))
+                .collect(),
+            message: message.to_vec(),
+            timeout,
+            at,
+            ended: false,
         });
         Ok(token)
     }

@@ -10,7 +10,7 @@ use crate::abi;
 use crate::error::{from_status, HostError};
 use palisade_core::plugin::host::{Buffer, HeaderMap, Host, HostRef, MetricKind};
 use palisade_core::plugin::runtime::{with_chain, Action as Next, Chain, Runtime};
-use palisade_core::plugin::CallResponse;
+use palisade_core::plugin::{CallResponse, GrpcResponse};
 use palisade_core::Timestamp;
 use proxy_wasm::hostcalls;
 use proxy_wasm::traits::{Context, HttpContext, RootContext};
@@ -36,6 +36,7 @@ fn buffer_type(which: Buffer) -> BufferType {
         Buffer::RequestBody => BufferType::HttpRequestBody,
         Buffer::ResponseBody => BufferType::HttpResponseBody,
         Buffer::CallResponseBody => BufferType::HttpCallResponseBody,
+        Buffer::GrpcResponse => BufferType::GrpcReceiveBuffer,
         Buffer::PluginConfiguration => BufferType::PluginConfiguration,
     }
 }
@@ -150,6 +151,41 @@ impl Host for ProxyHost {
             .map_err(|s| from_status("dispatch_http_call", s))
     }
 
+    /// Through the SDK, as `http_call` and for the same reason: `hostcalls::dispatch_grpc_call`
+    /// records the token, so the SDK routes the call's end (`proxy_on_grpc_receive` with the
+    /// message, `proxy_on_grpc_close` with an error status) to the calling context — a stream's
+    /// [`Stream`], or the [`Root`] — which hands it to the runtime; an unknown token is dropped by
+    /// the SDK, no panic. It panics only on a status other than Ok, ParseFailure (Envoy: unknown
+    /// cluster) and InternalFailure (Envoy could not start the stream), which Envoy's `grpcCall`
+    /// does not return for a cluster name (InvalidMemoryAccess needs pointers outside our memory,
+    /// which slices cannot be). The target is checked first ([`StreamCx::grpc_call`]).
+    ///
+    /// [`StreamCx::grpc_call`]: palisade_core::plugin::StreamCx::grpc_call
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        // The ABI carries u32 milliseconds, and Envoy reads 0 as "no timeout": at least 1 ms.
+        let timeout = timeout.clamp(
+            Duration::from_millis(1),
+            Duration::from_millis(u64::from(u32::MAX)),
+        );
+        hostcalls::dispatch_grpc_call(
+            cluster,
+            service,
+            method,
+            initial_metadata.to_vec(),
+            Some(message),
+            timeout,
+        )
+        .map_err(|s| from_status("dispatch_grpc_call", s))
+    }
+
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError> {
         let kind = match kind {
             MetricKind::Counter => MetricType::Counter,
@@ -231,11 +267,33 @@ impl Context for Root {
         }
     }
 
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        if let Some(runtime) = &self.runtime {
+            grpc_response(runtime, token, status, size);
+        }
+    }
+
     fn on_done(&mut self) -> bool {
         if let Some(runtime) = &self.runtime {
             runtime.on_done();
         }
         true
+    }
+}
+
+/// A gRPC call ended (the SDK's `on_grpc_call_response`: status 0 with the message's size, or an
+/// error status and 0): routed by the runtime to the stage, and stream, that dispatched it.
+fn grpc_response(runtime: &Runtime, token: u32, status: u32, size: usize) {
+    let response = GrpcResponse {
+        token,
+        status,
+        size,
+    };
+    if !runtime.on_grpc_response(response) {
+        log::debug!(
+            "palisade {}: end of an unknown gRPC call {token} (status {status})",
+            runtime.name()
+        );
     }
 }
 
@@ -321,6 +379,16 @@ impl Stream {
 }
 
 impl Context for Stream {
+    /// A call this stream dispatched ended (the SDK routes it here, the effective context set to
+    /// this stream). The chain is not borrowed: the runtime finds it among the paused streams.
+    fn on_grpc_call_response(&mut self, token: u32, status: u32, size: usize) {
+        let runtime = match self.chain.try_borrow() {
+            Ok(c) => Rc::clone(c.runtime()),
+            Err(_) => return,
+        };
+        grpc_response(&runtime, token, status, size);
+    }
+
     fn on_done(&mut self) -> bool {
         self.end();
         true

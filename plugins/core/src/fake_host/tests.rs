@@ -499,3 +499,85 @@ fn increments_fail_as_in_envoy_for_unknown_ids_histograms_and_counters_going_dow
     assert_eq!(h.stat("c"), Ok(3));
     assert_eq!(h.stat("g"), Ok(-3));
 }
+
+// gRPC calls.
+
+use crate::plugin::host::grpc_status;
+
+#[test]
+fn a_grpc_call_to_a_cluster_envoy_does_not_know_is_a_parse_failure() {
+    let h = host();
+    h.grpc_clusters(&["rls"]);
+    let e = h
+        .grpc_call("other", "svc", "M", &[], b"", Duration::from_millis(20))
+        .unwrap_err();
+    assert_eq!(e.code, code::PARSE_FAILURE);
+    assert!(h
+        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(20))
+        .is_ok());
+    assert_eq!(h.grpc_calls().len(), 1);
+    let open = FakeHost::new();
+    assert_eq!(
+        open.grpc_call("", "svc", "M", &[], b"", Duration::from_millis(20))
+            .unwrap_err()
+            .code,
+        code::PARSE_FAILURE
+    );
+}
+
+#[test]
+fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
+    let h = host();
+    let t = h
+        .grpc_call("rls", "svc", "M", &[], b"q", Duration::from_millis(20))
+        .unwrap();
+    assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
+    let r = h
+        .grpc_reply(t, GrpcReply::Message(b"hello".to_vec()))
+        .unwrap();
+    assert_eq!((r.token, r.status, r.size), (t, grpc_status::OK, 5));
+    assert_eq!(
+        h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(),
+        Some(b"hello".to_vec())
+    );
+    assert_eq!(h.grpc_reply(t, GrpcReply::Status(13)), None);
+    h.grpc_delivered();
+    assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
+    let t2 = h
+        .grpc_call("rls", "svc", "M", &[], b"q", Duration::from_millis(20))
+        .unwrap();
+    let r2 = h
+        .grpc_reply(t2, GrpcReply::Status(grpc_status::UNAVAILABLE))
+        .unwrap();
+    assert_eq!((r2.status, r2.size), (grpc_status::UNAVAILABLE, 0));
+    assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
+    assert!(h.grpc_calls_open().is_empty());
+}
+
+#[test]
+fn envoys_timer_ends_a_grpc_call_with_deadline_exceeded_once_its_timeout_passes() {
+    let h = host();
+    let fast = h
+        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(20))
+        .unwrap();
+    let slow = h
+        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(100))
+        .unwrap();
+    h.advance(Duration::from_millis(19));
+    assert!(h.grpc_expired().is_empty());
+    h.advance(Duration::from_millis(1));
+    let expired = h.grpc_expired();
+    assert_eq!(
+        expired,
+        vec![GrpcResponse {
+            token: fast,
+            status: grpc_status::DEADLINE_EXCEEDED,
+            size: 0
+        }]
+    );
+    assert!(h.grpc_expired().is_empty());
+    assert_eq!(h.grpc_calls_open().len(), 1);
+    assert!(h.grpc_reply(slow, GrpcReply::Message(Vec::new())).is_some());
+    h.advance(Duration::from_secs(1));
+    assert!(h.grpc_expired().is_empty());
+}

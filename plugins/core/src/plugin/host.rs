@@ -118,7 +118,26 @@ pub enum Buffer {
     ResponseBody,
     /// The body of the HTTP call response being delivered.
     CallResponseBody,
+    /// The message of the gRPC call response being delivered (the ABI's `GrpcReceiveBuffer`).
+    GrpcResponse,
     PluginConfiguration,
+}
+
+/// gRPC status codes (grpc/grpc `doc/statuscodes.md`), as Envoy reports a gRPC call's end.
+pub mod grpc_status {
+    pub const OK: u32 = 0;
+    pub const CANCELLED: u32 = 1;
+    pub const UNKNOWN: u32 = 2;
+    pub const INVALID_ARGUMENT: u32 = 3;
+    /// Envoy's own timeout of the call, too.
+    pub const DEADLINE_EXCEEDED: u32 = 4;
+    pub const NOT_FOUND: u32 = 5;
+    pub const RESOURCE_EXHAUSTED: u32 = 8;
+    pub const UNIMPLEMENTED: u32 = 12;
+    /// Envoy: a malformed response (bad framing, a trailers-only OK without a message, a reset).
+    pub const INTERNAL: u32 = 13;
+    /// Envoy: no healthy upstream, connection refused, cluster gone.
+    pub const UNAVAILABLE: u32 = 14;
 }
 
 /// The three metric kinds Envoy knows.
@@ -183,6 +202,19 @@ pub trait Host {
         cluster: &str,
         headers: &[(&str, &str)],
         body: Option<&[u8]>,
+        timeout: Duration,
+    ) -> Result<u32, HostError>;
+
+    /// Send a unary gRPC request (`message`, already serialized) to `service`/`method` on an Envoy
+    /// cluster of HTTP/2 upstreams; the token names its response. Envoy ends the call with
+    /// `DEADLINE_EXCEEDED` when `timeout` passes first.
+    fn grpc_call(
+        &self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError>;
 

@@ -21,7 +21,7 @@ mod tests;
 
 pub use host::{Host, HostError, HostRef, HostStore, Metric};
 pub use policy::{
-    CallResponse, Flow, OnReplyFailure, Policy, RootCx, StreamCx, StreamPolicy, Wake,
+    CallResponse, Flow, GrpcResponse, OnReplyFailure, Policy, RootCx, StreamCx, StreamPolicy, Wake,
 };
 
 use crate::config::{parse_json, FieldPath};

@@ -79,6 +79,36 @@ pub struct CallResponse {
     pub body_size: usize,
 }
 
+/// The end of a unary gRPC call a policy dispatched, as Envoy delivers it: `status` is the gRPC
+/// status ([`grpc_status`](super::host::grpc_status)); with `OK`, the response message is `size`
+/// bytes long (read it with `grpc_response`). Envoy's own timeout arrives as `DEADLINE_EXCEEDED`,
+/// a reset or malformed framing as `INTERNAL` or `UNAVAILABLE`, each with no message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GrpcResponse {
+    pub token: u32,
+    pub status: u32,
+    pub size: usize,
+}
+
+/// The gRPC call's target, checked before any hostcall: Envoy refuses an empty cluster name (it
+/// reads it as a serialized `GrpcService`), and a call without a service or method cannot route.
+fn check_grpc_target(cluster: &str, service: &str, method: &str) -> Result<(), HostError> {
+    if cluster.is_empty() || service.is_empty() || method.is_empty() {
+        return Err(HostError::from_code(
+            "dispatch_grpc_call (needs a cluster, a service and a method)",
+            super::host::code::BAD_ARGUMENT,
+        ));
+    }
+    Ok(())
+}
+
+/// The message of the gRPC response being delivered, at most `max` bytes (`size` as delivered).
+fn grpc_message(host: &HostRef, size: usize, max: usize) -> Result<Vec<u8>, HostError> {
+    host.buffer(Buffer::GrpcResponse, 0, size.min(max))
+        .map(Option::unwrap_or_default)
+        .map_err(|e| e.during("get_buffer(grpc_receive)"))
+}
+
 /// The root part of a policy: one per VM (worker), built when the config is loaded.
 pub trait Policy {
     /// The per-stream part for a new stream that reached this policy.
@@ -90,6 +120,8 @@ pub trait Policy {
     fn on_tick(&self, _cx: &mut RootCx<'_>) {}
     /// The response to a call this policy dispatched with [`RootCx::http_call`].
     fn on_call_response(&self, _cx: &mut RootCx<'_>, _response: CallResponse) {}
+    /// The end of a gRPC call this policy dispatched with [`RootCx::grpc_call`].
+    fn on_grpc_response(&self, _cx: &mut RootCx<'_>, _response: GrpcResponse) {}
     /// The VM is shutting down (give back what this worker holds in shared data).
     fn on_done(&self, _cx: &mut RootCx<'_>) {}
 }
@@ -112,6 +144,13 @@ pub trait StreamPolicy {
     fn on_retry(&mut self, _cx: &mut StreamCx<'_>) -> Flow {
         Flow::Continue
     }
+    /// The end of a gRPC call this stream's part dispatched with [`StreamCx::grpc_call`],
+    /// delivered while the stream is paused here: decide again, as in [`StreamPolicy::on_retry`]
+    /// (`Pause` keeps waiting, for another call still in flight). A response arriving after the
+    /// stream ended, or once it is no longer paused here, is dropped by the runtime.
+    fn on_grpc_response(&mut self, _cx: &mut StreamCx<'_>, _response: GrpcResponse) -> Flow {
+        Flow::Continue
+    }
     fn on_end(&mut self, _cx: &mut StreamCx<'_>) {}
 }
 
@@ -121,6 +160,7 @@ pub struct RootCx<'a> {
     pub(super) now: Timestamp,
     pub(super) wakes: &'a mut Vec<Wake>,
     pub(super) calls: &'a mut Vec<u32>,
+    pub(super) grpc_calls: &'a mut Vec<u32>,
 }
 
 impl RootCx<'_> {
@@ -168,6 +208,29 @@ impl RootCx<'_> {
         self.host
             .buffer(Buffer::CallResponseBody, 0, size.min(max))
             .map_err(|e| e.during("get_http_call_response_body"))
+    }
+
+    /// Dispatch a unary gRPC call; its end comes back to [`Policy::on_grpc_response`].
+    pub fn grpc_call(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        check_grpc_target(cluster, service, method)?;
+        let token =
+            self.host
+                .grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
+        self.grpc_calls.push(token);
+        Ok(token)
+    }
+
+    /// The message of the gRPC response being delivered, at most `max` bytes.
+    pub fn grpc_response(&self, size: usize, max: usize) -> Result<Vec<u8>, HostError> {
+        grpc_message(self.host, size, max)
     }
 }
 
@@ -232,6 +295,8 @@ pub struct StreamCx<'a> {
     pub(super) now: &'a Cell<Option<Timestamp>>,
     pub(super) cache: &'a RequestCache,
     pub(super) wakes: &'a mut Vec<Wake>,
+    /// gRPC calls dispatched in this callback (routed back to this stream's part).
+    pub(super) calls: &'a mut Vec<u32>,
     /// The host no longer knows this stream (see `stream_host`).
     pub(super) gone: bool,
 }
@@ -273,6 +338,37 @@ impl StreamCx<'_> {
     /// Wake a stream paused at this policy (applied when the callback returns).
     pub fn wake(&mut self, wake: Wake) {
         self.wakes.push(wake);
+    }
+
+    /// Dispatch a unary gRPC call for this stream; its end comes back to this stream's
+    /// [`StreamPolicy::on_grpc_response`] while the stream is paused here (return
+    /// [`Flow::Pause`]). If the stream ends first, the runtime forgets the call: Envoy still
+    /// ends it within `timeout`, and that late response reaches no policy.
+    pub fn grpc_call(
+        &mut self,
+        cluster: &str,
+        service: &str,
+        method: &str,
+        initial_metadata: &[(&str, &[u8])],
+        message: &[u8],
+        timeout: Duration,
+    ) -> Result<u32, HostError> {
+        check_grpc_target(cluster, service, method)?;
+        let token = self.stream_host()?.grpc_call(
+            cluster,
+            service,
+            method,
+            initial_metadata,
+            message,
+            timeout,
+        )?;
+        self.calls.push(token);
+        Ok(token)
+    }
+
+    /// The message of the gRPC response being delivered, at most `max` bytes.
+    pub fn grpc_response(&self, size: usize, max: usize) -> Result<Vec<u8>, HostError> {
+        grpc_message(self.host, size, max)
     }
 
     /// A string property, read once per stream. `path` must be a constant (it keys the cache).

@@ -19,7 +19,8 @@
 
 use super::host::HostRef;
 use super::policy::{
-    CallResponse, Flow, OnReplyFailure, Policy, RequestCache, RootCx, StreamCx, StreamPolicy, Wake,
+    CallResponse, Flow, GrpcResponse, OnReplyFailure, Policy, RequestCache, RootCx, StreamCx,
+    StreamPolicy, Wake,
 };
 use crate::{LocalReply, Timestamp};
 use std::cell::{Cell, RefCell};
@@ -54,6 +55,8 @@ pub struct Runtime {
     ticks: Vec<(Option<Duration>, Cell<Timestamp>)>,
     /// Call token → the stage that dispatched it.
     calls: RefCell<Vec<(u32, usize)>>,
+    /// gRPC calls in flight (their own token space).
+    grpc_calls: RefCell<Vec<GrpcCall>>,
     /// Streams paused at some stage, by context id.
     paused: RefCell<Paused>,
     /// Wakes queued by callbacks, with the stage that asked.
@@ -76,6 +79,7 @@ impl Runtime {
             stages,
             ticks,
             calls: RefCell::new(Vec::new()),
+            grpc_calls: RefCell::new(Vec::new()),
             paused: RefCell::new(Paused::default()),
             pending: RefCell::new(Vec::new()),
             clock: Cell::new(None),
@@ -102,12 +106,14 @@ impl Runtime {
         };
         let mut wakes = Vec::new();
         let mut calls = Vec::new();
+        let mut grpc_calls = Vec::new();
         {
             let mut cx = RootCx {
                 host: &self.host,
                 now: self.now(),
                 wakes: &mut wakes,
                 calls: &mut calls,
+                grpc_calls: &mut grpc_calls,
             };
             f(s.policy.as_ref(), &mut cx);
         }
@@ -115,6 +121,81 @@ impl Runtime {
         self.calls
             .borrow_mut()
             .extend(calls.into_iter().map(|token| (token, stage)));
+        self.track_grpc(stage, None, grpc_calls);
+    }
+
+    fn track_grpc(&self, stage: usize, stream: Option<u32>, tokens: Vec<u32>) {
+        if !tokens.is_empty() {
+            self.grpc_calls
+                .borrow_mut()
+                .extend(tokens.into_iter().map(|token| GrpcCall {
+                    token,
+                    stage,
+                    stream,
+                }));
+        }
+    }
+
+    /// How many gRPC calls the runtime is waiting for (a stream that ended leaves none behind).
+    pub fn grpc_calls_in_flight(&self) -> usize {
+        self.grpc_calls.borrow().len()
+    }
+
+    /// The end of a gRPC call, routed to the stage that dispatched it: its root part
+    /// ([`Policy::on_grpc_response`]) for a call from a root callback, the dispatching stream's
+    /// part ([`StreamPolicy::on_grpc_response`]) for a call from a stream, if that stream is still
+    /// paused at the stage. Returns false for a token the runtime does not know (never
+    /// dispatched, delivered already, or its stream ended).
+    pub fn on_grpc_response(&self, response: GrpcResponse) -> bool {
+        self.enter();
+        let call = {
+            let mut calls = self.grpc_calls.borrow_mut();
+            let Some(i) = calls.iter().position(|c| c.token == response.token) else {
+                return false;
+            };
+            calls.swap_remove(i)
+        };
+        match call.stream {
+            None => self.root_call(call.stage, |p, cx| p.on_grpc_response(cx, response)),
+            Some(context) => self.stream_grpc_response(call.stage, context, response),
+        }
+        self.flush();
+        true
+    }
+
+    fn stream_grpc_response(&self, stage: usize, context: u32, response: GrpcResponse) {
+        let chain = self.paused.borrow().get(&context).cloned();
+        let Some(handle) = chain else {
+            log::debug!(
+                "palisade {}: gRPC response {} for stream {context}, no longer paused",
+                self.name,
+                response.token
+            );
+            return;
+        };
+        let Ok(mut chain) = handle.try_borrow_mut() else {
+            log::warn!(
+                "palisade {}: stream {context} is busy; gRPC response dropped",
+                self.name
+            );
+            return;
+        };
+        if chain.paused_at != Some(stage) {
+            return;
+        }
+        if let Err(e) = self.host.set_effective_context(context) {
+            log::warn!("palisade {}: cannot enter stream {context}: {e}", self.name);
+            chain.gone = true;
+            chain.end();
+            return;
+        }
+        let flow = chain
+            .call(stage, |p, cx| p.on_grpc_response(cx, response))
+            .unwrap_or(Flow::Continue);
+        chain.decided(stage, flow);
+        if chain.paused_at.is_none() {
+            self.paused.borrow_mut().remove(&context);
+        }
     }
 
     fn queue(&self, stage: usize, wakes: Vec<Wake>) {
@@ -273,6 +354,14 @@ impl Runtime {
     }
 }
 
+/// A gRPC call in flight: the stage that dispatched it, and the stream, for a stream's call.
+#[derive(Debug, Clone, Copy)]
+struct GrpcCall {
+    token: u32,
+    stage: usize,
+    stream: Option<u32>,
+}
+
 /// The streams paused at some stage (few: a Vec beats a map here, in time and module size).
 #[derive(Default)]
 struct Paused(Vec<(u32, Rc<RefCell<Chain>>)>);
@@ -321,6 +410,7 @@ impl Chain {
         let runtime = Rc::clone(&self.runtime);
         let policy = self.policies.get_mut(stage)?;
         let mut wakes = Vec::new();
+        let mut grpc_calls = Vec::new();
         let result = {
             let mut cx = StreamCx {
                 host: &runtime.host,
@@ -329,10 +419,12 @@ impl Chain {
                 gone: self.gone,
                 cache: &self.cache,
                 wakes: &mut wakes,
+                calls: &mut grpc_calls,
             };
             f(policy.as_mut(), &mut cx)
         };
         runtime.queue(stage, wakes);
+        runtime.track_grpc(stage, Some(self.context_id), grpc_calls);
         Some(result)
     }
 
@@ -453,6 +545,11 @@ impl Chain {
         let flow = self
             .call(stage, |p, cx| p.on_retry(cx))
             .unwrap_or(Flow::Continue);
+        self.decided(stage, flow);
+    }
+
+    /// The stage the stream is paused at decided again (a retry, a gRPC response).
+    fn decided(&mut self, stage: usize, flow: Flow) {
         match flow {
             Flow::Pause | Flow::Buffer => {}
             Flow::Continue => self.resume_after(stage),
@@ -557,6 +654,12 @@ impl Chain {
         for i in 0..self.policies.len() {
             self.call(i, |p, cx| p.on_end(cx));
         }
+        // Its calls still in flight: Envoy ends them within their timeout; nothing waits for them.
+        let id = self.context_id;
+        self.runtime
+            .grpc_calls
+            .borrow_mut()
+            .retain(|c| c.stream != Some(id));
     }
 
     pub fn context_id(&self) -> u32 {

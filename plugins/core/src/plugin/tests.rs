@@ -22,6 +22,7 @@ type Log = Rc<RefCell<Vec<String>>>;
 type StreamFn = Rc<dyn Fn(&mut StreamCx<'_>) -> Flow>;
 type BodyFn = Rc<dyn Fn(&mut StreamCx<'_>, usize, bool) -> Flow>;
 type RootFn = Rc<dyn Fn(&mut RootCx<'_>, Root)>;
+type GrpcFn = Rc<dyn Fn(&mut StreamCx<'_>, GrpcResponse) -> Flow>;
 /// Wakes a stage sends at its next root callback (tick, call response).
 type Inbox = Rc<RefCell<Vec<Wake>>>;
 
@@ -30,6 +31,7 @@ type Inbox = Rc<RefCell<Vec<Wake>>>;
 enum Root {
     Tick,
     Call,
+    Grpc(GrpcResponse),
     Done,
 }
 
@@ -43,6 +45,7 @@ struct Script {
     response_headers: StreamFn,
     response_body: BodyFn,
     retry: StreamFn,
+    grpc: GrpcFn,
     end: Rc<dyn Fn(&mut StreamCx<'_>)>,
     root: RootFn,
     tick: Option<Duration>,
@@ -59,6 +62,7 @@ impl Script {
             response_headers: Rc::new(|_| Flow::Continue),
             response_body: Rc::new(|_, _, _| Flow::Continue),
             retry: Rc::new(|_| Flow::Continue),
+            grpc: Rc::new(|_, _| Flow::Continue),
             end: Rc::new(|_| {}),
             root: Rc::new(|_, _| {}),
             tick: None,
@@ -99,6 +103,11 @@ impl Script {
 
     fn on_end(mut self, f: impl Fn(&mut StreamCx<'_>) + 'static) -> Self {
         self.end = Rc::new(f);
+        self
+    }
+
+    fn on_grpc(mut self, f: impl Fn(&mut StreamCx<'_>, GrpcResponse) -> Flow + 'static) -> Self {
+        self.grpc = Rc::new(f);
         self
     }
 
@@ -154,6 +163,13 @@ impl Policy for ScriptPolicy {
         self.0.send(cx);
     }
 
+    fn on_grpc_response(&self, cx: &mut RootCx<'_>, response: GrpcResponse) {
+        self.0
+            .note(format_args!("grpc:{}:{}", response.token, response.status));
+        (self.0.root)(cx, Root::Grpc(response));
+        self.0.send(cx);
+    }
+
     fn on_done(&self, cx: &mut RootCx<'_>) {
         self.0.note("done");
         (self.0.root)(cx, Root::Done);
@@ -192,6 +208,14 @@ impl StreamPolicy for ScriptStream {
     fn on_retry(&mut self, cx: &mut StreamCx<'_>) -> Flow {
         self.script.note(format_args!("retry:{}", self.context_id));
         (self.script.retry)(cx)
+    }
+
+    fn on_grpc_response(&mut self, cx: &mut StreamCx<'_>, response: GrpcResponse) -> Flow {
+        self.script.note(format_args!(
+            "grpc:{}:{}:{}",
+            self.context_id, response.token, response.status
+        ));
+        (self.script.grpc)(cx, response)
     }
 
     fn on_end(&mut self, cx: &mut StreamCx<'_>) {
@@ -1754,4 +1778,310 @@ fn a_paused_stream_that_envoy_answered_itself_is_not_resumed_by_a_later_wake() {
     s.finish();
     assert_eq!(count(&log, "a:end:1"), 1);
     assert_eq!(count(&log, "b:end:1"), 1);
+}
+
+// ---------------------------------------------------------------------------------------------
+// gRPC calls.
+
+use crate::fake_host::GrpcReply;
+use crate::plugin::host::grpc_status;
+
+const RLS: (&str, &str, &str) = (
+    "rls",
+    "envoy.service.ratelimit.v3.RateLimitService",
+    "ShouldRateLimit",
+);
+
+/// A stage that dispatches one gRPC call per request (two with `calls: 2`), pauses, and reads
+/// each response's message into `seen`; it lets the stream go once every call has ended, or
+/// replies 429 when a message is `b"deny"`.
+fn grpc_stage(log: &Log, calls: usize, seen: &Rc<RefCell<Vec<Vec<u8>>>>) -> Script {
+    let seen = Rc::clone(seen);
+    let pending = Rc::new(RefCell::new(0usize));
+    let p2 = Rc::clone(&pending);
+    Script::new("g", log)
+        .on_request(move |cx| {
+            for _ in 0..calls {
+                let (cluster, service, method) = RLS;
+                if cx
+                    .grpc_call(cluster, service, method, &[], b"req", SECOND / 50)
+                    .is_ok()
+                {
+                    *pending.borrow_mut() += 1;
+                }
+            }
+            Flow::Pause
+        })
+        .on_grpc(move |cx, response| {
+            let message = cx.grpc_response(response.size, 1024).unwrap_or_default();
+            let deny = message == b"deny";
+            seen.borrow_mut().push(message);
+            *p2.borrow_mut() -= 1;
+            if deny {
+                Flow::reply_or_continue(limited())
+            } else if *p2.borrow() > 0 {
+                Flow::Pause
+            } else {
+                Flow::Continue
+            }
+        })
+}
+
+fn grpc_chain(calls: usize) -> (Proxy, Log, Rc<RefCell<Vec<Vec<u8>>>>) {
+    let log = log();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let p = chain(vec![
+        Script::new("a", &log),
+        grpc_stage(&log, calls, &seen),
+        Script::new("c", &log),
+    ]);
+    (p, log, seen)
+}
+
+/// Deliver a gRPC call's end as the SDK adapter does, with the root context current.
+fn deliver(p: &Proxy, token: u32, reply: GrpcReply) -> bool {
+    p.fake.enter(0);
+    let response = p.fake.grpc_reply(token, reply).expect("an open call");
+    let routed = p.runtime.on_grpc_response(response);
+    p.fake.grpc_delivered();
+    routed
+}
+
+#[test]
+fn a_streams_grpc_call_ends_at_its_stage_which_lets_the_stream_go_on() {
+    let (p, log, seen) = grpc_chain(1);
+    let s = p.open(5, &[(":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Pause);
+    let calls = p.fake.grpc_calls();
+    assert_eq!(calls.len(), 1);
+    assert_eq!(
+        (
+            calls[0].cluster.as_str(),
+            calls[0].service.as_str(),
+            calls[0].method.as_str()
+        ),
+        RLS
+    );
+    assert_eq!(calls[0].message, b"req");
+    assert_eq!(calls[0].timeout, SECOND / 50);
+    assert_eq!(p.runtime.grpc_calls_in_flight(), 1);
+    assert!(deliver(
+        &p,
+        calls[0].token,
+        GrpcReply::Message(b"ok".to_vec())
+    ));
+    assert_eq!(*seen.borrow(), vec![b"ok".to_vec()]);
+    assert_eq!(
+        entries(&log),
+        vec![
+            "a:req:5".to_owned(),
+            "g:req:5".to_owned(),
+            format!("g:grpc:5:{}:0", calls[0].token),
+            "c:req:5".to_owned()
+        ]
+    );
+    assert_eq!(s.resumed(), 1);
+    assert_eq!(p.runtime.grpc_calls_in_flight(), 0);
+    // Delivered once: the same token again is unknown.
+    assert!(!p.runtime.on_grpc_response(GrpcResponse {
+        token: calls[0].token,
+        status: 0,
+        size: 0
+    }));
+}
+
+#[test]
+fn a_grpc_response_acts_on_its_own_stream_whatever_stream_is_current() {
+    let (p, log, _) = grpc_chain(1);
+    let s1 = p.open(1, &[(":path", "/one")]);
+    s1.request_headers();
+    let s2 = p.open(2, &[(":path", "/two")]);
+    s2.request_headers();
+    let tokens: Vec<u32> = p.fake.grpc_calls().iter().map(|c| c.token).collect();
+    p.fake.enter(2);
+    let response = p
+        .fake
+        .grpc_reply(tokens[0], GrpcReply::Message(b"deny".to_vec()));
+    assert!(p.runtime.on_grpc_response(response.unwrap()));
+    assert_eq!(s1.reply().map(|r| r.status), Some(429));
+    assert_eq!(s2.reply(), None);
+    assert_eq!(s2.resumed(), 0);
+    assert_eq!(count(&log, "c:req:1"), 0);
+    assert!(deliver(&p, tokens[1], GrpcReply::Message(b"ok".to_vec())));
+    assert_eq!(s2.resumed(), 1);
+    assert_eq!(count(&log, "c:req:2"), 1);
+}
+
+#[test]
+fn a_stream_waiting_for_two_grpc_calls_stays_paused_until_both_end() {
+    let (p, log, seen) = grpc_chain(2);
+    let s = p.open(3, &[(":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Pause);
+    let tokens: Vec<u32> = p.fake.grpc_calls().iter().map(|c| c.token).collect();
+    assert_eq!(tokens.len(), 2);
+    assert!(deliver(
+        &p,
+        tokens[1],
+        GrpcReply::Status(grpc_status::UNAVAILABLE)
+    ));
+    assert_eq!(s.resumed(), 0);
+    assert_eq!(count(&log, "c:req:3"), 0);
+    assert!(deliver(&p, tokens[0], GrpcReply::Message(b"ok".to_vec())));
+    assert_eq!(s.resumed(), 1);
+    // The error end carried no message.
+    assert_eq!(*seen.borrow(), vec![Vec::<u8>::new(), b"ok".to_vec()]);
+    assert!(entries(&log).contains(&format!("g:grpc:3:{}:14", tokens[1])));
+}
+
+#[test]
+fn envoys_timeout_ends_a_grpc_call_with_deadline_exceeded_at_its_stage() {
+    let (p, log, _) = grpc_chain(1);
+    let s = p.open(4, &[(":path", "/")]);
+    s.request_headers();
+    p.fake.advance(SECOND / 100);
+    assert!(p.fake.grpc_expired().is_empty());
+    p.fake.advance(SECOND / 100);
+    let expired = p.fake.grpc_expired();
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0].status, grpc_status::DEADLINE_EXCEEDED);
+    p.fake.enter(0);
+    assert!(p.runtime.on_grpc_response(expired[0]));
+    assert_eq!(s.resumed(), 1);
+    assert!(entries(&log).contains(&format!("g:grpc:4:{}:4", expired[0].token)));
+    // Ended once: a late scripted answer is refused, as Envoy ends a call once.
+    assert_eq!(
+        p.fake.grpc_reply(expired[0].token, GrpcReply::Status(0)),
+        None
+    );
+}
+
+#[test]
+fn a_client_that_hangs_up_while_waiting_leaves_no_call_behind_and_its_late_response_reaches_no_stage(
+) {
+    let (p, log, seen) = grpc_chain(2);
+    let s = p.open(6, &[(":path", "/")]);
+    s.request_headers();
+    assert_eq!(p.runtime.grpc_calls_in_flight(), 2);
+    let tokens: Vec<u32> = p.fake.grpc_calls().iter().map(|c| c.token).collect();
+    // The client resets: Envoy ends the stream (on_log, on_done, the context dropped).
+    p.fake.close_stream(6);
+    s.finish();
+    assert_eq!(p.runtime.grpc_calls_in_flight(), 0);
+    assert_eq!(count(&log, "g:end:6"), 1);
+    // Envoy still ends the calls; nothing is routed, nothing is read.
+    assert!(!deliver(
+        &p,
+        tokens[0],
+        GrpcReply::Message(b"deny".to_vec())
+    ));
+    let expired_or_late = p.fake.grpc_reply(tokens[1], GrpcReply::Status(13)).unwrap();
+    assert!(!p.runtime.on_grpc_response(expired_or_late));
+    assert!(seen.borrow().is_empty());
+    assert!(!entries(&log).iter().any(|e| e.starts_with("g:grpc")));
+}
+
+#[test]
+fn a_grpc_response_for_a_stream_no_longer_paused_is_dropped() {
+    // Envoy answered the stream itself (its own timeout) while the call was in flight.
+    let (p, log, seen) = grpc_chain(1);
+    let s = p.open(8, &[(":path", "/")]);
+    s.request_headers();
+    s.response_headers();
+    let token = p.fake.grpc_calls()[0].token;
+    assert!(deliver(&p, token, GrpcReply::Message(b"deny".to_vec())));
+    assert!(seen.borrow().is_empty());
+    assert_eq!(s.reply(), None);
+    assert_eq!(s.resumed(), 0);
+    assert_eq!(count(&log, "c:req:8"), 0);
+}
+
+#[test]
+fn a_grpc_response_whose_stream_cannot_be_entered_ends_the_stream_once() {
+    let (p, log, seen) = grpc_chain(1);
+    let s = p.open(9, &[(":path", "/")]);
+    s.request_headers();
+    let token = p.fake.grpc_calls()[0].token;
+    p.fake.close_stream(9);
+    assert!(deliver(&p, token, GrpcReply::Message(b"ok".to_vec())));
+    assert!(seen.borrow().is_empty());
+    assert_eq!(count(&log, "g:end:9"), 1);
+    s.finish();
+    assert_eq!(count(&log, "g:end:9"), 1);
+}
+
+#[test]
+fn a_root_grpc_call_ends_at_the_root_part_of_its_stage() {
+    let log = log();
+    let tokens = Rc::new(RefCell::new(Vec::new()));
+    let messages = Rc::new(RefCell::new(Vec::new()));
+    let (t, m) = (Rc::clone(&tokens), Rc::clone(&messages));
+    let caller = Script::new("r", &log)
+        .ticking(SECOND)
+        .on_root(move |cx, event| match event {
+            Root::Tick => {
+                let (cluster, service, method) = RLS;
+                let md: &[(&str, &[u8])] = &[("x-trace", b"1")];
+                t.borrow_mut().push(
+                    cx.grpc_call(cluster, service, method, md, b"m", SECOND)
+                        .unwrap(),
+                );
+            }
+            Root::Grpc(r) => m.borrow_mut().push(cx.grpc_response(r.size, 2).unwrap()),
+            _ => {}
+        });
+    let p = chain(vec![Script::new("a", &log), caller]);
+    p.fake.advance(SECOND);
+    p.tick();
+    let token = tokens.borrow()[0];
+    assert_eq!(
+        p.fake.grpc_calls()[0].metadata,
+        vec![("x-trace".to_owned(), b"1".to_vec())]
+    );
+    assert!(deliver(&p, token, GrpcReply::Message(b"abc".to_vec())));
+    // Read at most `max` bytes.
+    assert_eq!(*messages.borrow(), vec![b"ab".to_vec()]);
+    assert!(entries(&log).contains(&format!("r:grpc:{token}:0")));
+    assert!(!entries(&log).iter().any(|e| e.starts_with("a:grpc")));
+}
+
+#[test]
+fn a_grpc_call_without_a_cluster_service_or_method_is_refused_before_any_hostcall() {
+    let log = log();
+    let result = Rc::new(RefCell::new(Vec::new()));
+    let r = Rc::clone(&result);
+    let p = chain(vec![Script::new("a", &log).on_request(move |cx| {
+        for (c, s, m) in [("", "svc", "M"), ("rls", "", "M"), ("rls", "svc", "")] {
+            r.borrow_mut()
+                .push(cx.grpc_call(c, s, m, &[], b"", SECOND).map_err(|e| e.code));
+        }
+        Flow::Continue
+    })]);
+    let s = p.open(1, &[(":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Continue);
+    let code = crate::plugin::host::code::BAD_ARGUMENT;
+    assert_eq!(*result.borrow(), vec![Err(code); 3]);
+    assert_eq!(p.fake.hostcalls("grpc_call"), 0);
+    assert_eq!(p.runtime.grpc_calls_in_flight(), 0);
+}
+
+#[test]
+fn a_grpc_call_to_an_unknown_cluster_fails_at_dispatch_and_nothing_waits_for_it() {
+    let log = log();
+    let result = Rc::new(RefCell::new(Vec::new()));
+    let r = Rc::clone(&result);
+    let p = chain(vec![Script::new("a", &log).on_request(move |cx| {
+        r.borrow_mut().push(
+            cx.grpc_call("nope", "svc", "M", &[], b"", SECOND)
+                .map_err(|e| e.code),
+        );
+        Flow::Continue
+    })]);
+    p.fake.grpc_clusters(&["rls"]);
+    let s = p.open(1, &[(":path", "/")]);
+    assert_eq!(s.request_headers(), Action::Continue);
+    assert_eq!(
+        *result.borrow(),
+        vec![Err(crate::plugin::host::code::PARSE_FAILURE)]
+    );
+    assert_eq!(p.runtime.grpc_calls_in_flight(), 0);
 }
