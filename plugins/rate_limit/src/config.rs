@@ -3,6 +3,7 @@
 //! The field-by-field reference is `docs/rate_limit.md`; keep the two in step.
 
 use crate::bucket::Limit;
+use crate::global::{GlobalSpec, GlobalWire, OnError};
 use palisade_core::config::{
     list_len, number_in, one_of, parse_duration, parse_json, validate_named_rules, validate_scope,
     ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
@@ -49,7 +50,9 @@ struct RuleWire {
     matcher: Option<MatchWire>,
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     key: Vec<KeyPartWire>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_LIMITS)))]
+    /// Required, save in a `global` rule with `on_error` allow or deny.
+    #[serde(default)]
+    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIMITS)))]
     limits: Vec<LimitWire>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "shared_bucket", null])))]
@@ -64,6 +67,8 @@ struct RuleWire {
     max_keys: Option<u64>,
     #[serde(default)]
     response: Option<ResponseWire>,
+    #[serde(default)]
+    global: Option<GlobalWire>,
 }
 
 #[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
@@ -108,6 +113,8 @@ pub struct Rule {
     pub shadow: bool,
     pub max_keys: u64,
     pub reply: ReplySpec,
+    /// Decided by a rate limit service (`global.rs`); `limits` are then its local tier.
+    pub global: Option<GlobalSpec>,
 }
 
 impl NamedRule for Rule {
@@ -184,12 +191,21 @@ fn validate_rule(
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = KeySpec::validate(&rw.key, &path.field("key"))?;
-    list_len(
-        rw.limits.len(),
-        &path.field("limits"),
-        MAX_LIMITS,
-        "a rule needs at least one limit",
-    )?;
+    let global = rw
+        .global
+        .as_ref()
+        .map(|g| GlobalSpec::validate(g, &path.field("global")))
+        .transpose()?;
+    // A global rule falls back to its limits only with `on_error: local`.
+    let needs_limits = global.as_ref().is_none_or(|g| g.on_error == OnError::Local);
+    if needs_limits || !rw.limits.is_empty() {
+        list_len(
+            rw.limits.len(),
+            &path.field("limits"),
+            MAX_LIMITS,
+            "a rule needs at least one limit (a `global` rule: unless its `on_error` is allow or deny)",
+        )?;
+    }
     let limits = rw
         .limits
         .iter()
@@ -235,6 +251,7 @@ fn validate_rule(
         shadow: rw.shadow.unwrap_or(false),
         max_keys,
         reply,
+        global,
     })
 }
 

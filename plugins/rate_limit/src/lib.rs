@@ -4,12 +4,15 @@
 //! - [`bucket`]: the token-bucket maths (GCRA, exact integers, several limits at once).
 //! - [`config`]: JSON config, parsed and validated (reference: `docs/rate_limit.md`).
 //! - [`policy`]: rules → keys → buckets in shared data → decision.
+//! - [`global`]: a rule's `global` section: Envoy's RLS v3 protocol to a rate limit service shared
+//!   by every Envoy, with the local buckets as fallback.
 //! - [`filter`]: the policy in the plugin skeleton ([`filter::KIND`]); with the `standalone`
 //!   feature (default) the crate is also the `rate_limit.wasm` module.
 
 pub mod bucket;
 pub mod config;
 pub mod filter;
+pub mod global;
 pub mod policy;
 
 pub use filter::KIND;

@@ -67,6 +67,16 @@ pub struct Verdict {
     pub shadow_rules: Vec<usize>,
     /// `RateLimit-*` headers for the response of an allowed request (only when configured).
     pub allowed_headers: Vec<(String, String)>,
+    /// Matching `global` rules, for the rate limit service to decide (`crate::global`); the
+    /// local rules were decided first.
+    pub global: Vec<GlobalCheck>,
+}
+
+/// A `global` rule that applies to the request, and its descriptor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GlobalCheck {
+    pub rule: usize,
+    pub entries: Vec<(String, String)>,
 }
 
 /// Marks a key that lacks a part, for rules with `on_missing_key: shared_bucket`. Real keys are
@@ -102,11 +112,29 @@ impl RateLimiter {
             events: Vec::new(),
             shadow_rules: Vec::new(),
             allowed_headers: Vec::new(),
+            global: Vec::new(),
         };
         let mut tightest: Option<(u64, Vec<(String, String)>)> = None;
         let rules = self.config.rules.iter().zip(&self.tables);
         for (index, (rule, table)) in rules.enumerate() {
             if !rule.matcher.matches(req) {
+                continue;
+            }
+            if let Some(spec) = &rule.global {
+                let shared = rule.on_missing_key == MissingKey::SharedBucket;
+                match crate::global::descriptor(spec, req, self.config.client_ip, shared) {
+                    Some(entries) => verdict.global.push(GlobalCheck {
+                        rule: index,
+                        entries,
+                    }),
+                    None => {
+                        verdict.events.push((index, Event::SkippedMissingKey));
+                        continue;
+                    }
+                }
+                if self.config.mode == Mode::First {
+                    break;
+                }
                 continue;
             }
             let key = match rule.key.build(req, self.config.client_ip) {
@@ -154,6 +182,62 @@ impl RateLimiter {
         }
         if let Some((_, headers)) = tightest {
             verdict.allowed_headers = headers;
+        }
+        verdict
+    }
+
+    /// Rule `index` decided by its local limits alone (a `global` rule's local tier, when the
+    /// service gave no answer): the same steps as a local rule in [`RateLimiter::check`].
+    pub fn check_local(
+        &self,
+        index: usize,
+        req: &dyn RequestView,
+        store: &dyn SharedStore,
+        now: Timestamp,
+    ) -> Verdict {
+        let mut verdict = Verdict {
+            decision: Decision::Continue,
+            events: Vec::new(),
+            shadow_rules: Vec::new(),
+            allowed_headers: Vec::new(),
+            global: Vec::new(),
+        };
+        let (Some(rule), Some(table)) = (self.config.rules.get(index), self.tables.get(index))
+        else {
+            return verdict;
+        };
+        let key = match rule.key.build(req, self.config.client_ip) {
+            Ok(k) => k,
+            Err(_) if rule.on_missing_key == MissingKey::SharedBucket => MISSING_KEY.to_owned(),
+            Err(_) => {
+                verdict.events.push((index, Event::SkippedMissingKey));
+                return verdict;
+            }
+        };
+        match take(rule, table, &key, store, now) {
+            Ok((outcome, collision)) => {
+                if collision {
+                    verdict.events.push((index, Event::Collision));
+                }
+                if outcome.allowed {
+                    verdict.events.push((index, Event::Allowed));
+                    if self.config.headers_on_allowed {
+                        verdict.allowed_headers = quota_headers(rule, &outcome);
+                    }
+                } else if rule.shadow {
+                    verdict.events.push((index, Event::ShadowLimited));
+                    verdict.shadow_rules.push(index);
+                } else {
+                    verdict.events.push((index, Event::Limited));
+                    verdict.decision = Decision::Reply(limited_reply(rule, &outcome));
+                }
+            }
+            Err(_) => {
+                verdict.events.push((index, Event::StoreFailure));
+                if rule.failure_mode == FailureMode::Deny && !rule.shadow {
+                    verdict.decision = Decision::Reply(store_failure_reply(rule));
+                }
+            }
         }
         verdict
     }
@@ -237,11 +321,11 @@ fn limited_reply(rule: &Rule, outcome: &RuleOutcome) -> LocalReply {
 
 /// The reply when the store failed and the rule fails closed: we do not know the quota, so only
 /// `Retry-After: 1`.
-fn store_failure_reply(rule: &Rule) -> LocalReply {
+pub(crate) fn store_failure_reply(rule: &Rule) -> LocalReply {
     base_reply(rule).header("retry-after", "1")
 }
 
-fn base_reply(rule: &Rule) -> LocalReply {
+pub(crate) fn base_reply(rule: &Rule) -> LocalReply {
     LocalReply::new(rule.reply.status, "palisade_rate_limited")
         .for_rule(&rule.name)
         .header("content-type", rule.reply.content_type.clone())

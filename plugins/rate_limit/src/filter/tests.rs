@@ -13,6 +13,9 @@ use serde_json::{json, Map, Value};
 use std::rc::Rc;
 use std::time::Duration;
 
+/// `global` rules (the rate limit service).
+mod global;
+
 /// A stage standing in for jwt_auth: publishes `{"sub": <x-test-sub>}` as verified claims.
 const CLAIMS: Kind = Kind {
     name: "claims",
