@@ -35,16 +35,16 @@ impl Limit {
     }
 
     /// Cost of one token in scaled time units.
-    fn cost(&self) -> u128 {
+    pub(crate) fn cost(&self) -> u128 {
         self.period_nanos()
     }
 
     /// How far ahead of now the TAT may run (the burst) in scaled units.
-    fn tolerance(&self) -> u128 {
+    pub(crate) fn tolerance(&self) -> u128 {
         u128::from(self.capacity) * self.cost()
     }
 
-    fn scaled(&self, now: Timestamp) -> u128 {
+    pub(crate) fn scaled(&self, now: Timestamp) -> u128 {
         u128::from(now.as_nanos()) * u128::from(self.refill)
     }
 

@@ -4,6 +4,7 @@
 
 use crate::bucket::Limit;
 use crate::global::{GlobalSpec, GlobalWire, OnError};
+use crate::shape::{validate_rule_shapes, Shape};
 use palisade_core::config::{
     list_len, number_in, one_of, parse_duration, parse_json, validate_named_rules, validate_scope,
     ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
@@ -81,6 +82,8 @@ struct LimitWire {
     refill: u64,
     #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
     period: String,
+    #[serde(default)]
+    shape: Option<crate::shape::ShapeWire>,
 }
 
 /// Which matching rules apply to a request.
@@ -108,6 +111,8 @@ pub struct Rule {
     pub matcher: RequestMatch,
     pub key: KeySpec,
     pub limits: Vec<Limit>,
+    /// Each limit's `shape` (one per limit), or empty when no limit shapes.
+    pub shapes: Vec<Option<Shape>>,
     pub on_missing_key: MissingKey,
     pub failure_mode: FailureMode,
     pub shadow: bool,
@@ -212,6 +217,15 @@ fn validate_rule(
         .enumerate()
         .map(|(i, lw)| validate_limit(lw, &path.field("limits").index(i)))
         .collect::<Result<Vec<_>, _>>()?;
+    let shapes = validate_rule_shapes(
+        &rw.limits
+            .iter()
+            .map(|l| l.shape.as_ref())
+            .collect::<Vec<_>>(),
+        &path.field("limits"),
+        rw.shadow.unwrap_or(false),
+        global.is_some(),
+    )?;
     let on_missing_key = match &rw.on_missing_key {
         Some(v) => one_of(
             v,
@@ -246,6 +260,7 @@ fn validate_rule(
         matcher,
         key,
         limits,
+        shapes,
         on_missing_key,
         failure_mode,
         shadow: rw.shadow.unwrap_or(false),

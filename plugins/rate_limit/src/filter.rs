@@ -3,16 +3,20 @@
 //! Failure modes: a bad config is rejected at `on_configure` (Envoy refuses it); a shared-data
 //! failure applies the rule's `failure_mode` (default allow); a local reply that cannot be sent
 //! lets the request through (logged), since the limiter cannot do anything better with it.
+//! Limits with `shape` pause delayed requests until their slot ([`shaping`]).
 
 use crate::config::Config;
 use crate::global::{GlobalEvent, LATENCY_METRIC};
 use crate::policy::{Event, RateLimiter, Verdict};
+use crate::shape::Shaping;
 use palisade_core::plugin::{
-    EventCounters, Flow, GrpcResponse, HostStore, Kind, Metric, Policy, Setup, StreamCx,
+    EventCounters, Flow, GrpcResponse, HostStore, Kind, Metric, Policy, RootCx, Setup, StreamCx,
     StreamPolicy,
 };
 use palisade_core::{ConfigError, Decision};
+use shaping::Shaper;
 use std::rc::Rc;
+use std::time::Duration;
 
 pub const PLUGIN: &str = "rate_limit";
 /// Request header naming the shadow rules that would have limited the request.
@@ -45,6 +49,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
         })
         .collect();
     let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
+    let shaper = Shaper::new(&config, setup);
     setup.log_configured(config.rules.len(), &store, &[]);
     Ok(Box::new(RateLimit(Rc::new(Shared {
         limiter: RateLimiter::new(config),
@@ -52,6 +57,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
         metrics,
         global_metrics,
         has_shadow_rules,
+        shaper,
     }))))
 }
 
@@ -62,6 +68,8 @@ struct Shared {
     /// Per rule, for `global` rules: the protocol outcomes and the answer latency.
     global_metrics: Vec<Option<GlobalMetrics>>,
     has_shadow_rules: bool,
+    /// Only when some limit shapes ([`shaping`]).
+    shaper: Option<Shaper>,
 }
 
 type GlobalMetrics = (EventCounters<GlobalEvent>, Metric);
@@ -74,7 +82,18 @@ impl Policy for RateLimit {
             shared: Rc::clone(&self.0),
             response_headers: Vec::new(),
             global: None,
+            shaping: Shaping::default(),
         })
+    }
+
+    fn tick_period(&self) -> Option<Duration> {
+        self.0.shaper.as_ref().map(Shaper::tick_period)
+    }
+
+    fn on_tick(&self, cx: &mut RootCx<'_>) {
+        if let Some(s) = &self.0.shaper {
+            s.on_tick(cx);
+        }
     }
 }
 
@@ -84,6 +103,8 @@ struct Stream {
     response_headers: Vec<(String, String)>,
     /// The rate limit service calls this request waits for, and the local rules' shadow rules.
     global: Option<(global::Wait, Vec<usize>)>,
+    /// Slots reserved by shaping rules, held while the rate limit service decides.
+    shaping: Shaping,
 }
 
 impl Stream {
@@ -121,16 +142,25 @@ impl Stream {
 
 impl StreamPolicy for Stream {
     fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _eos: bool) -> Flow {
-        let verdict = self
-            .shared
-            .limiter
-            .check(&*cx, &self.shared.store, cx.now());
+        let shared = Rc::clone(&self.shared);
+        let mut verdict = match &shared.shaper {
+            None => shared.limiter.check(&*cx, &shared.store, cx.now()),
+            Some(s) => {
+                let room = |rule, limit| s.has_room(rule, limit);
+                shared
+                    .limiter
+                    .check_shaped(&*cx, &shared.store, cx.now(), &room)
+            }
+        };
         self.count(&verdict);
-        self.response_headers = verdict.allowed_headers;
+        self.response_headers = std::mem::take(&mut verdict.allowed_headers);
+        let shaping = std::mem::take(&mut verdict.shaping);
         if verdict.global.is_empty() || verdict.decision != Decision::Continue {
             self.mark_shadow(cx, &verdict.shadow_rules);
-            return flow(verdict.decision);
+            return self.shape(cx, shaping, verdict.decision);
         }
+        // Slots are held while the service decides; the wait for them (if any) comes after.
+        self.shaping = shaping;
         let wait = global::Wait::start(&self.shared, cx, verdict.global);
         self.global = Some((wait, verdict.shadow_rules));
         self.global_decided(cx)
@@ -151,9 +181,28 @@ impl StreamPolicy for Stream {
         }
         Flow::Continue
     }
+
+    fn on_end(&mut self, cx: &mut StreamCx<'_>) {
+        if let Some(s) = &self.shared.shaper {
+            s.end(
+                cx.context_id(),
+                &self.shared.store,
+                std::mem::take(&mut self.shaping),
+            );
+        }
+    }
 }
 
 impl Stream {
+    /// Apply the decision, with the wait for the slots shaping reserved (if any).
+    fn shape(&mut self, cx: &mut StreamCx<'_>, shaping: Shaping, decision: Decision) -> Flow {
+        let shared = Rc::clone(&self.shared);
+        match &shared.shaper {
+            Some(s) => s.after(cx, &shared.store, shaping, decision),
+            None => flow(decision),
+        }
+    }
+
     /// Pause while a global call is in flight; once all have ended, apply their decision.
     fn global_decided(&mut self, cx: &mut StreamCx<'_>) -> Flow {
         match &self.global {
@@ -169,7 +218,8 @@ impl Stream {
         shadow_rules.extend(outcome.shadow_rules);
         self.mark_shadow(cx, &shadow_rules);
         self.response_headers.extend(outcome.allowed_headers);
-        flow(outcome.decision)
+        let shaping = std::mem::take(&mut self.shaping);
+        self.shape(cx, shaping, outcome.decision)
     }
 }
 
@@ -181,6 +231,7 @@ fn flow(decision: Decision) -> Flow {
 }
 
 mod global;
+mod shaping;
 
 #[cfg(test)]
 mod tests;

@@ -6,6 +6,7 @@
 //! - [`policy`]: rules → keys → buckets in shared data → decision.
 //! - [`global`]: a rule's `global` section: Envoy's RLS v3 protocol to a rate limit service shared
 //!   by every Envoy, with the local buckets as fallback.
+//! - [`shape`]: `shape` mode, requests over the rate wait for their slot (a leaky bucket).
 //! - [`filter`]: the policy in the plugin skeleton ([`filter::KIND`]); with the `standalone`
 //!   feature (default) the crate is also the `rate_limit.wasm` module.
 
@@ -14,6 +15,7 @@ pub mod config;
 pub mod filter;
 pub mod global;
 pub mod policy;
+pub mod shape;
 
 pub use filter::KIND;
 

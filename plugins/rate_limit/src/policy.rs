@@ -22,6 +22,7 @@
 
 use crate::bucket::{ceil_secs, check_all, is_idle, Limit, RuleOutcome, SlotState};
 use crate::config::{Config, FailureMode, MissingKey, Mode, Rule};
+use crate::shape::{self, Shaping};
 use palisade_core::key::RequestView;
 use palisade_core::slots::{claim, Claim, SlotTable};
 use palisade_core::store::{update, Step, UpdateError, DEFAULT_MAX_ATTEMPTS};
@@ -70,6 +71,8 @@ pub struct Verdict {
     /// Matching `global` rules, for the rate limit service to decide (`crate::global`); the
     /// local rules were decided first.
     pub global: Vec<GlobalCheck>,
+    /// Slots reserved by rules that shape, and queue-full refusals ([`crate::shape`]).
+    pub shaping: Shaping,
 }
 
 /// A `global` rule that applies to the request, and its descriptor.
@@ -105,14 +108,28 @@ impl RateLimiter {
         &self.config
     }
 
-    /// Decide for one request at `now`.
+    /// Decide for one request at `now` (shaped limits with room in every queue).
     pub fn check(&self, req: &dyn RequestView, store: &dyn SharedStore, now: Timestamp) -> Verdict {
+        self.check_shaped(req, store, now, &|_, _| true)
+    }
+
+    /// Decide for one request at `now`; `room(rule, limit)` says whether a shaped limit's queue
+    /// on this worker can hold one more waiter. Once a rule has given the request a later slot,
+    /// the rules after it (`mode: all`) take their tokens as of that slot.
+    pub fn check_shaped(
+        &self,
+        req: &dyn RequestView,
+        store: &dyn SharedStore,
+        now: Timestamp,
+        room: &dyn Fn(usize, usize) -> bool,
+    ) -> Verdict {
         let mut verdict = Verdict {
             decision: Decision::Continue,
             events: Vec::new(),
             shadow_rules: Vec::new(),
             allowed_headers: Vec::new(),
             global: Vec::new(),
+            shaping: Shaping::default(),
         };
         let mut tightest: Option<(u64, Vec<(String, String)>)> = None;
         let rules = self.config.rules.iter().zip(&self.tables);
@@ -145,7 +162,14 @@ impl RateLimiter {
                     continue;
                 }
             };
-            match take(rule, table, &key, store, now) {
+            let at = verdict.shaping.departure().map_or(now, |d| d.max(now));
+            let taken = if rule.shapes.is_empty() {
+                take(rule, table, &key, store, at)
+            } else {
+                let shaping = &mut verdict.shaping;
+                shape::take(rule, index, table, &key, store, at, room, shaping)
+            };
+            match taken {
                 Ok((outcome, collision)) => {
                     if collision {
                         verdict.events.push((index, Event::Collision));
@@ -201,6 +225,7 @@ impl RateLimiter {
             shadow_rules: Vec::new(),
             allowed_headers: Vec::new(),
             global: Vec::new(),
+            shaping: Shaping::default(),
         };
         let (Some(rule), Some(table)) = (self.config.rules.get(index), self.tables.get(index))
         else {
@@ -276,7 +301,7 @@ fn take(
     .map(|done| done.output)
 }
 
-fn all_idle(limits: &[Limit], tats: &[u128], now: Timestamp) -> bool {
+pub(crate) fn all_idle(limits: &[Limit], tats: &[u128], now: Timestamp) -> bool {
     limits.iter().zip(tats).all(|(l, t)| is_idle(l, *t, now))
 }
 

@@ -378,3 +378,226 @@ fn a_claim_key_part_in_a_standalone_module_finds_no_claims() {
         2
     );
 }
+
+// ---------------------------------------------------------------------------------------------
+// Shaping: paused requests, woken by the tick at their slot.
+
+/// 10 per second without burst, shaped: waits of up to `max_delay`, `max_queued` per worker.
+fn shaped(max_delay: &str, max_queued: u32) -> Value {
+    json!({"rules": [{"name": "shaped", "key": [{"header": "x-key"}], "limits": [{"capacity": 1,
+        "refill": 10, "period": "1s", "shape": {"max_delay": max_delay, "max_queued": max_queued}}]}]})
+}
+
+/// A request still in flight: its headers were run, its end is up to the test.
+struct Open {
+    id: u32,
+    chain: Rc<std::cell::RefCell<Chain>>,
+    action: Action,
+}
+
+impl Proxy {
+    fn open(&self, key: &str) -> Open {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.fake.open_stream(
+            id,
+            &[
+                (":method", "GET"),
+                (":path", "/"),
+                (":authority", "api"),
+                ("x-key", key),
+            ],
+        );
+        let chain = self.runtime.stream(id);
+        self.fake.enter(id);
+        let action = with_chain(&chain, |c| c.on_request_headers(true)).expect("not re-entered");
+        Open { id, chain, action }
+    }
+
+    /// The client goes away (or the request completes): the stream's end, as Envoy delivers it.
+    fn end(&self, open: &Open) {
+        self.fake.enter(open.id);
+        let _ = with_chain(&open.chain, Chain::end);
+        self.fake.close_stream(open.id);
+    }
+
+    fn tick_at(&self, d: Duration) {
+        self.fake.advance(d);
+        self.runtime.on_tick();
+    }
+
+    fn resumed(&self, open: &Open) -> u32 {
+        self.fake.stream(open.id).map_or(0, |s| s.resumed)
+    }
+}
+
+#[test]
+fn a_request_without_a_token_is_paused_and_the_tick_resumes_it_at_its_slot() {
+    let p = standalone(&shaped("1s", 10));
+    assert_eq!(p.runtime.tick_period(), Some(crate::shape::TICK));
+    let first = p.open("a");
+    assert_eq!(first.action, Action::Continue);
+    let second = p.open("a");
+    assert_eq!(second.action, Action::Pause);
+    assert_eq!(p.fake.reply_of(second.id), None, "paused, not answered");
+    p.tick_at(Duration::from_millis(95));
+    assert_eq!(p.resumed(&second), 0, "not before its slot");
+    p.tick_at(Duration::from_millis(5));
+    assert_eq!(
+        p.resumed(&second),
+        1,
+        "resumed at its slot, 100 ms after the first"
+    );
+    p.tick_at(Duration::from_millis(5));
+    assert_eq!(p.resumed(&second), 1, "once");
+    assert_eq!(p.stat("palisade.rate_limit.shaped.allowed"), 2);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.delayed"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.released"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.waiting"), 0);
+    assert_eq!(
+        p.fake
+            .samples("palisade.rate_limit.shaped.wait_ms")
+            .unwrap(),
+        vec![100]
+    );
+    p.end(&first);
+    p.end(&second);
+}
+
+#[test]
+fn a_rule_without_shape_never_ticks_and_never_pauses() {
+    let p = standalone(&json!({"rules": [rule("per-ip", 1)]}));
+    assert_eq!(p.runtime.tick_period(), None);
+    assert_eq!(p.statuses("192.0.2.1", 2), vec![200, 429]);
+    assert!(p.fake.stat("palisade.rate_limit.per-ip.delayed").is_err());
+}
+
+#[test]
+fn waiters_of_one_key_leave_in_order_one_slot_apart_and_past_max_delay_is_429() {
+    let p = standalone(&shaped("300ms", 10));
+    let _first = p.open("a");
+    let waiting: Vec<Open> = (0..3).map(|_| p.open("a")).collect();
+    assert!(waiting.iter().all(|o| o.action == Action::Pause));
+    // The fifth would wait 400 ms: answered as limited, with today's headers.
+    let over = p.open("a");
+    assert_eq!(over.action, Action::Pause);
+    let reply = p.fake.reply_of(over.id).expect("a 429");
+    assert_eq!(reply.status, 429);
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    assert_eq!(reply.header("ratelimit-limit"), Some("1"));
+    assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
+    for (k, _) in waiting.iter().enumerate() {
+        p.tick_at(Duration::from_millis(100));
+        let resumed: Vec<u32> = waiting.iter().map(|o| p.resumed(o)).collect();
+        let want: Vec<u32> = (0..3).map(|i| u32::from(i <= k)).collect();
+        assert_eq!(resumed, want, "after {} ms", (k + 1) * 100);
+    }
+    assert_eq!(p.stat("palisade.rate_limit.shaped.limited"), 1);
+    assert_eq!(
+        p.fake
+            .samples("palisade.rate_limit.shaped.wait_ms")
+            .unwrap(),
+        vec![100, 200, 300]
+    );
+}
+
+#[test]
+fn a_client_hanging_up_leaves_the_queue_and_the_last_slot_is_given_back() {
+    let p = standalone(&shaped("1s", 10));
+    let _first = p.open("a");
+    let at_100 = p.open("a");
+    let at_200 = p.open("a");
+    // The last in line hangs up: its slot is given back, the next request gets it.
+    p.end(&at_200);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.abandoned"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 1);
+    let again_200 = p.open("a");
+    // One in the middle hangs up: later slots keep their times; its own stays a gap.
+    p.end(&at_100);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.abandoned"), 2);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.waiting"), 1);
+    p.tick_at(Duration::from_millis(150));
+    assert_eq!(p.resumed(&again_200), 0, "its slot did not move up");
+    assert_eq!(p.resumed(&at_100), 0, "gone streams are never resumed");
+    p.tick_at(Duration::from_millis(50));
+    assert_eq!(p.resumed(&again_200), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.released"), 1);
+}
+
+#[test]
+fn max_queued_bounds_each_workers_waiters_and_the_overflow_is_limited() {
+    let p = standalone(&shaped("10s", 2));
+    let _first = p.open("a");
+    let w1 = p.open("a");
+    let w2 = p.open("b");
+    assert_eq!(w2.action, Action::Continue, "another key has its own token");
+    let w3 = p.open("b");
+    assert_eq!((w1.action, w3.action), (Action::Pause, Action::Pause));
+    // Two wait on this worker: the next is limited, whatever its key.
+    let full = p.open("c");
+    assert_eq!(full.action, Action::Continue);
+    let full = p.open("c");
+    assert_eq!(p.fake.reply_of(full.id).map(|r| r.status), Some(429));
+    assert_eq!(p.stat("palisade.rate_limit.shaped.queue_full"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.limited"), 1);
+    // A refused request reserved nothing: once a waiter leaves, the next one gets the first slot.
+    p.tick_at(Duration::from_millis(100));
+    assert_eq!((p.resumed(&w1), p.resumed(&w3)), (1, 1));
+    let later = p.open("c");
+    assert_eq!(
+        later.action,
+        Action::Continue,
+        "c's slot at 100 ms has come"
+    );
+}
+
+#[test]
+fn two_workers_sharing_data_hold_interleaved_slots_and_each_releases_its_own() {
+    let a = standalone(&shaped("1s", 10));
+    let fake_b = Rc::new(FakeHost::sharing_data_with(&a.fake));
+    let host_b: HostRef = fake_b.clone();
+    let b = Proxy {
+        runtime: load_one(
+            &host_b,
+            &KIND,
+            shaped("1s", 10).to_string().as_bytes(),
+            "edge",
+        )
+        .unwrap(),
+        fake: fake_b,
+        next_id: 100.into(),
+    };
+    let _first = a.open("k");
+    let on_b = b.open("k");
+    let on_a = a.open("k");
+    let on_b2 = b.open("k");
+    // Slots 100 (b), 200 (a), 300 (b): each worker's tick releases only its own, at its time.
+    let (mut a_t, mut b_t) = (0, 0);
+    let mut step = |ms: u64| {
+        a.tick_at(Duration::from_millis(ms - a_t));
+        b.tick_at(Duration::from_millis(ms - b_t));
+        (a_t, b_t) = (ms, ms);
+        (b.resumed(&on_b), a.resumed(&on_a), b.resumed(&on_b2))
+    };
+    assert_eq!(step(100), (1, 0, 0));
+    assert_eq!(step(200), (1, 1, 0));
+    assert_eq!(step(300), (1, 1, 1));
+}
+
+#[test]
+fn in_a_chain_a_shaped_stage_pauses_and_the_later_stage_runs_on_release() {
+    let p = chained(&json!({"chain": [
+        {"rate_limit": shaped("1s", 10)},
+        {"rate_limit": {"rules": [{"name": "inner", "key": [{"header": "x-key"}],
+            "limits": [{"capacity": 1, "refill": 1, "period": "1m"}]}]}},
+    ]}));
+    let _first = p.open("a");
+    let second = p.open("a");
+    assert_eq!(second.action, Action::Pause);
+    assert_eq!(p.stat("palisade.rate_limit_2.inner.allowed"), 1, "not yet");
+    p.tick_at(Duration::from_millis(100));
+    // Released: on to the second stage, whose bucket of 1 is spent (same key).
+    assert_eq!(p.stat("palisade.rate_limit_2.inner.limited"), 1);
+    assert_eq!(p.fake.reply_of(second.id).map(|r| r.status), Some(429));
+}
