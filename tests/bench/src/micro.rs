@@ -199,6 +199,28 @@ fn rate_limit() -> Vec<MicroBench> {
             },
         ));
     }
+    // The same allowing decision with `shape` configured on the limit, as the filter asks it
+    // (with the worker queue's room check): a token is there, so nothing waits.
+    let mut shaped = crate::cases::rate_limit_config();
+    shaped["rules"][0]["limits"][0]["shape"] = serde_json::json!({"max_delay": "1s"});
+    if let Ok(config) = rate_limit::config::Config::parse(shaped.to_string().as_bytes()) {
+        let queue = rate_limit::shape::Queue::new(config.rules.iter().map(|r| &r.shapes[..]));
+        let limiter = RateLimiter::new(config);
+        let store = FakeStore::new();
+        let req = FakeRequest::new("GET", "/bench/item?page=2").source("192.0.2.10:51234");
+        let mut now = Timestamp::from_secs(1_700_000_000);
+        benches.push(bench(
+            "rate_limit",
+            "RateLimiter::check_shaped, allowing (shape configured)",
+            move |n| {
+                let room = |rule, limit| queue.has_room(rule, limit);
+                for _ in 0..n {
+                    now = now.saturating_add(Duration::from_micros(1));
+                    black_box(limiter.check_shaped(black_box(&req), &store, now, &room));
+                }
+            },
+        ));
+    }
     benches
 }
 
@@ -463,6 +485,20 @@ mod tests {
             let have = groups.iter().filter(|g| **g == group).count();
             assert_eq!(have, n, "{group}");
         }
+
+        // The shaped rate_limit case takes the allow path: through at once, no slot reserved.
+        assert_eq!(groups.iter().filter(|g| **g == "rate_limit").count(), 3);
+        let mut shaped = crate::cases::rate_limit_config();
+        shaped["rules"][0]["limits"][0]["shape"] = serde_json::json!({"max_delay": "1s"});
+        let config = rate_limit::config::Config::parse(shaped.to_string().as_bytes()).unwrap();
+        assert!(!config.rules[0].shapes.is_empty());
+        let limiter = RateLimiter::new(config);
+        let req = FakeRequest::new("GET", "/bench/item?page=2").source("192.0.2.10:51234");
+        let v = limiter.check_shaped(&req, &FakeStore::new(), Timestamp::from_secs(9), &|_, _| {
+            true
+        });
+        assert!(v.decision.is_continue());
+        assert_eq!(v.shaping.departure(), None);
 
         // The breaker stays closed, admits, and records successes.
         let breakers = circuit_breaker_policy().unwrap();

@@ -104,6 +104,19 @@ pub fn assert_walkthrough(demo: &DemoTarget) {
         over.headers
     );
 
+    // rate_limit shape: under /shaped, 5 per second and no burst; the excess waits for its slot
+    // (up to 1 s): of 8 at once, the first goes at once, 5 wait 0.2 … 1 s, 2 get 429.
+    let shaped = client::parallel(8, 8, |_| Request::get(&demo.url("/shaped")));
+    assert_eq!(
+        client::status_counts(&shaped),
+        [(200, 6), (429, 2)].into_iter().collect(),
+        "shaped statuses"
+    );
+    for r in shaped.iter().flatten().filter(|r| r.status == 429) {
+        assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
+        assert_eq!(r.header("ratelimit-limit"), Some("1"));
+    }
+
     // bulkhead: 2 in flight at most, waiting up to 250 ms; 6 slow requests at once: 2 get 200,
     // the 4 others wait in vain and get 503 `expired`.
     let slow = client::parallel(6, 6, |_| {

@@ -440,8 +440,9 @@ fn a_manifest_typo_fails_with_a_message_naming_it() {
         ),
         (
             "pluginConfig value out of range",
+            // per_client_ip's burst of 5, the second rule (after the shaped `export`).
             Box::new(|t| t.replace("capacity: 5", "capacity: 5.5")),
-            "config field `rules[0].limits[0].capacity`",
+            "config field `rules[1].limits[0].capacity`",
         ),
     ];
     for (what, edit, expected) in cases {

@@ -128,10 +128,30 @@ impl Upstream {
         self.counters.snapshot()
     }
 
-    /// Sets `hits` to 0 and `peak_in_flight` to the current `in_flight`.
+    /// Sets `hits` to 0 and `peak_in_flight` to the current `in_flight`, and forgets the
+    /// arrivals.
     pub fn reset_stats(&self) {
         self.counters.reset();
     }
+
+    /// When each counted request arrived (its headers were read), oldest first: the most recent
+    /// [`MAX_ARRIVALS`] since start or the last reset. For tests of request timing (shaping).
+    pub fn arrivals(&self) -> Vec<Arrival> {
+        self.counters.arrivals()
+    }
+}
+
+/// Most arrivals an [`Upstream`] remembers (the oldest are dropped first).
+pub const MAX_ARRIVALS: usize = 10_000;
+
+/// One request as it reached the upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Arrival {
+    /// When its headers were read (monotonic clock).
+    pub at: std::time::Instant,
+    pub method: String,
+    /// The path with the query, as received.
+    pub path: String,
 }
 
 impl Drop for Upstream {
@@ -176,6 +196,7 @@ pub(crate) struct Counters {
     in_flight: AtomicU64,
     peak_in_flight: AtomicU64,
     hits: AtomicU64,
+    arrivals: std::sync::Mutex<std::collections::VecDeque<Arrival>>,
 }
 
 impl Counters {
@@ -187,7 +208,31 @@ impl Counters {
         }
     }
 
+    fn arrivals_lock(&self) -> std::sync::MutexGuard<'_, std::collections::VecDeque<Arrival>> {
+        self.arrivals
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    pub(crate) fn arrivals(&self) -> Vec<Arrival> {
+        self.arrivals_lock().iter().cloned().collect()
+    }
+
+    /// Records when a counted request arrived.
+    pub(crate) fn arrived(&self, method: &str, path: &str) {
+        let mut arrivals = self.arrivals_lock();
+        if arrivals.len() >= MAX_ARRIVALS {
+            arrivals.pop_front();
+        }
+        arrivals.push_back(Arrival {
+            at: std::time::Instant::now(),
+            method: method.to_owned(),
+            path: path.to_owned(),
+        });
+    }
+
     pub(crate) fn reset(&self) {
+        self.arrivals_lock().clear();
         self.hits.store(0, Ordering::SeqCst);
         self.peak_in_flight
             .store(self.in_flight.load(Ordering::SeqCst), Ordering::SeqCst);
@@ -241,5 +286,28 @@ mod tests {
         );
         drop(b);
         assert_eq!(counters.snapshot().in_flight, 0);
+    }
+
+    #[test]
+    fn arrivals_are_kept_in_order_bounded_and_cleared_by_reset() {
+        let counters = Counters::default();
+        counters.arrived("GET", "/a");
+        counters.arrived("POST", "/b?x=1");
+        let got = counters.arrivals();
+        assert_eq!(
+            got.iter()
+                .map(|a| (a.method.as_str(), a.path.as_str()))
+                .collect::<Vec<_>>(),
+            vec![("GET", "/a"), ("POST", "/b?x=1")]
+        );
+        assert!(got[0].at <= got[1].at);
+        for _ in 0..MAX_ARRIVALS {
+            counters.arrived("GET", "/c");
+        }
+        let got = counters.arrivals();
+        assert_eq!(got.len(), MAX_ARRIVALS);
+        assert!(got.iter().all(|a| a.path == "/c"), "the oldest went first");
+        counters.reset();
+        assert!(counters.arrivals().is_empty());
     }
 }

@@ -86,6 +86,8 @@ async fn handle(
     }
     // Dropped when this future completes or is dropped with the connection.
     let _in_flight = counters.request_started();
+    let path = request.uri().path_and_query().map_or("/", |p| p.as_str());
+    counters.arrived(request.method().as_str(), path);
 
     let (parts, body) = request.into_parts();
     let body = body.collect().await?.to_bytes();
