@@ -484,3 +484,45 @@ fn a_rule_without_global_makes_no_grpc_call() {
     assert_eq!(p.fake.hostcalls("grpc_call"), 0);
     assert!(p.fake.stat("palisade.rate_limit.local.global_ok").is_err());
 }
+
+#[test]
+fn a_request_a_shaped_rule_delays_asks_the_service_first_then_waits_for_its_slot() {
+    let p = standalone(&json!({"mode": "all", "rules": [
+        {"name": "shaped", "key": ["client_ip"], "limits": [{"capacity": 1, "refill": 10,
+            "period": "1s", "shape": {"max_delay": "1s"}}]},
+        global_rule(json!({}))]}));
+    p.fake.grpc_clusters(&["rls"]);
+    assert_eq!(
+        p.through(answer(Code::Ok)).0,
+        200,
+        "the token, then the service"
+    );
+    // The next gets the slot 100 ms on, asks the service, then waits for the slot.
+    let r = p.begin("192.0.2.1", &[]);
+    assert_eq!(r.action, Action::Pause);
+    let token = p.last_call().token;
+    p.end_call(token, answer(Code::Ok));
+    assert_eq!(
+        (r.resumed(), r.reply()),
+        (0, None),
+        "now waiting for its slot"
+    );
+    p.fake.advance(Duration::from_millis(100));
+    p.runtime.on_tick();
+    assert_eq!(r.resumed(), 1);
+    r.end();
+    // One the service limits gives its slot back (it was the last reserved).
+    let r = p.begin("192.0.2.1", &[]);
+    let token = p.last_call().token;
+    p.end_call(token, answer(Code::OverLimit));
+    assert_eq!(r.reply().map(|r| r.status), Some(429));
+    r.end();
+    assert_eq!(p.stat("palisade.rate_limit.shaped.delayed"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.released"), 1);
+    assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 1);
+    // A client that hangs up while the service decides gives its slot back too.
+    let r = p.begin("192.0.2.1", &[]);
+    assert_eq!(r.action, Action::Pause);
+    r.end();
+    assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 2);
+}
