@@ -49,6 +49,9 @@
 //! * `POST /__reset_stats` resets them (see [`Upstream::reset_stats`]) and
 //!   returns the new [`Stats`] as JSON.
 //!
+//! In process, [`Upstream::arrivals`] also gives when each counted request arrived (for tests of
+//! request timing, such as rate_limit's shaping).
+//!
 //! Connections are HTTP/1.1 keep-alive, like Envoy expects from an upstream.
 //!
 //! # Example
