@@ -16,8 +16,10 @@
 //! - gRPC calls as Envoy's `grpcCall`: an empty cluster name is refused, and once the test names
 //!   the clusters ([`FakeHost::grpc_clusters`]) an unknown one is `ParseFailure`; each call ends
 //!   exactly once, scripted by the test ([`FakeHost::grpc_reply`]) or by Envoy's timer
-//!   ([`FakeHost::grpc_expired`]: `DEADLINE_EXCEEDED` once the fake clock passes the call's
-//!   timeout); a response message is readable only while it is delivered.
+//!   ([`FakeHost::grpc_expired`] once the fake clock passes the call's timeout: `UNAVAILABLE`, as
+//!   Envoy's router answers a timed-out gRPC request with a local 504, which its gRPC client maps
+//!   to 14; through Envoy 1.40 a timed-out call was seen not to end with DEADLINE_EXCEEDED); a
+//!   response message is readable only while it is delivered.
 //!
 //! Faults: [`FakeHost::fail`] makes every later call of one operation fail with a status.
 //! [`FakeHost::hostcalls`] counts the calls of each operation (a cache that should save hostcalls
@@ -405,8 +407,9 @@ impl FakeHost {
         })
     }
 
-    /// Envoy's timer: every call whose timeout has passed on the fake clock ends with
-    /// `DEADLINE_EXCEEDED`, in dispatch order.
+    /// Envoy's timer: every call whose timeout has passed on the fake clock ends, in dispatch
+    /// order, with `UNAVAILABLE` (Envoy's router times the request out with a local 504, and
+    /// Envoy's gRPC client reads HTTP 504 as UNAVAILABLE, not DEADLINE_EXCEEDED).
     pub fn grpc_expired(&self) -> Vec<GrpcResponse> {
         let mut s = self.state.borrow_mut();
         let now = s.now;
@@ -416,7 +419,7 @@ impl FakeHost {
                 c.ended = true;
                 out.push(GrpcResponse {
                     token: c.token,
-                    status: grpc_status::DEADLINE_EXCEEDED,
+                    status: grpc_status::UNAVAILABLE,
                     size: 0,
                 });
             }

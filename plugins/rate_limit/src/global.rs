@@ -9,7 +9,8 @@
 //! headers built from the service's answer. The glue (`filter/global.rs`) dispatches the call,
 //! pauses the request, and applies the step.
 //!
-//! Failure mode: a timeout (Envoy's, on the call), any gRPC error status, a reset, a message that
+//! Failure mode: a timeout (Envoy's, on the call: an error status at or after `timeout`), any
+//! gRPC error status, a reset, a message that
 //! does not decode or is larger than [`MAX_RESPONSE_BYTES`], and a call that cannot even be
 //! dispatched all become [`Answer::Failed`], and the rule's `on_error` decides: `local` (default)
 //! takes a token from the rule's own local limits, `allow` lets the request through, `deny`
@@ -252,7 +253,8 @@ pub fn request_message(spec: &GlobalSpec, entries: &[(String, String)]) -> Vec<u
 pub enum Failure {
     /// The call could not be dispatched (the host's status: an unknown cluster, …).
     Dispatch(u32),
-    /// Envoy's timeout on the call passed (`DEADLINE_EXCEEDED`).
+    /// The call's timeout passed before an answer (Envoy's timeout: `UNAVAILABLE` at or after it;
+    /// or `DEADLINE_EXCEEDED`).
     Timeout,
     /// The call ended with this gRPC error status (a reset or bad framing: `INTERNAL`,
     /// `UNAVAILABLE`).
@@ -273,12 +275,20 @@ pub enum Answer {
     Failed(Failure),
 }
 
-/// The meaning of a call's end: its gRPC `status`, and the message of `size` bytes that `read`
-/// returns (called only for an OK status and a size within bounds).
-pub fn classify(status: u32, size: usize, read: impl FnOnce(usize) -> Option<Vec<u8>>) -> Answer {
+/// The meaning of a call's end: its gRPC `status`, whether the call's `timeout` had passed by
+/// then (Envoy's own timeout arrives as `UNAVAILABLE`, the status of its router's local 504, so
+/// only the time tells it from a service that is down), and the message of `size` bytes that
+/// `read` returns (called only for an OK status and a size within bounds).
+pub fn classify(
+    status: u32,
+    size: usize,
+    timed_out: bool,
+    read: impl FnOnce(usize) -> Option<Vec<u8>>,
+) -> Answer {
     match status {
         grpc_status::OK => {}
         grpc_status::DEADLINE_EXCEEDED => return Answer::Failed(Failure::Timeout),
+        _ if timed_out => return Answer::Failed(Failure::Timeout),
         other => return Answer::Failed(Failure::Status(other)),
     }
     if size > MAX_RESPONSE_BYTES {

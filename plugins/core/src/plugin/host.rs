@@ -129,14 +129,15 @@ pub mod grpc_status {
     pub const CANCELLED: u32 = 1;
     pub const UNKNOWN: u32 = 2;
     pub const INVALID_ARGUMENT: u32 = 3;
-    /// Envoy's own timeout of the call, too.
+    /// A service's own deadline; Envoy's timeout of a call arrives as `UNAVAILABLE` instead.
     pub const DEADLINE_EXCEEDED: u32 = 4;
     pub const NOT_FOUND: u32 = 5;
     pub const RESOURCE_EXHAUSTED: u32 = 8;
     pub const UNIMPLEMENTED: u32 = 12;
     /// Envoy: a malformed response (bad framing, a trailers-only OK without a message, a reset).
     pub const INTERNAL: u32 = 13;
-    /// Envoy: no healthy upstream, connection refused, cluster gone.
+    /// Envoy: no healthy upstream, connection refused, cluster gone, and its own timeout of the
+    /// call (the router's local 504, which gRPC maps to 14).
     pub const UNAVAILABLE: u32 = 14;
 }
 
@@ -207,7 +208,7 @@ pub trait Host {
 
     /// Send a unary gRPC request (`message`, already serialized) to `service`/`method` on an Envoy
     /// cluster of HTTP/2 upstreams; the token names its response. Envoy ends the call with
-    /// `DEADLINE_EXCEEDED` when `timeout` passes first.
+    /// `UNAVAILABLE` when `timeout` passes first.
     fn grpc_call(
         &self,
         cluster: &str,

@@ -81,8 +81,9 @@ pub struct CallResponse {
 
 /// The end of a unary gRPC call a policy dispatched, as Envoy delivers it: `status` is the gRPC
 /// status ([`grpc_status`](super::host::grpc_status)); with `OK`, the response message is `size`
-/// bytes long (read it with `grpc_response`). Envoy's own timeout arrives as `DEADLINE_EXCEEDED`,
-/// a reset or malformed framing as `INTERNAL` or `UNAVAILABLE`, each with no message.
+/// bytes long (read it with `grpc_response`). Envoy's own timeout arrives as `UNAVAILABLE` (the
+/// router's local 504), a reset or malformed framing as `INTERNAL` or `UNAVAILABLE`, each with no
+/// message: tell a timeout by the time it took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct GrpcResponse {
     pub token: u32,

@@ -16,6 +16,7 @@ struct Call {
     rule: usize,
     token: Option<u32>,
     started: Timestamp,
+    timeout: std::time::Duration,
     answer: Option<Answer>,
 }
 
@@ -66,6 +67,7 @@ impl Wait {
                 rule: check.rule,
                 token,
                 started,
+                timeout: spec.timeout,
                 answer,
             });
         }
@@ -85,7 +87,9 @@ impl Wait {
         else {
             return;
         };
-        let answer = global::classify(response.status, response.size, |size| {
+        let elapsed = cx.now().saturating_since(call.started);
+        let timed_out = elapsed >= call.timeout;
+        let answer = global::classify(response.status, response.size, timed_out, |size| {
             cx.grpc_response(size, global::MAX_RESPONSE_BYTES)
                 .ok()
                 .filter(|m| m.len() == size)
@@ -97,7 +101,6 @@ impl Wait {
             );
         }
         shared.count_global(call.rule, answer.event());
-        let elapsed = cx.now().saturating_since(call.started);
         shared.record_latency(call.rule, elapsed);
         call.answer = Some(answer);
     }

@@ -268,7 +268,7 @@ fn response(code: Code) -> RateLimitResponse {
 
 fn answer_of(r: &RateLimitResponse) -> Answer {
     let bytes = r.encode_to_vec();
-    classify(grpc_status::OK, bytes.len(), |_| Some(bytes.clone()))
+    classify(grpc_status::OK, bytes.len(), false, |_| Some(bytes.clone()))
 }
 
 #[test]
@@ -280,7 +280,7 @@ fn an_answer_is_classified_by_status_size_and_overall_code() {
     ));
     assert_eq!(answer_of(&response(Code::Unknown)), Answer::Unknown);
     // An empty message is a response with every field at its default: UNKNOWN.
-    assert_eq!(classify(0, 0, |_| Some(Vec::new())), Answer::Unknown);
+    assert_eq!(classify(0, 0, false, |_| Some(Vec::new())), Answer::Unknown);
     // A code the protocol does not define reads as UNKNOWN.
     let odd = RateLimitResponse {
         overall_code: 7,
@@ -316,8 +316,20 @@ fn an_answer_is_classified_by_status_size_and_overall_code() {
     ];
     for (status, size, expected) in cases {
         let read = |_| -> Option<Vec<u8>> { panic!("read for status {status} size {size}") };
-        assert_eq!(classify(status, size, read), expected);
+        assert_eq!(classify(status, size, false, read), expected);
     }
+    // Envoy's own timeout is an error status at (or after) the call's timeout.
+    for status in [grpc_status::UNAVAILABLE, grpc_status::INTERNAL] {
+        assert_eq!(
+            classify(status, 0, true, |_| None),
+            Answer::Failed(Failure::Timeout)
+        );
+    }
+    // A timely OK is an answer even when read late.
+    assert!(matches!(
+        classify(0, 2, true, |_| Some(response(Code::Ok).encode_to_vec())),
+        Answer::Ok(_)
+    ));
 }
 
 #[test]
@@ -329,12 +341,15 @@ fn bytes_that_do_not_decode_or_cannot_be_read_are_malformed() {
         b"\x12\x80\x80\x80\x80\x80\x80\x80\x80\x80\x80",
     ] {
         assert_eq!(
-            classify(0, bad.len(), |_| Some(bad.to_vec())),
+            classify(0, bad.len(), false, |_| Some(bad.to_vec())),
             Answer::Failed(Failure::Malformed),
             "{bad:?}"
         );
     }
-    assert_eq!(classify(0, 4, |_| None), Answer::Failed(Failure::Malformed));
+    assert_eq!(
+        classify(0, 4, false, |_| None),
+        Answer::Failed(Failure::Malformed)
+    );
 }
 
 fn status(code: Code, limit: u32, unit: Unit, remaining: u32, reset: i64) -> DescriptorStatus {
