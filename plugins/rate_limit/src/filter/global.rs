@@ -88,7 +88,7 @@ impl Wait {
             return;
         };
         let elapsed = cx.now().saturating_since(call.started);
-        let timed_out = elapsed >= call.timeout;
+        let timed_out = global::timed_out(elapsed, call.timeout);
         let answer = global::classify(response.status, response.size, timed_out, |size| {
             cx.grpc_response(size, global::MAX_RESPONSE_BYTES)
                 .ok()

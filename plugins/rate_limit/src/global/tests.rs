@@ -600,3 +600,18 @@ fn each_answer_has_its_counter_and_each_fallback_its_own() {
         GlobalEvent::FallbackDeny as usize + 1
     );
 }
+
+#[test]
+fn a_failure_near_the_timeout_is_envoys_timeout_and_an_early_one_is_not() {
+    let t = Duration::from_millis(20);
+    assert!(timed_out(Duration::from_millis(20), t));
+    assert!(timed_out(Duration::from_millis(25), t));
+    // Envoy's timer may fire a little early by the module's clock.
+    assert!(timed_out(Duration::from_millis(18), t));
+    assert!(!timed_out(Duration::from_millis(17), t));
+    assert!(!timed_out(Duration::ZERO, t));
+    assert!(timed_out(
+        Duration::from_millis(90),
+        Duration::from_millis(100)
+    ));
+}
