@@ -7,7 +7,7 @@ use palisade_core::config::{
     ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
-use palisade_core::key::validate_header_name;
+use palisade_core::key::{validate_header_name, KeyPart, KeyPartWire};
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
@@ -68,6 +68,46 @@ struct RuleWire {
     failure_mode: Option<String>,
     #[serde(default)]
     response: Option<ResponseWire>,
+    #[serde(default)]
+    priorities: Option<PrioritiesWire>,
+}
+
+/// `"priorities": {"by": <key part>, "classes": [...], "default": "<class>"}`.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PrioritiesWire {
+    /// What classifies a request: a key part (`{"header": "x-priority"}`, `"route_name"`,
+    /// `{"claim": "tier"}`, …).
+    by: KeyPartWire,
+    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_CLASSES)))]
+    classes: Vec<ClassWire>,
+    #[serde(default)]
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
+    default: Option<String>,
+}
+
+/// One priority class: its name, its share of `max_concurrent` (percent), the values of `by`
+/// that select it.
+#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ClassWire {
+    #[cfg_attr(
+        feature = "schema",
+        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
+    )]
+    name: String,
+    #[cfg_attr(
+        feature = "schema",
+        schemars(extend("exclusiveMinimum" = 0, "maximum" = 100))
+    )]
+    share: f64,
+    #[serde(default)]
+    values: Option<Vec<String>>,
 }
 
 /// `"route"`, `"cluster"` or `{"header": "x-tenant"}` (an externally tagged enum: unit variants
@@ -94,6 +134,55 @@ pub enum PartitionBy {
     Header(String),
 }
 
+/// One priority class of a rule, validated.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PriorityClass {
+    pub name: String,
+    /// The share of `max_concurrent`, in hundredths of a percent (1 to 10,000). It is also the
+    /// class's priority: a higher share is a higher priority (equal shares: equal priority).
+    pub share: u32,
+    /// The class's admission threshold: a request of this class takes a permit only while fewer
+    /// than `limit` are in flight in its partition (all classes, all workers).
+    /// [`threshold`]`(max_concurrent, share)`.
+    pub limit: u32,
+}
+
+/// A rule's priority classes and how requests are classified.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Priorities {
+    pub by: KeyPart,
+    /// In config order.
+    pub classes: Vec<PriorityClass>,
+    /// Value of `by` → class index, sorted by value (binary search).
+    pub values: Vec<(String, usize)>,
+    /// The class of a request whose value is absent or not listed.
+    pub default: usize,
+}
+
+impl Priorities {
+    /// The class of a request whose `by` value is `value`.
+    pub fn class_of(&self, value: Option<&str>) -> usize {
+        value
+            .and_then(|v| {
+                self.values
+                    .binary_search_by(|(k, _)| k.as_str().cmp(v))
+                    .ok()
+            })
+            .and_then(|i| self.values.get(i))
+            .map_or(self.default, |(_, c)| *c)
+    }
+}
+
+/// A class's admission threshold: `floor(max_concurrent × share / 100 %)` permits, at least 1
+/// (so every class gets through an idle partition), at most `max_concurrent`. `share` is in
+/// hundredths of a percent.
+pub fn threshold(max_concurrent: u32, share: u32) -> u32 {
+    let t = u64::from(max_concurrent) * u64::from(share.min(SHARE_SCALE)) / u64::from(SHARE_SCALE);
+    u32::try_from(t)
+        .unwrap_or(max_concurrent)
+        .clamp(1, max_concurrent.max(1))
+}
+
 /// One validated rule: requests it matches share `max_concurrent` permits per partition.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rule {
@@ -111,6 +200,32 @@ pub struct Rule {
     /// The config's `failure_mode` unless the rule sets its own.
     pub failure_mode: FailureMode,
     pub reply: ReplySpec,
+    /// `None`: every request of the rule may use all `max_concurrent` permits.
+    pub priorities: Option<Priorities>,
+}
+
+/// The admission level of a request: the in-flight threshold it must find its partition below,
+/// and its priority in the wait queue (higher first).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Level {
+    pub limit: u32,
+    pub rank: u32,
+}
+
+impl Rule {
+    /// The level of a request of class `class` (`None`: no priorities, the whole limit).
+    pub fn level(&self, class: Option<usize>) -> Level {
+        match class.and_then(|c| self.priorities.as_ref()?.classes.get(c)) {
+            Some(c) => Level {
+                limit: c.limit,
+                rank: c.share,
+            },
+            None => Level {
+                limit: self.max_concurrent,
+                rank: SHARE_SCALE,
+            },
+        }
+    }
 }
 
 impl NamedRule for Rule {
@@ -138,6 +253,12 @@ pub struct Config {
 }
 
 pub const MAX_RULES: usize = 64;
+/// Priority classes per rule.
+pub const MAX_CLASSES: usize = 16;
+/// Classifying values per rule, all classes together.
+pub const MAX_CLASS_VALUES: usize = 1024;
+/// A share of 100 %, in the unit of [`PriorityClass::share`].
+pub const SHARE_SCALE: u32 = 10_000;
 pub const MAX_CONCURRENT: u32 = 1_000_000;
 pub const DEFAULT_MAX_PARTITIONS: u32 = 64;
 pub const MAX_MAX_PARTITIONS: u32 = 65_536;
@@ -269,6 +390,14 @@ fn validate_rule(
         503,
         "bulkhead full\n",
     )?;
+    let priorities = match &rw.priorities {
+        Some(p) => Some(validate_priorities(
+            p,
+            &path.field("priorities"),
+            max_concurrent,
+        )?),
+        None => None,
+    };
     Ok(Rule {
         name,
         matcher,
@@ -281,6 +410,110 @@ fn validate_rule(
         shadow: rw.shadow.unwrap_or(false),
         failure_mode,
         reply,
+        priorities,
+    })
+}
+
+/// A share in percent, `(0, 100]`, at most two decimals, as hundredths of a percent.
+fn validate_share(share: f64, path: &FieldPath) -> Result<u32, ConfigError> {
+    if !share.is_finite() || share <= 0.0 || share > 100.0 {
+        return Err(path.invalid(
+            share,
+            "a share is a percentage of max_concurrent: more than 0, at most 100",
+        ));
+    }
+    let scaled = share * 100.0;
+    let rounded = scaled.round();
+    if (scaled - rounded).abs() > 1e-6 || rounded < 1.0 {
+        return Err(path.invalid(share, "at most two decimals (0.01 % steps)"));
+    }
+    // 1 to 10,000: checked above.
+    Ok(rounded as u32)
+}
+
+fn validate_priorities(
+    wire: &PrioritiesWire,
+    path: &FieldPath,
+    max_concurrent: u32,
+) -> Result<Priorities, ConfigError> {
+    let by = KeyPart::validate(&wire.by, &path.field("by"))?;
+    let classes_path = path.field("classes");
+    palisade_core::config::list_len(
+        wire.classes.len(),
+        &classes_path,
+        MAX_CLASSES,
+        "at least one priority class is needed",
+    )?;
+    let mut classes: Vec<PriorityClass> = Vec::with_capacity(wire.classes.len());
+    let mut values: Vec<(String, usize)> = Vec::new();
+    for (i, cw) in wire.classes.iter().enumerate() {
+        let cp = classes_path.index(i);
+        let name = validate_name(&cw.name, &cp.field("name"))?;
+        if classes.iter().any(|c| c.name == name) {
+            return Err(cp
+                .field("name")
+                .invalid(&name, "class names must be unique"));
+        }
+        let share = validate_share(cw.share, &cp.field("share"))?;
+        for (j, v) in cw.values.iter().flatten().enumerate() {
+            let vp = cp.field("values").index(j);
+            if v.is_empty() {
+                return Err(vp.invalid(v, "must not be empty"));
+            }
+            if let Some((_, other)) = values.iter().find(|(k, _)| k == v) {
+                let owner = classes
+                    .get(*other)
+                    .map_or(name.as_str(), |c| c.name.as_str());
+                return Err(vp.invalid(
+                    v,
+                    format!("already selects class `{owner}`: a value selects one class"),
+                ));
+            }
+            if values.len() >= MAX_CLASS_VALUES {
+                return Err(vp.invalid(
+                    v,
+                    format!("at most {MAX_CLASS_VALUES} values per rule, all classes together"),
+                ));
+            }
+            values.push((v.clone(), i));
+        }
+        classes.push(PriorityClass {
+            name,
+            share,
+            limit: threshold(max_concurrent, share),
+        });
+    }
+    if !classes.iter().any(|c| c.share == SHARE_SCALE) {
+        return Err(classes_path.invalid(
+            "no share of 100",
+            "one class must have share 100, or max_concurrent would never be reached \
+             (lower max_concurrent instead)",
+        ));
+    }
+    let default = match &wire.default {
+        Some(d) => {
+            let dp = path.field("default");
+            classes.iter().position(|c| &c.name == d).ok_or_else(|| {
+                let names: Vec<String> = classes.iter().map(|c| format!("`{}`", c.name)).collect();
+                dp.invalid(
+                    d,
+                    format!("not a class of this rule ({})", names.join(", ")),
+                )
+            })?
+        }
+        // The lowest share (the first listed among equals): unclassified traffic is shed first.
+        None => classes
+            .iter()
+            .enumerate()
+            .min_by_key(|(i, c)| (c.share, *i))
+            .map_or(0, |(i, _)| i),
+    };
+    values.sort_by(|a, b| a.0.cmp(&b.0));
+    Ok(Priorities {
+        by,
+        classes,
+        values,
+        default,
     })
 }
 
@@ -443,6 +676,194 @@ mod tests {
         assert_eq!(c.rules[1].failure_mode, FailureMode::Allow);
         let e = err(r#"{"rules": [{"name": "a", "max_concurrent": 1, "failure_mode": "open"}]}"#);
         assert_eq!(e.field.as_str(), "rules[0].failure_mode");
+    }
+
+    const PRIORITIES: &str = r#"{"rules": [{"name": "api", "max_concurrent": 10,
+        "priorities": {"by": {"header": "X-Priority"}, "classes": [
+          {"name": "critical", "share": 100, "values": ["critical", "gold"]},
+          {"name": "normal", "share": 90, "values": ["normal"]},
+          {"name": "low", "share": 62.5, "values": ["low", "batch"]}
+        ], "default": "normal"}}]}"#;
+
+    #[test]
+    fn priority_classes_get_thresholds_of_their_share_and_values_map_to_them() {
+        let c = Config::parse(PRIORITIES.as_bytes()).unwrap();
+        let p = c.rules[0].priorities.as_ref().unwrap();
+        assert_eq!(p.by, KeyPart::Header("x-priority".into()));
+        let limits: Vec<(&str, u32, u32)> = p
+            .classes
+            .iter()
+            .map(|c| (c.name.as_str(), c.share, c.limit))
+            .collect();
+        assert_eq!(
+            limits,
+            vec![
+                ("critical", 10_000, 10),
+                ("normal", 9_000, 9),
+                ("low", 6_250, 6)
+            ]
+        );
+        assert_eq!(p.class_of(Some("gold")), 0);
+        assert_eq!(p.class_of(Some("batch")), 2);
+        assert_eq!(p.class_of(Some("normal")), 1);
+        // Unlisted or absent: the default class.
+        assert_eq!(p.class_of(Some("platinum")), 1);
+        assert_eq!(p.class_of(None), 1);
+        let r = &c.rules[0];
+        assert_eq!(
+            r.level(Some(2)),
+            Level {
+                limit: 6,
+                rank: 6_250
+            }
+        );
+        assert_eq!(
+            r.level(None),
+            Level {
+                limit: 10,
+                rank: SHARE_SCALE
+            }
+        );
+    }
+
+    #[test]
+    fn without_a_default_the_lowest_share_class_takes_unclassified_requests() {
+        let c = Config::parse(
+            br#"{"rules": [{"name": "a", "max_concurrent": 5, "priorities": {"by": "route_name",
+              "classes": [{"name": "hi", "share": 100, "values": ["checkout"]},
+                          {"name": "lo", "share": 50}, {"name": "lo2", "share": 50}]}}]}"#,
+        )
+        .unwrap();
+        let p = c.rules[0].priorities.as_ref().unwrap();
+        assert_eq!(p.default, 1);
+        assert_eq!(p.class_of(Some("checkout")), 0);
+        assert_eq!(p.class_of(Some("browse")), 1);
+    }
+
+    #[test]
+    fn a_rule_without_priorities_has_one_level_the_whole_limit() {
+        let c = Config::parse(MINIMAL.as_bytes()).unwrap();
+        assert_eq!(c.rules[0].priorities, None);
+        assert_eq!(
+            c.rules[0].level(None),
+            Level {
+                limit: 2,
+                rank: SHARE_SCALE
+            }
+        );
+    }
+
+    #[test]
+    fn thresholds_round_down_but_never_below_one_permit() {
+        assert_eq!(threshold(10, 6_000), 6);
+        assert_eq!(threshold(10, 6_999), 6);
+        assert_eq!(threshold(2, 6_000), 1);
+        assert_eq!(threshold(1, 1), 1);
+        assert_eq!(threshold(1_000_000, 10_000), 1_000_000);
+        assert_eq!(threshold(1_000_000, 1), 100);
+        assert_eq!(threshold(7, 10_000), 7);
+    }
+
+    #[test]
+    fn every_invalid_priorities_field_is_named() {
+        let with = |p: &str| {
+            format!(r#"{{"rules": [{{"name": "a", "max_concurrent": 4, "priorities": {p}}}]}}"#)
+        };
+        let cases = [
+            (
+                r#"{"by": "path", "classes": []}"#,
+                "rules[0].priorities.classes",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 60}]}"#,
+                "rules[0].priorities.classes",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 0}]}"#,
+                "rules[0].priorities.classes[0].share",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100.5}]}"#,
+                "rules[0].priorities.classes[0].share",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": -5}]}"#,
+                "rules[0].priorities.classes[0].share",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 33.333}]}"#,
+                "rules[0].priorities.classes[0].share",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100}, {"name": "x", "share": 50}]}"#,
+                "rules[0].priorities.classes[1].name",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "a b", "share": 100}]}"#,
+                "rules[0].priorities.classes[0].name",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100, "values": ["v"]}, {"name": "y", "share": 50, "values": ["w", "v"]}]}"#,
+                "rules[0].priorities.classes[1].values[1]",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100, "values": [""]}]}"#,
+                "rules[0].priorities.classes[0].values[0]",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100}], "default": "y"}"#,
+                "rules[0].priorities.default",
+            ),
+            (
+                r#"{"by": {"header": "a b"}, "classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities.by.header",
+            ),
+            (
+                r#"{"by": {"claim": ""}, "classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities.by.claim",
+            ),
+            (
+                r#"{"by": "tier", "classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities.by",
+            ),
+            (
+                r#"{"classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100, "weight": 1}]}"#,
+                "rules[0].priorities.classes[0].weight",
+            ),
+            (
+                r#"{"by": "path", "classes": [{"name": "x", "share": 100}], "fallback": "x"}"#,
+                "rules[0].priorities.fallback",
+            ),
+        ];
+        for (p, field) in cases {
+            let json = with(p);
+            let e = err(&json);
+            assert_eq!(e.field.as_str(), field, "{json}: {e}");
+        }
+        let e = err(&with(
+            r#"{"by": "path", "classes": [{"name": "x", "share": 100}], "default": "y"}"#,
+        ));
+        assert!(e.to_string().contains("`x`"), "{e}");
+        let e = err(&with(
+            r#"{"by": "path", "classes": [{"name": "x", "share": 60}]}"#,
+        ));
+        assert!(e.to_string().contains("share 100"), "{e}");
+    }
+
+    #[test]
+    fn istio_doubles_are_read_as_shares() {
+        // Through a protobuf Struct every number is a double.
+        let c = Config::parse(
+            br#"{"rules": [{"name": "a", "max_concurrent": 10.0, "priorities": {"by": "method",
+              "classes": [{"name": "x", "share": 100.0}, {"name": "y", "share": 6e1}]}}]}"#,
+        )
+        .unwrap();
+        let p = c.rules[0].priorities.as_ref().unwrap();
+        assert_eq!(p.classes[1].limit, 6);
     }
 
     #[test]

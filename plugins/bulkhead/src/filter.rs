@@ -11,7 +11,7 @@
 //! Release point: the skeleton's stream end (once, however the stream ended, including a reply by
 //! a later policy of a chain); the state machine also ignores a second end.
 
-use crate::config::Config;
+use crate::config::{Config, Rule};
 use crate::policy::{Admission, Bulkhead, Event, Report, Wake, Worker, WorkerEvent};
 use crate::policy::{HEADER, SHADOW_HEADER};
 use palisade_core::plugin::{
@@ -42,12 +42,16 @@ struct RuleMetrics {
     wait_abandoned: Metric,
     released: Metric,
     store_failures: Metric,
+    wait_displaced: Metric,
     wait_ms: Metric,
+    /// Per priority class (rules with priorities): `(admitted, rejected)`.
+    classes: Vec<(Metric, Metric)>,
 }
 
 impl RuleMetrics {
-    fn define(setup: &Setup<'_>, rule: &str) -> Self {
-        let name = |what: &str| format!("{rule}.{what}");
+    fn define(setup: &Setup<'_>, rule: &Rule) -> Self {
+        let rule_name = rule.name.as_str();
+        let name = |what: &str| format!("{rule_name}.{what}");
         let c = |what: &str| setup.counter(&name(what));
         RuleMetrics {
             in_flight: setup.gauge(&name("in_flight")),
@@ -60,7 +64,20 @@ impl RuleMetrics {
             wait_abandoned: c("wait_abandoned"),
             released: c("released"),
             store_failures: c("store_failures"),
+            wait_displaced: c("wait_displaced"),
             wait_ms: setup.histogram(&name("wait_ms")),
+            classes: rule
+                .priorities
+                .iter()
+                .flat_map(|p| p.classes.iter())
+                .map(|class| {
+                    let n = &class.name;
+                    (
+                        c(&format!("class.{n}.admitted")),
+                        c(&format!("class.{n}.rejected")),
+                    )
+                })
+                .collect(),
         }
     }
 
@@ -89,6 +106,17 @@ impl RuleMetrics {
                 self.in_flight.add(-1);
             }
             Event::ReleaseDeferred | Event::StoreFailure => self.store_failures.inc(),
+            Event::WaitDisplaced => self.wait_displaced.inc(),
+            Event::ClassAdmitted(c) => {
+                if let Some((admitted, _)) = self.classes.get(c) {
+                    admitted.inc();
+                }
+            }
+            Event::ClassRejected(c) => {
+                if let Some((_, rejected)) = self.classes.get(c) {
+                    rejected.inc();
+                }
+            }
         }
     }
 }
@@ -168,7 +196,7 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
     let metrics = config
         .rules
         .iter()
-        .map(|r| RuleMetrics::define(setup, &r.name))
+        .map(|r| RuleMetrics::define(setup, r))
         .collect();
     let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
     setup.log_configured(config.rules.len(), &store, &[]);

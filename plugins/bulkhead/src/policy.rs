@@ -23,9 +23,9 @@
 //! own partition on its worker. A waiter still queued after `max_wait` gets the rule's reply with
 //! `x-palisade-bulkhead: expired`.
 
-use crate::config::{Config, FailureMode, PartitionBy, Rule};
+use crate::config::{Config, FailureMode, Level, PartitionBy, Rule};
 use crate::permits::{self, Acquire, ClaimError, Heartbeat, LiveView, Release, WorkerId};
-use palisade_core::key::RequestView;
+use palisade_core::key::{ClientIpSource, RequestView};
 use palisade_core::{LocalReply, SharedStore, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -87,11 +87,14 @@ impl<'a> Lazy<'a> {
     }
 }
 
-/// The partition a request belongs to: its rule and its shared-data key (under the scope).
+/// The partition a request belongs to: its rule and its shared-data key (under the scope), and
+/// its priority class when the rule has priorities.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub rule: usize,
     pub key: String,
+    /// Index into the rule's `priorities.classes`; `None` without priorities.
+    pub class: Option<usize>,
 }
 
 /// The rules, ready to classify requests.
@@ -142,9 +145,16 @@ impl Bulkhead {
                     palisade_core::hash::fnv1a64(v.as_bytes()) % u64::from(rule.max_partitions)
                 }
             };
+            // The class: the configured value's class, else the default one. A header or claim
+            // is read only for a rule with priorities.
+            let class = rule.priorities.as_ref().map(|p| {
+                let value = p.by.extract(req, ClientIpSource::SOURCE_ADDRESS);
+                p.class_of(value.as_deref())
+            });
             return Some(Target {
                 rule: index,
                 key: format!("p/{}/{}/{}", rule.name, rule.max_partitions, slot),
+                class,
             });
         }
         None
@@ -174,6 +184,15 @@ pub enum Event {
     ReleaseDeferred,
     /// Shared data could not be used; the failure mode decided.
     StoreFailure,
+    /// A waiter was answered `displaced`: its worker's queue was full and a request of a higher
+    /// class took its place.
+    WaitDisplaced,
+    /// Per-class breakdown (rules with priorities): a request of this class took a permit, at
+    /// its headers or after waiting (counted besides `Admitted` / `WaitAdmitted`).
+    ClassAdmitted(usize),
+    /// Per-class breakdown: a request of this class was shed — answered `full`, `expired` or
+    /// `displaced` (counted besides `Rejected`, `WaitExpired`, `WaitDisplaced`).
+    ClassRejected(usize),
 }
 
 /// Something about the worker itself (not a rule), for logs and a metric.
@@ -231,6 +250,8 @@ struct Waiter {
     context: u32,
     key: String,
     since: Timestamp,
+    class: Option<usize>,
+    level: Level,
 }
 
 /// One worker VM's bulkhead state (see the module docs).
@@ -364,6 +385,12 @@ impl Worker {
     }
 
     /// A request's headers arrived: admit it, make it wait, or reject it.
+    ///
+    /// With priorities, the request's class decides its threshold: it takes a permit only while
+    /// fewer than the class's `limit` are in flight in its partition (every class, every
+    /// worker: one compare-and-swap, as without priorities). It waits behind waiters of its
+    /// partition of the same or a higher class, overtakes lower ones, and may displace the
+    /// lowest, newest waiter of a full queue if that one's class is lower.
     pub fn on_request(
         &mut self,
         context: u32,
@@ -379,21 +406,24 @@ impl Worker {
         let Some(rule) = self.bulkhead.config.rules.get(target.rule) else {
             return (Admission::Continue, report);
         };
-        let rule = rule.clone();
+        let level = rule.level(target.class);
+        let shadow = rule.shadow;
+        let can_wait = rule.max_wait.is_some() && !shadow;
+        let max_waiting = rule.max_waiting as usize;
         self.ensure_slot(store, &now, &mut report);
         let Some(me) = self.me else {
             let admission = self.failure(target.rule, &mut report);
             return (admission, report);
         };
-        let can_wait = rule.max_wait.is_some() && !rule.shadow;
-        let queue_len = self.queues.get(target.rule).map_or(0, VecDeque::len);
+        let queue = self.queues.get(target.rule);
         let someone_waits = can_wait
-            && self
-                .queues
-                .get(target.rule)
-                .is_some_and(|q| q.iter().any(|w| w.key == target.key));
+            && queue.is_some_and(|q| {
+                q.iter()
+                    .any(|w| w.key == target.key && w.level.rank >= level.rank)
+            });
         let outcome = if someone_waits {
-            // FIFO within the worker: do not overtake a waiter of the same partition.
+            // FIFO within the worker and class: do not overtake a waiter of the same partition
+            // and the same or a higher class.
             None
         } else {
             match permits::try_acquire(
@@ -401,7 +431,7 @@ impl Worker {
                 &target.key,
                 me,
                 &self.view,
-                rule.max_concurrent,
+                level.limit,
                 ACQUIRE_ATTEMPTS,
             ) {
                 Ok(done) => Some(done.output),
@@ -413,6 +443,10 @@ impl Worker {
         };
         let admission = match outcome {
             Some(Acquire::Granted { .. }) => {
+                report.events.push((target.rule, Event::Admitted));
+                if let Some(c) = target.class {
+                    report.events.push((target.rule, Event::ClassAdmitted(c)));
+                }
                 self.held.insert(
                     context,
                     Permit {
@@ -421,30 +455,77 @@ impl Worker {
                         holder: me,
                     },
                 );
-                report.events.push((target.rule, Event::Admitted));
                 Admission::Continue
             }
             Some(Acquire::Full { .. }) | None => {
-                if rule.shadow {
+                if shadow {
                     report.events.push((target.rule, Event::ShadowRejected));
                     Admission::ContinueShadow(target.rule)
-                } else if can_wait && queue_len < rule.max_waiting as usize {
+                } else if can_wait && self.make_room(target.rule, level, max_waiting, &mut report) {
+                    let waiter = Waiter {
+                        context,
+                        key: target.key,
+                        since: now.get(),
+                        class: target.class,
+                        level,
+                    };
                     if let Some(q) = self.queues.get_mut(target.rule) {
-                        q.push_back(Waiter {
-                            context,
-                            key: target.key,
-                            since: now.get(),
-                        });
+                        // Behind every waiter of the same or a higher class, ahead of lower ones.
+                        let at = q
+                            .iter()
+                            .position(|w| w.level.rank < level.rank)
+                            .unwrap_or(q.len());
+                        q.insert(at, waiter);
                     }
                     report.events.push((target.rule, Event::Queued));
                     Admission::Wait
                 } else {
                     report.events.push((target.rule, Event::Rejected));
-                    Admission::Reject(Self::reply(&rule, "full"))
+                    if let Some(c) = target.class {
+                        report.events.push((target.rule, Event::ClassRejected(c)));
+                    }
+                    match self.bulkhead.config.rules.get(target.rule) {
+                        Some(rule) => Admission::Reject(Self::reply(rule, "full")),
+                        None => Admission::Continue,
+                    }
                 }
             }
         };
         (admission, report)
+    }
+
+    /// Whether a waiter of `level` fits in `rule`'s queue on this worker: there is room, or the
+    /// last waiter (the lowest class, the newest within it) is of a lower class and is answered
+    /// `displaced` to make room.
+    fn make_room(
+        &mut self,
+        rule_index: usize,
+        level: Level,
+        max_waiting: usize,
+        report: &mut Report,
+    ) -> bool {
+        let Some(queue) = self.queues.get_mut(rule_index) else {
+            return false;
+        };
+        if queue.len() < max_waiting {
+            return true;
+        }
+        if queue.back().is_none_or(|w| w.level.rank >= level.rank) {
+            return false;
+        }
+        let Some(out) = queue.pop_back() else {
+            return false;
+        };
+        report.events.push((rule_index, Event::WaitDisplaced));
+        if let Some(c) = out.class {
+            report.events.push((rule_index, Event::ClassRejected(c)));
+        }
+        if let Some(rule) = self.bulkhead.config.rules.get(rule_index) {
+            report
+                .wakes
+                .push(Wake::Reply(out.context, Self::reply(rule, "displaced")));
+        }
+        true
     }
 
     /// A stream ended, however it ended (response done, reset, client abort, local reply,
@@ -516,12 +597,18 @@ impl Worker {
             return;
         }
         let mut kept = VecDeque::with_capacity(queue.len());
-        let mut full_keys: Vec<String> = Vec::new();
+        // Partitions found full, with the threshold they were full at: a waiter of a threshold
+        // no higher is full too. The queue is in class order, highest first, so a lower class
+        // never takes a permit a higher one of its partition could not.
+        let mut full_keys: Vec<(String, u32)> = Vec::new();
         let mut store_down = false;
         while let Some(w) = queue.pop_front() {
             let waited = now.saturating_since(w.since);
             if waited >= max_wait {
                 report.events.push((rule_index, Event::WaitExpired(waited)));
+                if let Some(c) = w.class {
+                    report.events.push((rule_index, Event::ClassRejected(c)));
+                }
                 report
                     .wakes
                     .push(Wake::Reply(w.context, Self::reply(rule, "expired")));
@@ -531,7 +618,11 @@ impl Worker {
                 kept.push_back(w);
                 continue;
             };
-            if store_down || full_keys.contains(&w.key) {
+            if store_down
+                || full_keys
+                    .iter()
+                    .any(|(k, limit)| *k == w.key && w.level.limit <= *limit)
+            {
                 kept.push_back(w);
                 continue;
             }
@@ -540,7 +631,7 @@ impl Worker {
                 &w.key,
                 me,
                 &self.view,
-                rule.max_concurrent,
+                w.level.limit,
                 ACQUIRE_ATTEMPTS,
             ) {
                 Ok(done) => match done.output {
@@ -548,6 +639,9 @@ impl Worker {
                         report
                             .events
                             .push((rule_index, Event::WaitAdmitted(waited)));
+                        if let Some(c) = w.class {
+                            report.events.push((rule_index, Event::ClassAdmitted(c)));
+                        }
                         report.wakes.push(Wake::Resume(w.context));
                         self.held.insert(
                             w.context,
@@ -559,7 +653,7 @@ impl Worker {
                         );
                     }
                     Acquire::Full { .. } => {
-                        full_keys.push(w.key.clone());
+                        full_keys.push((w.key.clone(), w.level.limit));
                         kept.push_back(w);
                     }
                 },
@@ -626,6 +720,9 @@ impl Worker {
         }
     }
 }
+
+#[cfg(test)]
+mod priority_tests;
 
 #[cfg(test)]
 mod tests {

@@ -336,3 +336,358 @@ fn the_stored_total_counts_entries_of_every_worker() {
     }
     assert_eq!(stored_total(&store, PARTITION).ok(), Some(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Priority classes (issue 20): the admission rule is "a request of class c takes a permit only
+// while fewer than threshold(c) are in flight in its partition" — every class, every worker, one
+// compare-and-swap. Properties below, first on the permit accounting with class thresholds, then
+// on the per-worker state machine with classes, waits and priority queues.
+
+use crate::config::threshold;
+
+#[derive(Debug, Clone)]
+enum ClassOp {
+    /// Worker `w % n` asks for a permit for class `c % classes`.
+    Acquire(usize, usize),
+    /// Worker `w % n` gives back one permit of class `c % classes` (nothing if it holds none).
+    Release(usize, usize),
+    Conflicts(u32),
+}
+
+fn class_op() -> impl Strategy<Value = ClassOp> {
+    prop_oneof![
+        5 => (any::<usize>(), any::<usize>()).prop_map(|(w, c)| ClassOp::Acquire(w, c)),
+        4 => (any::<usize>(), any::<usize>()).prop_map(|(w, c)| ClassOp::Release(w, c)),
+        1 => (0u32..=6).prop_map(ClassOp::Conflicts),
+    ]
+}
+
+/// Shares (hundredths of a percent) of 1 to 4 classes, the last one 100 %.
+fn shares() -> impl Strategy<Value = Vec<u32>> {
+    prop::collection::vec(1u32..=10_000, 0..=3).prop_map(|mut v| {
+        v.push(10_000);
+        v
+    })
+}
+
+/// For every class's threshold T: the permits held by classes whose threshold is at most T
+/// number at most T. (With T = a class's own threshold: a class never holds more than its share;
+/// with the lowest classes together: they can never crowd out the higher ones.)
+fn within_thresholds(held_by_class: &[u64], limits: &[u32]) -> Result<(), TestCaseError> {
+    for &t in limits {
+        let below: u64 = limits
+            .iter()
+            .zip(held_by_class)
+            .filter(|(l, _)| **l <= t)
+            .map(|(_, h)| *h)
+            .sum();
+        prop_assert!(
+            below <= u64::from(t),
+            "{below} permits held by classes of threshold <= {t}: {held_by_class:?} {limits:?}"
+        );
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Acquires and releases of several classes from several workers, interleaved arbitrarily,
+    /// losing CAS races: in flight never exceeds `max_concurrent`; the classes at or below each
+    /// threshold never hold more than it (so each class stays within its share); a request is
+    /// admitted exactly when fewer than its class's threshold are in flight — so a 100 % class
+    /// whenever in flight < `max_concurrent`; and every permit comes back (no leak).
+    #[test]
+    fn class_thresholds_hold_across_workers_and_every_permit_comes_back(
+        max in 1u32..=12,
+        shares in shares(),
+        workers in 1usize..=4,
+        ops in prop::collection::vec(class_op(), 1..200),
+    ) {
+        let limits: Vec<u32> = shares.iter().map(|s| threshold(max, *s)).collect();
+        let classes = limits.len();
+        prop_assert_eq!(limits[classes - 1], max);
+        let store = FakeStore::new();
+        let mut ids: Vec<WorkerId> = Vec::new();
+        for _ in 0..workers {
+            let (id, _) = permits::claim(&store, REGISTRY, 8, at(0), WORKER_TIMEOUT, 8)
+                .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            ids.push(id);
+        }
+        let view = LiveView::default();
+        // held[w][c]: permits of class c worker w holds.
+        let mut held = vec![vec![0u64; classes]; workers];
+        for op in ops {
+            match op {
+                ClassOp::Acquire(w, c) => {
+                    let (w, c) = (w % workers, c % classes);
+                    let before: u64 = held.iter().flatten().sum();
+                    match permits::try_acquire(&store, PARTITION, ids[w], &view, limits[c], ATTEMPTS) {
+                        Ok(done) => {
+                            let granted = matches!(done.output, Acquire::Granted { .. });
+                            prop_assert_eq!(granted, before < u64::from(limits[c]),
+                                "class {} (threshold {}) with {} in flight", c, limits[c], before);
+                            if c == classes - 1 {
+                                // The 100 % class: admitted whenever in flight < max_concurrent.
+                                prop_assert_eq!(granted, before < u64::from(max));
+                            }
+                            if granted {
+                                held[w][c] += 1;
+                            }
+                        }
+                        Err(UpdateError::Exhausted { .. }) => {}
+                        Err(e) => return Err(TestCaseError::fail(format!("{e:?}"))),
+                    }
+                }
+                ClassOp::Release(w, c) => {
+                    let (w, c) = (w % workers, c % classes);
+                    if held[w][c] == 0 {
+                        continue;
+                    }
+                    match permits::release(&store, PARTITION, ids[w], &view, ATTEMPTS) {
+                        Ok(_) => held[w][c] -= 1,
+                        Err(UpdateError::Exhausted { .. }) => {}
+                        Err(e) => return Err(TestCaseError::fail(format!("{e:?}"))),
+                    }
+                }
+                ClassOp::Conflicts(n) => store.inject_conflicts(n),
+            }
+            let total = stored_total(&store, PARTITION)?;
+            prop_assert!(total <= u64::from(max), "{total} in flight, max {max}");
+            prop_assert_eq!(total, held.iter().flatten().sum::<u64>(), "stored total drifted");
+            let by_class: Vec<u64> = (0..classes).map(|c| held.iter().map(|h| h[c]).sum()).collect();
+            within_thresholds(&by_class, &limits)?;
+        }
+        store.inject_conflicts(0);
+        for w in 0..workers {
+            while held[w].iter().sum::<u64>() > 0 {
+                if permits::release(&store, PARTITION, ids[w], &view, ATTEMPTS).is_ok() {
+                    if let Some(h) = held[w].iter_mut().find(|h| **h > 0) {
+                        *h -= 1;
+                    }
+                }
+            }
+        }
+        prop_assert_eq!(stored_total(&store, PARTITION)?, 0);
+    }
+}
+
+#[derive(Debug, Clone)]
+enum PrioOp {
+    /// A request of class `c % 3` arrives on worker `w % n`.
+    Request(usize, usize),
+    End(usize, usize),
+    Tick(usize),
+    Advance(u64),
+    Conflicts(u32),
+}
+
+fn prio_op() -> impl Strategy<Value = PrioOp> {
+    prop_oneof![
+        5 => (any::<usize>(), any::<usize>()).prop_map(|(w, c)| PrioOp::Request(w, c)),
+        4 => (any::<usize>(), any::<usize>()).prop_map(|(w, s)| PrioOp::End(w, s)),
+        2 => any::<usize>().prop_map(PrioOp::Tick),
+        1 => (0u64..=40).prop_map(PrioOp::Advance),
+        1 => prop_oneof![0u32..=6, 0u32..=40].prop_map(PrioOp::Conflicts),
+    ]
+}
+
+const CLASS_NAMES: [&str; 3] = ["low", "normal", "critical"];
+
+struct PrioSim {
+    sim: Sim,
+    /// Per worker, per context: the class of the stream.
+    class: Vec<std::collections::HashMap<u32, usize>>,
+    limits: [u32; 3],
+    ranks: [u32; 3],
+}
+
+impl PrioSim {
+    fn waiting_classes(&self, w: usize) -> Vec<usize> {
+        self.sim.streams[w]
+            .iter()
+            .filter(|(_, s)| *s == Stream::Waiting)
+            .filter_map(|(c, _)| self.class[w].get(c).copied())
+            .collect()
+    }
+
+    /// Apply a callback's wakes on worker `w`, then check per-worker priority order: a waiter
+    /// still queued while one of a lower class was admitted in the same callback must have found
+    /// its partition at or above its own threshold *before* those lower admissions (the queue is
+    /// served highest class first: it could not have been admitted instead).
+    fn wake(&mut self, w: usize, wakes: &[Wake], store: &FakeStore) -> Result<(), TestCaseError> {
+        self.sim.wake(w, wakes)?;
+        let admitted: Vec<u32> = wakes
+            .iter()
+            .filter_map(|wk| match wk {
+                Wake::Resume(c) => self.class[w].get(c).map(|k| self.ranks[*k]),
+                Wake::Reply(..) => None,
+            })
+            .collect();
+        if admitted.is_empty() {
+            return Ok(());
+        }
+        let total = stored_total(store, PARTITION)?;
+        for k in self.waiting_classes(w) {
+            let lower = admitted.iter().filter(|r| **r < self.ranks[k]).count() as u64;
+            if lower > 0 {
+                prop_assert!(
+                    total - lower >= u64::from(self.limits[k]),
+                    "a {} waiter was passed over by {} lower ones with {} in flight before them",
+                    CLASS_NAMES[k],
+                    lower,
+                    total - lower
+                );
+            }
+        }
+        Ok(())
+    }
+
+    fn check(&self, store: &FakeStore, max: u32) -> Result<(), TestCaseError> {
+        self.sim.check(store, max)?;
+        let mut by_class = [0u64; 3];
+        for (w, streams) in self.sim.streams.iter().enumerate() {
+            for (c, s) in streams {
+                if *s == Stream::Holding {
+                    if let Some(k) = self.class[w].get(c) {
+                        by_class[*k] += 1;
+                    }
+                }
+            }
+        }
+        within_thresholds(&by_class, &self.limits)
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Workers admitting, queueing (in class order) and ending streams of three classes on one
+    /// store that loses CAS races: in flight never exceeds `max_concurrent`, the classes stay
+    /// within their thresholds, a critical request is admitted whenever fewer than
+    /// `max_concurrent` are in flight (unless a critical waiter of its worker is ahead of it, or
+    /// shared data failed), a lower class is never admitted on a worker ahead of a higher waiter
+    /// that could have been, and everything drains to zero.
+    #[test]
+    fn priority_workers_stay_within_thresholds_serve_higher_classes_first_and_drain(
+        max in 1u32..=8,
+        low in 1u32..=100,
+        normal in 1u32..=100,
+        wait in prop::option::of((1u64..=60, 1u32..=4)),
+        workers in 1usize..=3,
+        ops in prop::collection::vec(prio_op(), 1..150),
+    ) {
+        let (low, normal) = (low.min(normal), low.max(normal));
+        let waits = wait.map_or(String::new(), |(ms, n)| {
+            format!(r#","max_wait":"{ms}ms","max_waiting":{n}"#)
+        });
+        let json = format!(
+            r#"{{"worker_timeout":"1h","rules":[{{"name":"b","max_concurrent":{max}{waits},
+              "priorities":{{"by":{{"header":"x-priority"}},"classes":[
+                {{"name":"low","share":{low},"values":["low"]}},
+                {{"name":"normal","share":{normal},"values":["normal"]}},
+                {{"name":"critical","share":100,"values":["critical"]}}]}}}}]}}"#
+        );
+        let config = Config::parse(json.as_bytes())
+            .map_err(|e| TestCaseError::fail(format!("{e}")))?;
+        let limits = [threshold(max, low * 100), threshold(max, normal * 100), max];
+        let ranks = [low * 100, normal * 100, 10_000];
+        let bulkhead = Bulkhead::new(config);
+        let targets: Vec<Option<Target>> = CLASS_NAMES
+            .iter()
+            .map(|c| bulkhead.classify(&FakeRequest::new("GET", "/").header("x-priority", c), &mut || None))
+            .collect();
+        for (k, t) in targets.iter().enumerate() {
+            prop_assert_eq!(t.as_ref().and_then(|t| t.class), Some(k));
+        }
+        let store = FakeStore::new();
+        let mut p = PrioSim {
+            sim: Sim {
+                workers: (0..workers).map(|_| Worker::new(bulkhead.clone())).collect(),
+                streams: vec![Vec::new(); workers],
+            },
+            class: vec![Default::default(); workers],
+            limits,
+            ranks,
+        };
+        let mut now = 0u64;
+        let mut next_context = 1u32;
+        for op in ops {
+            match op {
+                PrioOp::Request(w, k) => {
+                    let (w, k) = (w % workers, k % 3);
+                    let context = next_context;
+                    next_context += 1;
+                    let before = stored_total(&store, PARTITION)?;
+                    let critical_ahead = p.waiting_classes(w).contains(&2);
+                    p.class[w].insert(context, k);
+                    let (admission, report) =
+                        p.sim.workers[w].on_request(context, targets[k].clone(), &store, at(now));
+                    let admitted = report.events.iter().any(|(_, e)| *e == Event::Admitted);
+                    let failed = report.events.iter().any(|(_, e)| *e == Event::StoreFailure);
+                    if k == 2 && before < u64::from(max) && !critical_ahead {
+                        prop_assert!(admitted || failed,
+                            "critical not admitted with {} in flight of {}: {:?}", before, max, admission);
+                    }
+                    if admitted {
+                        prop_assert!(before < u64::from(limits[k]), "admitted above its threshold");
+                    }
+                    let state = match admission {
+                        Admission::Continue if admitted => Stream::Holding,
+                        Admission::Wait => Stream::Waiting,
+                        _ => Stream::Done,
+                    };
+                    p.sim.streams[w].push((context, state));
+                    // Displaced waiters are answered from this callback.
+                    p.wake(w, &report.wakes, &store)?;
+                }
+                PrioOp::End(w, s) => {
+                    let w = w % workers;
+                    if p.sim.streams[w].is_empty() {
+                        continue;
+                    }
+                    let i = s % p.sim.streams[w].len();
+                    let context = p.sim.streams[w][i].0;
+                    p.sim.streams[w][i].1 = Stream::Done;
+                    let report = p.sim.workers[w].on_stream_end(context, &store, at(now));
+                    p.wake(w, &report.wakes, &store)?;
+                }
+                PrioOp::Tick(w) => {
+                    let w = w % workers;
+                    let report = p.sim.workers[w].on_tick(&store, at(now));
+                    p.wake(w, &report.wakes, &store)?;
+                }
+                PrioOp::Advance(ms) => now += ms,
+                PrioOp::Conflicts(n) => store.inject_conflicts(n),
+            }
+            p.check(&store, max)?;
+        }
+        store.inject_conflicts(0);
+        for _ in 0..4 {
+            for w in 0..workers {
+                let contexts: Vec<u32> = p.sim.streams[w].iter().map(|(c, _)| *c).collect();
+                for context in contexts {
+                    if let Some(s) = p.sim.streams[w].iter_mut().find(|(c, _)| *c == context) {
+                        if s.1 == Stream::Done {
+                            continue;
+                        }
+                        s.1 = Stream::Done;
+                    }
+                    for _ in 0..2 {
+                        let report = p.sim.workers[w].on_stream_end(context, &store, at(now));
+                        p.sim.wake(w, &report.wakes)?;
+                    }
+                }
+                let report = p.sim.workers[w].on_tick(&store, at(now));
+                p.sim.wake(w, &report.wakes)?;
+                p.check(&store, max)?;
+            }
+        }
+        for (w, worker) in p.sim.workers.iter().enumerate() {
+            prop_assert_eq!(worker.held(), 0, "worker {} still holds permits", w);
+            prop_assert_eq!(worker.pending_releases(), 0, "worker {} has releases pending", w);
+            prop_assert_eq!(worker.waiting(), 0, "worker {} has waiters", w);
+        }
+        prop_assert_eq!(stored_total(&store, PARTITION)?, 0);
+    }
+}
