@@ -316,3 +316,6 @@ impl StreamPolicy for Stream {
         self.shared.end(self.context_id, cx);
     }
 }
+
+#[cfg(test)]
+mod tests;
