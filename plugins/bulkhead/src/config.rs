@@ -7,7 +7,7 @@ use palisade_core::config::{
     ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
-use palisade_core::key::{validate_header_name, KeyPart, KeyPartWire};
+use palisade_core::key::{url_path, validate_header_name, KeyPart, KeyPartWire, RequestView};
 use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
@@ -147,10 +147,57 @@ pub struct PriorityClass {
     pub limit: u32,
 }
 
+/// What classifies a request: the key parts that make sense for a priority (validated from
+/// core's [`KeyPartWire`], so the spelling is the one of every key in Palisade). `client_ip`,
+/// `query` and `constant` are refused: an address or a query parameter is no priority, and
+/// reading them would add their parsers to every worker's copy of the module.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClassifyBy {
+    /// A request header (lowercase name).
+    Header(String),
+    /// `xds.route_name`.
+    RouteName,
+    /// A claim verified earlier in the chain (see [`RequestView::claim`]).
+    Claim(String),
+    Method,
+    /// The URL path without the query string.
+    Path,
+}
+
+impl ClassifyBy {
+    fn validate(wire: &KeyPartWire, path: &FieldPath) -> Result<Self, ConfigError> {
+        let part = KeyPart::validate(wire, path)?;
+        Ok(match part {
+            KeyPart::Header(h) => ClassifyBy::Header(h),
+            KeyPart::RouteName => ClassifyBy::RouteName,
+            KeyPart::Claim(c) => ClassifyBy::Claim(c),
+            KeyPart::Method => ClassifyBy::Method,
+            KeyPart::Path => ClassifyBy::Path,
+            KeyPart::ClientIp | KeyPart::Query(_) | KeyPart::Constant(_) => {
+                return Err(path.invalid(
+                    format!("{part:?}"),
+                    "classify by a header, `route_name`, a claim, `method` or `path`",
+                ))
+            }
+        })
+    }
+
+    /// The request's value, if it has one.
+    pub fn extract(&self, req: &dyn RequestView) -> Option<String> {
+        match self {
+            ClassifyBy::Header(name) => req.header(name),
+            ClassifyBy::RouteName => req.route_name().filter(|r| !r.is_empty()),
+            ClassifyBy::Claim(name) => req.claim(name),
+            ClassifyBy::Method => req.method(),
+            ClassifyBy::Path => req.path().map(|p| url_path(&p).to_owned()),
+        }
+    }
+}
+
 /// A rule's priority classes and how requests are classified.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Priorities {
-    pub by: KeyPart,
+    pub by: ClassifyBy,
     /// In config order.
     pub classes: Vec<PriorityClass>,
     /// Value of `by` → class index, sorted by value (binary search).
@@ -416,16 +463,18 @@ fn validate_rule(
 
 /// A share in percent, `(0, 100]`, at most two decimals, as hundredths of a percent.
 fn validate_share(share: f64, path: &FieldPath) -> Result<u32, ConfigError> {
+    // The value is echoed as the operator wrote it only approximately (no float formatting in
+    // the module): the reason says what is allowed.
     if !share.is_finite() || share <= 0.0 || share > 100.0 {
         return Err(path.invalid(
-            share,
+            "out of range",
             "a share is a percentage of max_concurrent: more than 0, at most 100",
         ));
     }
     let scaled = share * 100.0;
     let rounded = scaled.round();
     if (scaled - rounded).abs() > 1e-6 || rounded < 1.0 {
-        return Err(path.invalid(share, "at most two decimals (0.01 % steps)"));
+        return Err(path.invalid("too precise", "at most two decimals (0.01 % steps)"));
     }
     // 1 to 10,000: checked above.
     Ok(rounded as u32)
@@ -436,7 +485,7 @@ fn validate_priorities(
     path: &FieldPath,
     max_concurrent: u32,
 ) -> Result<Priorities, ConfigError> {
-    let by = KeyPart::validate(&wire.by, &path.field("by"))?;
+    let by = ClassifyBy::validate(&wire.by, &path.field("by"))?;
     let classes_path = path.field("classes");
     palisade_core::config::list_len(
         wire.classes.len(),
@@ -689,7 +738,7 @@ mod tests {
     fn priority_classes_get_thresholds_of_their_share_and_values_map_to_them() {
         let c = Config::parse(PRIORITIES.as_bytes()).unwrap();
         let p = c.rules[0].priorities.as_ref().unwrap();
-        assert_eq!(p.by, KeyPart::Header("x-priority".into()));
+        assert_eq!(p.by, ClassifyBy::Header("x-priority".into()));
         let limits: Vec<(&str, u32, u32)> = p
             .classes
             .iter()
@@ -824,6 +873,18 @@ mod tests {
             ),
             (
                 r#"{"by": "tier", "classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities.by",
+            ),
+            (
+                r#"{"by": "client_ip", "classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities.by",
+            ),
+            (
+                r#"{"by": {"query": "p"}, "classes": [{"name": "x", "share": 100}]}"#,
+                "rules[0].priorities.by",
+            ),
+            (
+                r#"{"by": {"constant": "x"}, "classes": [{"name": "x", "share": 100}]}"#,
                 "rules[0].priorities.by",
             ),
             (

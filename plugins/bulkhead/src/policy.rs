@@ -25,7 +25,7 @@
 
 use crate::config::{Config, FailureMode, Level, PartitionBy, Rule};
 use crate::permits::{self, Acquire, ClaimError, Heartbeat, LiveView, Release, WorkerId};
-use palisade_core::key::{ClientIpSource, RequestView};
+use palisade_core::key::RequestView;
 use palisade_core::{LocalReply, SharedStore, Timestamp};
 use std::collections::{HashMap, VecDeque};
 use std::time::Duration;
@@ -148,7 +148,7 @@ impl Bulkhead {
             // The class: the configured value's class, else the default one. A header or claim
             // is read only for a rule with priorities.
             let class = rule.priorities.as_ref().map(|p| {
-                let value = p.by.extract(req, ClientIpSource::SOURCE_ADDRESS);
+                let value = p.by.extract(req);
                 p.class_of(value.as_deref())
             });
             return Some(Target {
