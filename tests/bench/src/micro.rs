@@ -283,29 +283,41 @@ fn circuit_breaker() -> Vec<MicroBench> {
 
 /// bulkhead: the allowing path of one request under the end-to-end case's config — classify,
 /// take a permit (one CAS), and give it back at the end of the stream (one CAS) — on the fake
-/// store. The worker claims its slot once, before the loop.
+/// store. The worker claims its slot once, before the loop. The second benchmark is the same rule
+/// with three priority classes chosen by a request header (issue 20: it must cost no more than
+/// the first + 5 %).
 fn bulkhead() -> Vec<MicroBench> {
     let Some(config) = crate::cases::PLUGIN_CASES
         .iter()
         .find(|c| c.name == "bulkhead")
         .and_then(|case| (case.config)(&FIXTURES))
-        .and_then(|c| bulkhead::config::Config::parse(c.to_string().as_bytes()).ok())
     else {
         return Vec::new();
     };
-    let mut worker = bulkhead::policy::Worker::new(bulkhead::policy::Bulkhead::new(config));
-    let store = FakeStore::new();
-    let req = bench_request();
-    let now = Timestamp::from_secs(1_700_000_000);
-    let target = worker
-        .bulkhead()
-        .classify(&req, &mut || Some("bench".into()));
-    let _ = worker.on_request(0, target.clone(), &store, now);
-    let _ = worker.on_stream_end(0, &store, now);
-    vec![bench(
-        "bulkhead",
-        "classify + on_request (admitted) + on_stream_end (released), FakeStore",
-        move |n| {
+    let prioritised = bulkhead_with_priorities(&config);
+    [
+        (
+            "classify + on_request (admitted) + on_stream_end (released), FakeStore",
+            config,
+        ),
+        (
+            "the same with 3 priority classes by a header (x-priority: normal), FakeStore",
+            prioritised,
+        ),
+    ]
+    .into_iter()
+    .filter_map(|(name, config)| {
+        let config = bulkhead::config::Config::parse(config.to_string().as_bytes()).ok()?;
+        let mut worker = bulkhead::policy::Worker::new(bulkhead::policy::Bulkhead::new(config));
+        let store = FakeStore::new();
+        let req = bulkhead_request();
+        let now = Timestamp::from_secs(1_700_000_000);
+        let target = worker
+            .bulkhead()
+            .classify(&req, &mut || Some("bench".into()));
+        let _ = worker.on_request(0, target.clone(), &store, now);
+        let _ = worker.on_stream_end(0, &store, now);
+        Some(bench("bulkhead", name, move |n| {
             for i in 0..n {
                 let context = (i % 1000) as u32 + 1;
                 let target = worker
@@ -314,8 +326,28 @@ fn bulkhead() -> Vec<MicroBench> {
                 black_box(worker.on_request(context, target, &store, now));
                 black_box(worker.on_stream_end(context, &store, now));
             }
-        },
-    )]
+        }))
+    })
+    .collect()
+}
+
+/// The bench request with the header the priority benchmark classifies by (both bulkhead
+/// benchmarks use it, so they differ only in the config).
+fn bulkhead_request() -> FakeRequest {
+    bench_request().header("x-priority", "normal")
+}
+
+/// The bulkhead case's rules with three priority classes by the `x-priority` header.
+fn bulkhead_with_priorities(config: &serde_json::Value) -> serde_json::Value {
+    let mut config = config.clone();
+    for rule in config["rules"].as_array_mut().into_iter().flatten() {
+        rule["priorities"] = serde_json::json!({"by": {"header": "x-priority"}, "classes": [
+            {"name": "low", "share": 60, "values": ["low", "batch"]},
+            {"name": "normal", "share": 90, "values": ["normal"]},
+            {"name": "critical", "share": 100, "values": ["critical"]}],
+            "default": "normal"});
+    }
+    config
 }
 
 /// Well before the bench token's `exp` (2100).
@@ -478,7 +510,7 @@ mod tests {
         let groups: Vec<&str> = all().iter().map(|b| b.group).collect();
         for (group, n) in [
             ("circuit_breaker", 1),
-            ("bulkhead", 1),
+            ("bulkhead", 2),
             ("jwt_auth", 3),
             ("transform", 1),
         ] {
@@ -529,12 +561,41 @@ mod tests {
         .unwrap();
         let config = bulkhead::config::Config::parse(config.to_string().as_bytes()).unwrap();
         let mut worker = bulkhead::policy::Worker::new(bulkhead::policy::Bulkhead::new(config));
-        let target = worker.bulkhead().classify(&bench_request(), &mut || None);
+        let target = worker
+            .bulkhead()
+            .classify(&bulkhead_request(), &mut || None);
         assert!(target.is_some());
         let (admission, report) = worker.on_request(1, target, &store, now);
         assert_eq!(admission, bulkhead::policy::Admission::Continue);
         assert_eq!(report.events, vec![(0, bulkhead::policy::Event::Admitted)]);
         assert_eq!(worker.held(), 1);
+        worker.on_stream_end(1, &store, now);
+        assert_eq!(worker.held(), 0);
+        // With priorities: classified into `normal` by the header, admitted.
+        let config = (crate::cases::PLUGIN_CASES
+            .iter()
+            .find(|c| c.name == "bulkhead")
+            .unwrap()
+            .config)(&FIXTURES)
+        .unwrap();
+        let config = bulkhead::config::Config::parse(
+            bulkhead_with_priorities(&config).to_string().as_bytes(),
+        )
+        .unwrap();
+        let mut worker = bulkhead::policy::Worker::new(bulkhead::policy::Bulkhead::new(config));
+        let target = worker
+            .bulkhead()
+            .classify(&bulkhead_request(), &mut || None);
+        assert_eq!(target.as_ref().and_then(|t| t.class), Some(1));
+        let (admission, report) = worker.on_request(1, target, &store, now);
+        assert_eq!(admission, bulkhead::policy::Admission::Continue);
+        assert_eq!(
+            report.events,
+            vec![
+                (0, bulkhead::policy::Event::Admitted),
+                (0, bulkhead::policy::Event::ClassAdmitted(1))
+            ]
+        );
         worker.on_stream_end(1, &store, now);
         assert_eq!(worker.held(), 0);
 
