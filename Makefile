@@ -45,7 +45,22 @@ UPSTREAM_BIN := target/release/palisade-upstream
 # runs the official image instead).
 PALISADE_ENVOY_IMAGE ?= palisade/envoy:$(ENVOY_VERSION)
 
-.PHONY: bench-opt-levels setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke istio-tools istio-pin push-wasm serve-wasm
+# The global rate limit tests' engine (tests/rls, `palisade-rls`: Envoy's RLS v3 over Kuadrant's
+# limitador with Redis storage; limitador vendored with a fix so it builds without RocksDB,
+# tests/rls/vendor/limitador/PALISADE.md). Built only by `make rls-engine`, with its own target dir
+# in a cache outside the clone: every clone of the machine shares it, a warm build takes seconds.
+# `make unit` and `make lint` leave it out of their `--workspace` runs (the harness uses only its
+# library, the RLS messages and client, which build without limitador); `make rls-engine` lints
+# and tests it in its cached target dir. PALISADE_RLS_BIN tells the harness where the binary is.
+PALISADE_CACHE ?= $(HOME)/.cache/palisade
+RLS_TARGET_DIR := $(PALISADE_CACHE)/target-rls
+PALISADE_RLS_BIN ?= $(RLS_TARGET_DIR)/rls-engine/palisade-rls
+export PALISADE_RLS_BIN
+# Debian packages of the engine: the Redis the harness starts, and OpenSSL for the TLS support
+# limitador builds into its redis client (openssl-sys).
+RLS_DEBIAN := redis-server libssl-dev pkg-config
+
+.PHONY: bench-opt-levels setup wasm-target wasm-opt-tool envoy build test lint unit schema check-configs observability promtool e2e e2e-oldest e2e-docker images upstream compose-tool validate demo demo-compose demo-compose-down bench token clean help fuzz fuzz-smoke istio-tools istio-pin push-wasm serve-wasm rls-tools rls-engine
 
 help:
 	@echo "make build   - compile every module to dist/<name>.wasm (release, $(WASM_TARGET))"
@@ -57,6 +72,7 @@ help:
 	@echo "make istio-pin - pin deploy/istio/*.yaml to the digests of the Wasm images just built (docs/istio.md)"
 	@echo "make push-wasm WASM_REGISTRY=host/path - push the Wasm images, digests unchanged (skopeo)"
 	@echo "make serve-wasm - serve dist/*.wasm and SHA256SUMS over plain HTTP on 127.0.0.1:$(WASM_HTTP_PORT)"
+	@echo "make rls-engine - build, lint and test the global rate limit tests' engine (limitador + Redis) in $(RLS_TARGET_DIR)"
 	@echo "make bench   - benchmarks (see BENCHMARKS.md)"
 	@echo "make token   - print a valid demo JWT for envoy/jwt_auth.yaml and the demo"
 	@echo "make schema  - regenerate schema/<module>.schema.json from the wire types (a test fails when they are stale)"
@@ -102,15 +118,15 @@ build: wasm-target wasm-opt-tool
 
 lint: wasm-target
 	$(CARGO) fmt --all -- --check
-	$(CARGO) clippy --workspace --all-targets -- -D warnings
+	$(CARGO) clippy --workspace --exclude palisade-rls --all-targets -- -D warnings
 	$(CARGO) clippy --target $(WASM_TARGET) $(foreach p,$(WASM_PKGS),-p $(p)) -- -D warnings
 
 unit:
-	$(CARGO) test --workspace
+	$(CARGO) test --workspace --exclude palisade-rls
 
 # End-to-end tests boot real Envoy; they are #[ignore]d in plain `cargo test` (which has no Envoy
 # or dist/) and run here. They include `envoy --mode validate` of every envoy/*.yaml.
-e2e: setup build
+e2e: setup build rls-engine
 	$(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS) --skip docker_only::
 
 # The same suite against the oldest supported Envoy (installed alongside, in its own venv).
@@ -160,9 +176,15 @@ check-configs:
 	$(CARGO) run -q -p palisade-check -- $(CHECK_FILES)
 
 # Container images, built locally from what `make build` and `make setup` made; pulls nothing.
-images: setup build upstream
+# RLS_IMAGES=1 adds palisade/rls:$(VERSION) and palisade/redis:$(VERSION) (the global rate limit
+# engine of `make rls-engine`, and Debian's redis-server), for machines with no registry; elsewhere
+# PALISADE_REDIS_IMAGE (default the official redis:7) is what the compose demo runs.
+RLS_IMAGES ?=
+PALISADE_REDIS_IMAGE ?= redis:7
+images: setup build upstream $(if $(RLS_IMAGES),rls-engine)
 	ENVOY_BIN="$(ENVOY_BIN)" ENVOY_VERSION="$(ENVOY_VERSION)" VERSION="$(VERSION)" CARGO="$(CARGO)" \
-	  WASM_MODULES="$(WASM_IMAGE_MODULES)" UPSTREAM_BIN="$(UPSTREAM_BIN)" ./scripts/images.sh
+	  WASM_MODULES="$(WASM_IMAGE_MODULES)" UPSTREAM_BIN="$(UPSTREAM_BIN)" \
+	  RLS_BIN="$(if $(RLS_IMAGES),$(PALISADE_RLS_BIN))" ./scripts/images.sh
 
 # wasm-opt: Debian's binaryen is installed when missing (as root, with apt-get).
 wasm-opt-tool:
@@ -240,10 +262,33 @@ serve-wasm: build
 # Docker tier: the whole end-to-end suite with Envoy in palisade/envoy containers
 # (PALISADE_RUNNER=docker), the image checks and the compose demo test (tests/harness/tests/docker.rs);
 # afterwards no container, network or volume of ours may be left.
-e2e-docker: images compose-tool istio-tools
+e2e-docker: images compose-tool istio-tools rls-engine
 	PALISADE_ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" PALISADE_UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" \
 	  PALISADE_IMAGE_VERSION="$(VERSION)" PALISADE_WASM_IMAGES="$(WASM_IMAGE_MODULES)" \
 	  ./scripts/docker-tier.sh $(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)
+
+# The RLS engine (see PALISADE_CACHE above): redis-server from Debian when missing (as root, with
+# apt-get), then build, clippy and unit tests in the cached target dir, one profile for all three
+# (`rls-engine`: release optimisation without fat LTO), so the three share their dependencies.
+rls-tools:
+	@missing=""; for p in $(RLS_DEBIAN); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'install ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    echo "installing Debian's$$missing"; \
+	    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null \
+	      || { apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends $$missing >/dev/null; }; \
+	  else \
+	    echo "error: missing Debian packages$$missing" >&2; exit 1; \
+	  fi; \
+	fi
+
+RLS_CARGO := CARGO_TARGET_DIR="$(RLS_TARGET_DIR)" $(CARGO)
+RLS_ARGS := --profile rls-engine -p palisade-rls --features engine
+rls-engine: rls-tools
+	$(RLS_CARGO) build $(RLS_ARGS)
+	$(RLS_CARGO) clippy $(RLS_ARGS) --all-targets -- -D warnings
+	$(RLS_CARGO) test $(RLS_ARGS)
+	@ls -l "$(RLS_TARGET_DIR)/rls-engine/palisade-rls"
 
 # Benchmarks (see BENCHMARKS.md): Envoy CPU per request of every case against no filter, the probe
 # floor and Envoy's native filters; module sizes, startup, memory, micro-benchmarks. Flags go in

@@ -5,6 +5,10 @@
 #   palisade/upstream:<VERSION>         the echo upstream (tests/upstream), the same way
 #   palisade/<module>-wasm:<VERSION>    one per module: one layer holding /plugin.wasm (Istio's image
 #                                       shape), built reproducibly by `palisade-istio image`
+#   palisade/rls:<VERSION>              only with RLS_BIN (`make images RLS_IMAGES=1`): the global rate
+#                                       limit tests' engine (tests/rls), staged like the upstream
+#   palisade/redis:<VERSION>            with it: Debian's redis-server and its libraries (elsewhere the
+#                                       official redis:7 image serves)
 #
 # The Envoy and upstream images' build contexts are staged under target/images/<image>/ and hashed;
 # an image whose label `io.palisade.context-digest` already equals that hash is not rebuilt. A Wasm
@@ -12,7 +16,7 @@
 # takes a few seconds. Prints what it built (or kept) with sizes.
 #
 # Environment (the Makefile sets all of it): ENVOY_BIN, ENVOY_VERSION, VERSION, CARGO, WASM_MODULES,
-# UPSTREAM_BIN.
+# UPSTREAM_BIN; optionally RLS_BIN (the engine binary) and REDIS_SERVER (default: redis-server on PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 : "${ENVOY_BIN:?}" "${ENVOY_VERSION:?}" "${VERSION:?}" "${WASM_MODULES:?}" "${UPSTREAM_BIN:?}"
@@ -96,6 +100,31 @@ rm -rf "$ctx" && mkdir -p "$ctx/rootfs/etc"
 stage_binary "$UPSTREAM_BIN" "$ctx/rootfs" /usr/local/bin/palisade-upstream
 printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
 build "palisade/upstream:$VERSION" "$ctx" deploy/docker/upstream.Dockerfile
+
+# --- palisade/rls and palisade/redis (opt-in: RLS_BIN) -------------------------------------------
+if [ -n "${RLS_BIN:-}" ]; then
+  [ -x "$RLS_BIN" ] || { echo "images: $RLS_BIN is missing: run \`make rls-engine\`" >&2; exit 1; }
+  ctx=$stage_root/rls-$VERSION
+  rm -rf "$ctx" && mkdir -p "$ctx/rootfs/etc/palisade"
+  stage_binary "$RLS_BIN" "$ctx/rootfs" /usr/local/bin/palisade-rls
+  printf 'root:x:0:0:root:/:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
+  build "palisade/rls:$VERSION" "$ctx" deploy/docker/rls.Dockerfile
+
+  redis_server=$(command -v "${REDIS_SERVER:-redis-server}") ||
+    { echo "images: redis-server not found (Debian: apt-get install redis-server; make rls-engine does)" >&2; exit 1; }
+  ctx=$stage_root/redis-$VERSION
+  rm -rf "$ctx" && mkdir -p "$ctx/rootfs/tmp"
+  chmod 1777 "$ctx/rootfs/tmp"
+  stage_binary "$(readlink -f "$redis_server")" "$ctx/rootfs" /usr/bin/redis-server
+  printf 'root:x:0:0:root:/:/sbin/nologin\nredis:x:999:999:redis:/:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
+  printf 'root:x:0:\nredis:x:999:\n' >"$ctx/rootfs/etc/group"
+  build "palisade/redis:$VERSION" "$ctx" deploy/docker/redis.Dockerfile
+  # Both must start in their image: the engine answers --help, Redis --version.
+  docker run --rm --network none --label io.palisade=1 "palisade/rls:$VERSION" --help >/dev/null ||
+    { echo "images: palisade/rls:$VERSION does not run" >&2; exit 1; }
+  docker run --rm --network none --label io.palisade=1 "palisade/redis:$VERSION" --version >/dev/null ||
+    { echo "images: palisade/redis:$VERSION does not run" >&2; exit 1; }
+fi
 
 # --- palisade/<module>-wasm ----------------------------------------------------------------------
 # Not `docker build`: that stamps the build time into the image, so every build would get a new

@@ -15,6 +15,7 @@ pub mod client;
 pub mod demo;
 pub mod envoy;
 pub mod istio;
+pub mod rls;
 pub mod rls_fake;
 
 pub use bootstrap::{free_port, render_example, Bootstrap, FailurePolicy, Filter, LdsFile, Route};
