@@ -113,7 +113,7 @@ if [ -n "${RLS_BIN:-}" ]; then
   redis_server=$(command -v "${REDIS_SERVER:-redis-server}") ||
     { echo "images: redis-server not found (Debian: apt-get install redis-server; make rls-engine does)" >&2; exit 1; }
   ctx=$stage_root/redis-$VERSION
-  rm -rf "$ctx" && mkdir -p "$ctx/rootfs/tmp"
+  rm -rf "$ctx" && mkdir -p "$ctx/rootfs/tmp" "$ctx/rootfs/etc"
   chmod 1777 "$ctx/rootfs/tmp"
   stage_binary "$(readlink -f "$redis_server")" "$ctx/rootfs" /usr/bin/redis-server
   printf 'root:x:0:0:root:/:/sbin/nologin\nredis:x:999:999:redis:/:/sbin/nologin\n' >"$ctx/rootfs/etc/passwd"
