@@ -132,6 +132,28 @@ pub fn assert_walkthrough(demo: &DemoTarget) {
         assert_eq!(r.header("x-palisade-bulkhead"), Some("expired"));
     }
 
+    // bulkhead priorities: `x-priority: low` may use only 1 of the 2 permits; 3 slow low requests
+    // at once: 1 gets 200, 2 wait in vain and get 503 `expired`. (Once the permits above are back.)
+    let in_flight = "wasmcustom.palisade.bulkhead.backend.in_flight";
+    crate::wait_for(
+        "the bulkhead's permits back",
+        std::time::Duration::from_secs(10),
+        || (demo.stat(in_flight) == 0).then_some(()),
+    );
+    let low = client::parallel(3, 3, |_| {
+        Request::get(&demo.url("/slow"))
+            .header("x-priority", "low")
+            .header("x-upstream-delay-ms", "1500")
+    });
+    assert_eq!(
+        client::status_counts(&low),
+        [(200, 1), (503, 2)].into_iter().collect(),
+        "bulkhead low-priority statuses"
+    );
+    for r in low.iter().flatten().filter(|r| r.status == 503) {
+        assert_eq!(r.header("x-palisade-bulkhead"), Some("expired"));
+    }
+
     // transform: path, headers, query and JSON body rewritten on the way in; the response too.
     let r = send(
         Request::new("POST", &demo.url("/v1/users/42?debug=1"))

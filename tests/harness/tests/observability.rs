@@ -305,9 +305,10 @@ fn the_demo_exposes_labelled_metrics_and_everything_the_dashboard_and_alerts_rea
         has("palisade_jwt_auth_denied", &[("reason", "claims")]),
         1.0
     );
+    // 4 of the 6 slow requests, then 2 of the 3 low-priority ones.
     assert_eq!(
         has("palisade_bulkhead_wait_expired", &[("rule", "backend")]),
-        4.0
+        6.0
     );
     assert_eq!(
         has("palisade_bulkhead_in_flight", &[("rule", "backend")]),
