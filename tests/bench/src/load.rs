@@ -131,7 +131,7 @@ pub struct Measured {
     pub failures: Failures,
 }
 
-type Sender = SendRequest<Empty<Bytes>>;
+pub(crate) type Sender = SendRequest<Empty<Bytes>>;
 
 /// Open `load.connections` connections, send `load.warmup` requests, then measure Envoy's CPU
 /// over `load.requests` more. Connections are closed afterwards.
@@ -179,7 +179,7 @@ fn measured_requests(requested: u64, warmed: u64, warm_wall: Duration) -> u64 {
     requested.min(affordable.max(1_000))
 }
 
-async fn connect(port: u16) -> Result<Sender, String> {
+pub(crate) async fn connect(port: u16) -> Result<Sender, String> {
     let stream = TcpStream::connect(("127.0.0.1", port))
         .await
         .map_err(|e| format!("connect to 127.0.0.1:{port}: {e}"))?;
@@ -264,7 +264,7 @@ async fn drive(
     (Some(sender), done, failures)
 }
 
-async fn send(sender: &mut Sender, template: &RequestTemplate) -> Result<u16, String> {
+pub(crate) async fn send(sender: &mut Sender, template: &RequestTemplate) -> Result<u16, String> {
     sender
         .ready()
         .await

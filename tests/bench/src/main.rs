@@ -38,6 +38,7 @@
 
 mod alloc_count;
 mod cases;
+mod global;
 mod load;
 mod micro;
 
@@ -48,7 +49,7 @@ mod procfs;
 mod startup;
 mod stats;
 
-use cases::{Case, Kind, Setup, FIXTURES};
+use cases::{floor_filter, Case, Kind, Setup, FIXTURES};
 use load::{Load, RequestTemplate};
 use palisade_harness::envoy::LocalBinary;
 use palisade_harness::{repo_root, Bootstrap, Envoy, EnvoyOptions, Filter, Route};
@@ -59,7 +60,7 @@ use tokio::runtime::Runtime;
 
 const USAGE: &str = "\
 usage: palisade-bench [--requests N] [--connections K] [--rounds R] [--warmup W]
-                      [--cases a,b,...] [--seed S] [--quick] [--micro]
+                      [--cases a,b,...] [--seed S] [--quick] [--micro] [--global]
 
   --requests N     measured requests per case per round (default 60000)
   --connections K  keep-alive connections, one request in flight each (default 8)
@@ -71,6 +72,9 @@ usage: palisade-bench [--requests N] [--connections K] [--rounds R] [--warmup W]
                    1 startup sample (figures are indicative only)
   --micro          only the micro-benchmarks (native, no Envoy, no dist/): the table of
                    ns/op and allocations/op
+  --global         only the global rate limiting section: rate_limit's `global` rule against
+                   Envoy's ratelimit filter, one rate limit service (also part of a full run;
+                   `--cases` runs it when the list names `global`)
 
 Prints a markdown report on stdout; progress goes to stderr.";
 
@@ -84,6 +88,7 @@ struct Args {
     seed: u64,
     quick: bool,
     micro_only: bool,
+    global_only: bool,
 }
 
 impl Args {
@@ -97,6 +102,7 @@ impl Args {
             seed: 1,
             quick: false,
             micro_only: false,
+            global_only: false,
         };
         let mut explicit_requests = false;
         let mut explicit_rounds = false;
@@ -125,6 +131,7 @@ impl Args {
                 }
                 "--quick" => a.quick = true,
                 "--micro" => a.micro_only = true,
+                "--global" => a.global_only = true,
                 "-h" | "--help" => return Err(String::new()),
                 other => return Err(format!("unknown argument {other:?}")),
             }
@@ -210,9 +217,30 @@ fn run(args: &Args) -> Result<(), String> {
         if args.quick { " (--quick: indicative only)" } else { "" }
     );
 
+    if args.global_only {
+        eprintln!("global rate limiting…");
+        out.push_str(&global::section(args, &rt, &template, ticks));
+        let _ = writeln!(
+            out,
+            "\nBenchmark wall time: {:.0} s.",
+            started.elapsed().as_secs_f64()
+        );
+        print!("{out}");
+        return Ok(());
+    }
     // One snapshot of dist/ for the whole run (modules may be rebuilt while it runs).
     let sizes = module_sizes()?;
     let all_cases = cases::all(&FIXTURES);
+    // `global` is its own section (below), not a case of the main table.
+    let run_global = args
+        .cases
+        .as_ref()
+        .map_or(true, |only| only.iter().any(|n| n == "global"));
+    let mut args = args.clone();
+    if let Some(only) = &mut args.cases {
+        only.retain(|n| n != "global");
+    }
+    let args = &args;
     if let Some(only) = &args.cases {
         let known: Vec<&str> = all_cases.iter().map(|c| c.name).collect();
         if let Some(bad) = only.iter().find(|n| !known.contains(&n.as_str())) {
@@ -229,6 +257,11 @@ fn run(args: &Args) -> Result<(), String> {
     out.push_str(&micro_section(args));
 
     out.push_str(&per_request_section(args, all_cases, &rt, &template, ticks));
+
+    if run_global {
+        eprintln!("global rate limiting…");
+        out.push_str(&global::section(args, &rt, &template, ticks));
+    }
 
     eprintln!("startup and memory…");
     out.push_str(&startup_section(args, chain, &rt, &template));
