@@ -154,7 +154,7 @@ impl StreamPolicy for Stream {
         };
         self.count(&verdict);
         self.response_headers = std::mem::take(&mut verdict.allowed_headers);
-        let shaping = std::mem::take(&mut verdict.shaping);
+        let shaping = verdict.shaping.take().map(|s| *s).unwrap_or_default();
         if verdict.global.is_empty() || verdict.decision != Decision::Continue {
             self.mark_shadow(cx, &verdict.shadow_rules);
             return self.shape(cx, shaping, verdict.decision);

@@ -71,8 +71,9 @@ pub struct Verdict {
     /// Matching `global` rules, for the rate limit service to decide (`crate::global`); the
     /// local rules were decided first.
     pub global: Vec<GlobalCheck>,
-    /// Slots reserved by rules that shape, and queue-full refusals ([`crate::shape`]).
-    pub shaping: Shaping,
+    /// Slots reserved by rules that shape, and queue-full refusals ([`crate::shape`]); boxed, so
+    /// the allow path carries one null pointer.
+    pub shaping: Option<Box<Shaping>>,
 }
 
 /// A `global` rule that applies to the request, and its descriptor.
@@ -129,7 +130,7 @@ impl RateLimiter {
             shadow_rules: Vec::new(),
             allowed_headers: Vec::new(),
             global: Vec::new(),
-            shaping: Shaping::default(),
+            shaping: None,
         };
         let mut tightest: Option<(u64, Vec<(String, String)>)> = None;
         let rules = self.config.rules.iter().zip(&self.tables);
@@ -162,7 +163,10 @@ impl RateLimiter {
                     continue;
                 }
             };
-            let at = verdict.shaping.departure().map_or(now, |d| d.max(now));
+            let at = match &verdict.shaping {
+                None => now,
+                Some(s) => s.departure().map_or(now, |d| d.max(now)),
+            };
             let taken = if rule.shapes.is_empty() {
                 take(rule, table, &key, store, at)
             } else {
@@ -225,7 +229,7 @@ impl RateLimiter {
             shadow_rules: Vec::new(),
             allowed_headers: Vec::new(),
             global: Vec::new(),
-            shaping: Shaping::default(),
+            shaping: None,
         };
         let (Some(rule), Some(table)) = (self.config.rules.get(index), self.tables.get(index))
         else {

@@ -229,7 +229,7 @@ pub(crate) fn take(
     store: &dyn SharedStore,
     now: Timestamp,
     room: &dyn Fn(usize, usize) -> bool,
-    shaping: &mut Shaping,
+    shaping: &mut Option<Box<Shaping>>,
 ) -> Result<(RuleOutcome, bool), UpdateError> {
     let slot_of = table.slot(key);
     let hash = slot_of.hash;
@@ -262,7 +262,10 @@ pub(crate) fn take(
                     previous: current.to_vec(),
                     written: written.clone(),
                 };
-                Step::Write(written, (s.outcome, collision, Some(Ok(reservation))))
+                Step::Write(
+                    written,
+                    (s.outcome, collision, Some(Ok(Box::new(reservation)))),
+                )
             }
             Err(Refused::QueueFull) => {
                 Step::Keep((outcome, collision, Some(Err(Refused::QueueFull))))
@@ -272,8 +275,8 @@ pub(crate) fn take(
     })?;
     let (outcome, collision, shaped) = done.output;
     match shaped {
-        Some(Ok(r)) => shaping.reservations.push(r),
-        Some(Err(_)) => shaping.queue_full.push(index),
+        Some(Ok(r)) => shaping.get_or_insert_default().reservations.push(*r),
+        Some(Err(_)) => shaping.get_or_insert_default().queue_full.push(index),
         None => {}
     }
     Ok((outcome, collision))

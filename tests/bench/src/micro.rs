@@ -530,7 +530,7 @@ mod tests {
             true
         });
         assert!(v.decision.is_continue());
-        assert_eq!(v.shaping.departure(), None);
+        assert!(v.shaping.is_none(), "no slot reserved");
 
         // The breaker stays closed, admits, and records successes.
         let breakers = circuit_breaker_policy().unwrap();

@@ -57,7 +57,8 @@ fn outcome(v: &Verdict) -> Result<Option<u64>, u16> {
         Decision::Reply(r) => Err(r.status),
         Decision::Continue => Ok(v
             .shaping
-            .departure()
+            .as_ref()
+            .and_then(|s| s.departure())
             .map(|d| d.saturating_since(t0()).as_millis() as u64)),
     }
 }
@@ -82,7 +83,7 @@ fn a_burst_gets_slots_one_token_apart_up_to_max_delay_then_is_limited_with_heade
     assert_eq!(reply.header_value("ratelimit-limit"), Some("1"));
     assert_eq!(reply.header_value("ratelimit-remaining"), Some("0"));
     assert!(reply.header_value("ratelimit-reset").is_some());
-    assert!(verdicts[15].shaping.reservations.is_empty());
+    assert!(verdicts[15].shaping.is_none());
 }
 
 #[test]
@@ -213,7 +214,7 @@ fn a_full_queue_refuses_without_reserving() {
     let before = store.sets_attempted();
     let v = l.check_shaped(&req("a"), &store, t0(), &|_, _| false);
     assert_eq!(outcome(&v), Err(429));
-    assert_eq!(v.shaping.queue_full, vec![0]);
+    assert_eq!(v.shaping.unwrap().queue_full, vec![0]);
     assert_eq!(store.sets_attempted(), before, "nothing written");
     // The next request, with room, gets the first slot: nothing was consumed.
     assert_eq!(outcome(&l.check(&req("a"), &store, t0())), Ok(Some(100)));
@@ -224,8 +225,8 @@ fn the_last_reservation_is_given_back_and_an_earlier_one_stays_a_gap() {
     let l = ten_per_second("1s");
     let store = FakeStore::new();
     l.check(&req("a"), &store, t0());
-    let first = l.check(&req("a"), &store, t0()).shaping;
-    let second = l.check(&req("a"), &store, t0()).shaping;
+    let first = l.check(&req("a"), &store, t0()).shaping.unwrap();
+    let second = l.check(&req("a"), &store, t0()).shaping.unwrap();
     assert_eq!(second.departure(), Some(at_ms(200)));
     // The first is not the last: its slot stays reserved (later ones keep their times).
     assert_eq!(give_back(&store, &first.reservations[0]), Ok(false));
@@ -244,7 +245,7 @@ fn a_give_back_that_meets_cas_conflicts_still_lands() {
     let l = ten_per_second("1s");
     let store = FakeStore::new();
     l.check(&req("a"), &store, t0());
-    let r = l.check(&req("a"), &store, t0()).shaping;
+    let r = l.check(&req("a"), &store, t0()).shaping.unwrap();
     store.inject_conflicts(DEFAULT_MAX_ATTEMPTS - 1);
     assert_eq!(give_back(&store, &r.reservations[0]), Ok(true));
     assert_eq!(outcome(&l.check(&req("a"), &store, t0())), Ok(Some(100)));
@@ -279,8 +280,9 @@ fn in_all_mode_later_rules_take_their_token_as_of_the_slot() {
     let v = l.check(&get, &store, t0());
     assert_eq!(outcome(&v), Err(429));
     assert_eq!(v.events, vec![(0, Event::Allowed), (1, Event::Limited)]);
-    assert_eq!(v.shaping.departure(), Some(at_ms(200)));
-    assert_eq!(give_back(&store, &v.shaping.reservations[0]), Ok(true));
+    let shaping = v.shaping.unwrap();
+    assert_eq!(shaping.departure(), Some(at_ms(200)));
+    assert_eq!(give_back(&store, &shaping.reservations[0]), Ok(true));
 }
 
 #[test]
