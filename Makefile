@@ -294,7 +294,7 @@ rls-engine: rls-tools
 # floor and Envoy's native filters; module sizes, startup, memory, micro-benchmarks. Flags go in
 # BENCH_ARGS (e.g. BENCH_ARGS=--quick); the report is also written to target/bench.md.
 BENCH_ARGS ?=
-bench: setup build
+bench: setup build rls-engine
 	@mkdir -p target
 	$(CARGO) run --release -p palisade-bench -- $(BENCH_ARGS) | tee target/bench.md
 

@@ -19,6 +19,7 @@ use crate::load::{connect, send, RequestTemplate};
 use crate::procfs::{self, Ticks};
 use crate::{floor_filter, stats, tail, Args};
 use palisade_harness::envoy::LocalBinary;
+use palisade_harness::rls::{engine_binary, Redis, RlsEngine};
 use palisade_harness::rls_fake::{cluster_yaml, RlsFake, Script};
 use palisade_harness::{Bootstrap, Envoy, EnvoyOptions, Filter, Route, Upstream};
 use serde_json::json;
@@ -95,29 +96,64 @@ struct Slot {
     p99_us: Vec<f64>,
 }
 
-/// The service both filters call.
+/// The service both filters call, held (and killed on drop) for the section's length.
 enum Service {
-    Fake(RlsFake),
+    /// The real engine: Limitador on Redis (`make rls-engine`, Debian's redis-server).
+    Engine {
+        _engine: RlsEngine,
+        // Dropped after the engine (field order).
+        _redis: Redis,
+    },
+    Fake {
+        _fake: RlsFake,
+    },
 }
+
+/// A limit on the bench's descriptor that the run never reaches: every call is a real Redis
+/// read and increment that answers OK.
+const ENGINE_LIMITS: &str = r#"
+- namespace: bench
+  max_value: 1000000000000
+  seconds: 3600
+  conditions: []
+  variables:
+    - descriptors[0].generic_key
+"#;
 
 impl Service {
     fn start() -> (Service, u16, String) {
+        if engine_binary().is_file() && redis_available() {
+            let redis = Redis::start();
+            let engine = RlsEngine::start(&redis, ENGINE_LIMITS);
+            let port = engine.port();
+            return (
+                Service::Engine {
+                    _engine: engine,
+                    _redis: redis,
+                },
+                port,
+                "the real engine (`palisade-rls`: limitador 0.14 on Redis, `make rls-engine`), \
+                 one Redis increment per request"
+                    .to_owned(),
+            );
+        }
         let fake = RlsFake::start(Script::Ok);
         let port = fake.port();
         (
-            Service::Fake(fake),
+            Service::Fake { _fake: fake },
             port,
             "the fault-injecting stand-in (`palisade_harness::rls_fake`, answering OK in-process; \
-             the real engine was not available to this run)"
+             the real engine was not available to this run: `make rls-engine` builds it)"
                 .to_owned(),
         )
     }
+}
 
-    fn requests(&self) -> usize {
-        match self {
-            Service::Fake(f) => f.received().len(),
-        }
-    }
+fn redis_available() -> bool {
+    std::process::Command::new("redis-server")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
 }
 
 pub fn section(args: &Args, rt: &Runtime, template: &RequestTemplate, ticks: Ticks) -> String {
@@ -147,12 +183,15 @@ pub fn section(args: &Args, rt: &Runtime, template: &RequestTemplate, ticks: Tic
     // Each filter really calls the service: one preflight request each.
     for slot in slots.iter_mut().filter(|s| s.envoy.is_some()) {
         let Some(envoy) = &slot.envoy else { continue };
-        let before = service.requests();
+        // Both filters call the cluster `rls`: Envoy's own count of its requests works for the
+        // engine and the stand-in alike.
+        let rls_calls = || envoy.stat_or_zero("cluster.rls.upstream_rq_total");
+        let before = rls_calls();
         if let Err(e) = measure(rt, envoy, template, 1, 0, 2) {
             slot.problem = Some(e);
             continue;
         }
-        let calls = service.requests() - before;
+        let calls = rls_calls() - before;
         let expected = if slot.variant.name.starts_with("routed_") {
             0
         } else {
