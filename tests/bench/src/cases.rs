@@ -641,28 +641,20 @@ fn jwt_authn(f: &Fixtures, cached: bool) -> Filter {
     } else {
         ""
     };
-    let jwks = Value::String(f.jwks().to_owned()).to_string();
-    Filter::raw(&format!(
-        r#"- name: envoy.filters.http.jwt_authn
-  typed_config:
-    "@type": type.googleapis.com/envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication
-    providers:
-      bench:
-        issuer: {issuer}
-        audiences: [{audience}]
-        local_jwks: {{ inline_string: {jwks} }}
-        forward: true{cache}
-    rules:
-    - match: {{ prefix: / }}
-      requires: {{ provider_name: bench }}
-"#,
-        issuer = f.issuer,
-        audience = f.audience,
-    ))
+    jwt_authn_provider(f, f.jwks(), &format!("forward: true{cache}"))
 }
 
 fn jwt_authn_ec(f: &Fixtures, alg: EcAlg) -> Filter {
-    let jwks = Value::String(f.jwks_ec().to_owned()).to_string();
+    jwt_authn_provider(
+        f,
+        f.jwks_ec(),
+        &format!("from_headers: [{{ name: {} }}]", alg.header()),
+    )
+}
+
+/// jwt_authn with one provider `bench` on every path; `extra` is the provider's last lines.
+fn jwt_authn_provider(f: &Fixtures, jwks: &str, extra: &str) -> Filter {
+    let jwks = Value::String(jwks.to_owned()).to_string();
     Filter::raw(&format!(
         r#"- name: envoy.filters.http.jwt_authn
   typed_config:
@@ -672,13 +664,12 @@ fn jwt_authn_ec(f: &Fixtures, alg: EcAlg) -> Filter {
         issuer: {issuer}
         audiences: [{audience}]
         local_jwks: {{ inline_string: {jwks} }}
-        from_headers: [{{ name: {header} }}]
+        {extra}
     rules:
     - match: {{ prefix: / }}
       requires: {{ provider_name: bench }}
 "#,
         issuer = f.issuer,
         audience = f.audience,
-        header = alg.header(),
     ))
 }
