@@ -143,26 +143,10 @@ impl RlsFake {
     }
 }
 
-/// An HTTP/2 cluster `name` at `127.0.0.1:<port>`, as a rate limit service needs.
+/// An HTTP/2 cluster `name` at `127.0.0.1:<port>`, as a rate limit service needs
+/// ([`crate::rls::grpc_cluster`] on loopback).
 pub fn cluster_yaml(name: &str, port: u16) -> String {
-    format!(
-        r#"- name: {name}
-  type: STATIC
-  connect_timeout: 0.25s
-  typed_extension_protocol_options:
-    envoy.extensions.upstreams.http.v3.HttpProtocolOptions:
-      "@type": type.googleapis.com/envoy.extensions.upstreams.http.v3.HttpProtocolOptions
-      explicit_http_config:
-        http2_protocol_options: {{}}
-  load_assignment:
-    cluster_name: {name}
-    endpoints:
-    - lb_endpoints:
-      - endpoint:
-          address:
-            socket_address: {{ address: 127.0.0.1, port_value: {port} }}
-"#
-    )
+    crate::rls::grpc_cluster(name, std::net::SocketAddr::from(([127, 0, 0, 1], port)))
 }
 
 impl Drop for RlsFake {
