@@ -234,9 +234,12 @@ fn the_vm_failure_check_sees_a_module_that_panics() {
         .send()
         .unwrap();
     assert_eq!(crashed.status, 503, "a failed VM fails the request");
-    // The reload counters move when the next request reaches the failed VM's worker.
+    // The reload counters move when the next request reaches the failed VM's worker. One request
+    // at a time would not do: with exact balance, a lone connection goes to the first of two idle
+    // workers every time, which need not be the failed one. Two connections held open at once
+    // land on different workers.
     let failures = wait_for("the failure to show", Duration::from_secs(10), || {
-        let _ = Request::get(&envoy.url("/")).send();
+        one_request_per_worker(envoy.listener_port());
         let f = envoy.vm_failures();
         (f.iter().any(|l| l.starts_with("stat wasm.probe.vm_reload"))
             && f.iter().any(|l| l.contains("Wasm VM will abort")))
@@ -248,6 +251,21 @@ fn the_vm_failure_check_sees_a_module_that_panics() {
             .any(|l| l.contains("Function: proxy_on_request_headers failed")),
         "{failures:?}"
     );
+}
+
+/// Opens two connections before using either (exact balance puts them on different workers),
+/// then sends `GET /` on each and reads until Envoy closes it. Statuses are not checked: the
+/// caller looks at what the requests caused.
+fn one_request_per_worker(port: u16) {
+    use std::io::Read;
+    let streams: Vec<TcpStream> = (0..2)
+        .filter_map(|_| TcpStream::connect(("127.0.0.1", port)).ok())
+        .collect();
+    for mut s in streams {
+        let _ = s.set_read_timeout(Some(Duration::from_secs(5)));
+        let _ = s.write_all(b"GET / HTTP/1.1\r\nhost: test\r\nconnection: close\r\n\r\n");
+        let _ = s.read_to_end(&mut Vec::new());
+    }
 }
 
 #[test]
