@@ -3,7 +3,15 @@
 //!
 //! ```text
 //! palisade-rls --listen 127.0.0.1:0 --redis redis://127.0.0.1:6379 --limits limits.yaml \
-//!   [--rate-limit-headers none|draft-version-03]
+//!   [--rate-limit-headers none|draft-version03]
+//! ```
+//!
+//! It also takes the subset of limitador-server's command line that a Redis-backed RLS uses, so
+//! the compose demo runs either this image or the official Limitador image with one `command`:
+//!
+//! ```text
+//! palisade-rls [--rls-ip 0.0.0.0] [--rls-port 8081] [--rate-limit-headers DRAFT_VERSION_03] \
+//!   limits.yaml redis redis://redis:6379
 //! ```
 //!
 //! Prints its bound address (`127.0.0.1:PORT`) as one line on stdout once it accepts
@@ -12,7 +20,7 @@
 //! Limitador server or envoyproxy/ratelimit.
 
 use std::io::Write;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -31,14 +39,26 @@ use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 )]
 struct Args {
     /// Address to listen on (port 0: any free port; the bound address is printed).
-    #[arg(long, default_value = "127.0.0.1:0")]
-    listen: SocketAddr,
-    /// Redis URL of the counters.
-    #[arg(long, default_value = "redis://127.0.0.1:6379")]
-    redis: String,
-    /// Limitador limits file (YAML).
+    #[arg(long, conflicts_with_all = ["rls_ip", "rls_port"])]
+    listen: Option<SocketAddr>,
+    /// Address to listen on, as limitador-server's `--rls-ip` (default 127.0.0.1 here).
     #[arg(long)]
-    limits: PathBuf,
+    rls_ip: Option<IpAddr>,
+    /// Port to listen on, as limitador-server's `--rls-port` (default 0: any free port).
+    #[arg(long)]
+    rls_port: Option<u16>,
+    /// Redis URL of the counters (default redis://127.0.0.1:6379).
+    #[arg(long, conflicts_with = "storage")]
+    redis: Option<String>,
+    /// Limitador limits file (YAML).
+    #[arg(long, conflicts_with = "limits_file")]
+    limits: Option<PathBuf>,
+    /// The limits file, as limitador-server's first argument.
+    #[arg(value_name = "LIMITS_FILE")]
+    limits_file: Option<PathBuf>,
+    /// The storage, as limitador-server's: `redis <URL>`, the only one this engine has.
+    #[arg(value_name = "STORAGE", num_args = 0..=2)]
+    storage: Vec<String>,
     /// Rate limit headers added to every answer (as limitador-server's --rate-limit-headers).
     #[arg(long, value_enum, default_value_t = Headers::None)]
     rate_limit_headers: Headers,
@@ -49,8 +69,49 @@ struct Args {
 
 #[derive(Clone, Copy, ValueEnum)]
 enum Headers {
+    #[value(alias = "NONE")]
     None,
+    #[value(alias = "DRAFT_VERSION_03")]
     DraftVersion03,
+}
+
+/// What the two command-line forms resolve to.
+struct Settings {
+    listen: SocketAddr,
+    redis: String,
+    limits: PathBuf,
+}
+
+impl Args {
+    fn settings(&self) -> Result<Settings, String> {
+        let listen = self.listen.unwrap_or_else(|| {
+            SocketAddr::new(
+                self.rls_ip.unwrap_or(IpAddr::from([127, 0, 0, 1])),
+                self.rls_port.unwrap_or(0),
+            )
+        });
+        let limits = self
+            .limits
+            .clone()
+            .or_else(|| self.limits_file.clone())
+            .ok_or("a limits file is required (--limits FILE, or LIMITS_FILE)")?;
+        let redis = match (self.redis.as_deref(), self.storage.as_slice()) {
+            (Some(url), _) => url.to_owned(),
+            (None, []) => "redis://127.0.0.1:6379".to_owned(),
+            (None, [kind, url]) if kind == "redis" => url.clone(),
+            (None, other) => {
+                return Err(format!(
+                    "storage {:?}: only `redis <URL>` is supported",
+                    other.join(" ")
+                ))
+            }
+        };
+        Ok(Settings {
+            listen,
+            redis,
+            limits,
+        })
+    }
 }
 
 #[tokio::main]
@@ -65,11 +126,13 @@ async fn main() -> ExitCode {
 }
 
 async fn run(args: Args) -> Result<(), String> {
-    let text = std::fs::read_to_string(&args.limits)
-        .map_err(|e| format!("{}: {e}", args.limits.display()))?;
+    let settings = args.settings()?;
+    let text = std::fs::read_to_string(&settings.limits)
+        .map_err(|e| format!("{}: {e}", settings.limits.display()))?;
     let limits = parse_limits(&text)?;
     let timeout = Duration::from_millis(args.redis_timeout_ms);
-    let client = redis::Client::open(args.redis.as_str()).map_err(|e| format!("--redis: {e}"))?;
+    let client =
+        redis::Client::open(settings.redis.as_str()).map_err(|e| format!("--redis: {e}"))?;
     // One quick retry and bounded timeouts: with Redis down a check fails fast (UNAVAILABLE)
     // instead of waiting out the default exponential reconnects; the manager reconnects on the
     // next command once Redis is back.
@@ -79,10 +142,10 @@ async fn run(args: Args) -> Result<(), String> {
         .set_response_timeout(timeout);
     let manager = ConnectionManager::new_with_config(client, config)
         .await
-        .map_err(|e| format!("redis {}: {e}", args.redis))?;
+        .map_err(|e| format!("redis {}: {e}", settings.redis))?;
     let storage = AsyncRedisStorage::new_with_conn_manager(manager)
         .await
-        .map_err(|e| format!("redis {}: {e}", args.redis))?;
+        .map_err(|e| format!("redis {}: {e}", settings.redis))?;
     let limiter = AsyncRateLimiter::new_with_storage(Box::new(storage));
     limiter
         .configure_with(limits)
@@ -93,9 +156,9 @@ async fn run(args: Args) -> Result<(), String> {
         Headers::DraftVersion03 => RateLimitHeaders::DraftVersion03,
     };
 
-    let listener = tokio::net::TcpListener::bind(args.listen)
+    let listener = tokio::net::TcpListener::bind(settings.listen)
         .await
-        .map_err(|e| format!("--listen {}: {e}", args.listen))?;
+        .map_err(|e| format!("--listen {}: {e}", settings.listen))?;
     let addr = listener.local_addr().map_err(|e| e.to_string())?;
     {
         let mut out = std::io::stdout().lock();
@@ -146,3 +209,7 @@ async fn shutdown() {
         }
     }
 }
+
+#[cfg(test)]
+#[path = "main_tests.rs"]
+mod tests;
