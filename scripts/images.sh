@@ -120,9 +120,9 @@ if [ -n "${RLS_BIN:-}" ]; then
   printf 'root:x:0:\nredis:x:999:\n' >"$ctx/rootfs/etc/group"
   build "palisade/redis:$VERSION" "$ctx" deploy/docker/redis.Dockerfile
   # Both must start in their image: the engine answers --help, Redis --version.
-  docker run --rm --network none --label io.palisade=1 "palisade/rls:$VERSION" --help >/dev/null ||
+  docker run --rm --network none --label io.palisade=1 "palisade/rls:$VERSION" palisade-rls --help >/dev/null ||
     { echo "images: palisade/rls:$VERSION does not run" >&2; exit 1; }
-  docker run --rm --network none --label io.palisade=1 "palisade/redis:$VERSION" --version >/dev/null ||
+  docker run --rm --network none --label io.palisade=1 "palisade/redis:$VERSION" redis-server --version >/dev/null ||
     { echo "images: palisade/redis:$VERSION does not run" >&2; exit 1; }
 fi
 
