@@ -177,10 +177,16 @@ check-configs:
 
 # Container images, built locally from what `make build` and `make setup` made; pulls nothing.
 # RLS_IMAGES=1 adds palisade/rls:$(VERSION) and palisade/redis:$(VERSION) (the global rate limit
-# engine of `make rls-engine`, and Debian's redis-server), for machines with no registry; elsewhere
-# PALISADE_REDIS_IMAGE (default the official redis:7) is what the compose demo runs.
+# engine of `make rls-engine`, and Debian's redis-server), for machines with no registry; the
+# Docker tier and `make demo-compose` build them. The compose demo runs PALISADE_RLS_IMAGE with
+# the server command PALISADE_RLS_SERVER, and PALISADE_REDIS_IMAGE: by default these local builds;
+# PALISADE_RLS_IMAGE=quay.io/kuadrant/limitador:v2.0.0 PALISADE_RLS_SERVER=limitador-server and
+# PALISADE_REDIS_IMAGE=redis:7 run the official images instead.
 RLS_IMAGES ?=
-PALISADE_REDIS_IMAGE ?= redis:7
+PALISADE_RLS_IMAGE ?= palisade/rls:$(VERSION)
+PALISADE_RLS_SERVER ?= palisade-rls
+PALISADE_REDIS_IMAGE ?= palisade/redis:$(VERSION)
+e2e-docker demo-compose: RLS_IMAGES = 1
 images: setup build upstream $(if $(RLS_IMAGES),rls-engine)
 	ENVOY_BIN="$(ENVOY_BIN)" ENVOY_VERSION="$(ENVOY_VERSION)" VERSION="$(VERSION)" CARGO="$(CARGO)" \
 	  WASM_MODULES="$(WASM_IMAGE_MODULES)" UPSTREAM_BIN="$(UPSTREAM_BIN)" \
@@ -213,8 +219,10 @@ compose-tool:
 
 # The demo under docker compose (deploy/compose/compose.yaml) with the local images; Ctrl-C (or
 # `make demo-compose-down`) stops it. ENVOY_IMAGE / UPSTREAM_IMAGE pick other images.
-demo-compose: images compose-tool
-	ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" ./scripts/demo-compose.sh up
+demo-compose: rls-engine images compose-tool
+	ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" \
+	  RLS_IMAGE="$(PALISADE_RLS_IMAGE)" RLS_SERVER="$(PALISADE_RLS_SERVER)" REDIS_IMAGE="$(PALISADE_REDIS_IMAGE)" \
+	  ./scripts/demo-compose.sh up
 
 demo-compose-down:
 	./scripts/demo-compose.sh down
@@ -264,6 +272,8 @@ serve-wasm: build
 # afterwards no container, network or volume of ours may be left.
 e2e-docker: images compose-tool istio-tools rls-engine
 	PALISADE_ENVOY_IMAGE="$(PALISADE_ENVOY_IMAGE)" PALISADE_UPSTREAM_IMAGE="palisade/upstream:$(VERSION)" \
+	  PALISADE_RLS_IMAGE="$(PALISADE_RLS_IMAGE)" PALISADE_RLS_SERVER="$(PALISADE_RLS_SERVER)" \
+	  PALISADE_REDIS_IMAGE="$(PALISADE_REDIS_IMAGE)" \
 	  PALISADE_IMAGE_VERSION="$(VERSION)" PALISADE_WASM_IMAGES="$(WASM_IMAGE_MODULES)" \
 	  ./scripts/docker-tier.sh $(CARGO) test -p palisade-harness -- --ignored --test-threads $(E2E_THREADS)
 

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Print deploy/compose/envoy.yaml: envoy/demo.yaml with only what a container on a bridge network
 # needs changed (listener and admin on 0.0.0.0 inside the container, published on 127.0.0.1 by
-# compose; the upstream found by its service name). The policies stay exactly the demo's: a test
-# (tests/harness/tests/examples.rs) fails if the committed file differs from this output.
+# compose; the upstream and the rate limit service found by their service names). The policies
+# stay exactly the demo's: a test (tests/harness/tests/examples.rs) fails if the committed file
+# differs from this output.
 #   scripts/compose-config.sh > deploy/compose/envoy.yaml
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,5 +18,6 @@ sed -e '/^# /d' \
     -e 's/socket_address: { address: 127.0.0.1, port_value: 9901 }/socket_address: { address: 0.0.0.0, port_value: 9901 }/' \
     -e 's/socket_address: { address: 127.0.0.1, port_value: 10000 }/socket_address: { address: 0.0.0.0, port_value: 10000 }/' \
     -e 's/socket_address: { address: 127.0.0.1, port_value: 8080 }/socket_address: { address: upstream, port_value: 8080 }/' \
+    -e 's/socket_address: { address: 127.0.0.1, port_value: 8081 }/socket_address: { address: rls, port_value: 8081 }/' \
     -e 's/^    type: STATIC$/    type: STRICT_DNS\n    dns_lookup_family: V4_ONLY/' \
     envoy/demo.yaml

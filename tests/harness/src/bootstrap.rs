@@ -376,6 +376,13 @@ pub fn render_example(file: &Path, upstream_port: u16) -> String {
         .replace("filename: dist/", &format!("filename: {dist}"))
 }
 
+/// As [`render_example`], with the rate limit service of the examples' `rls` cluster
+/// (`port_value: 8081`) on `rls_port`.
+pub fn render_example_with_rls(file: &Path, upstream_port: u16, rls_port: u16) -> String {
+    render_example(file, upstream_port)
+        .replace("port_value: 8081", &format!("port_value: {rls_port}"))
+}
+
 /// A double-quoted YAML scalar (JSON string syntax is valid YAML).
 fn yaml_str(s: &str) -> String {
     serde_json::Value::String(s.to_owned()).to_string()

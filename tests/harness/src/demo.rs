@@ -17,6 +17,18 @@ pub struct DemoTarget {
     /// The upstream cluster's name: `backend` in `envoy/demo.yaml`; under Istio, e.g.
     /// `outbound|8080||backend.shop.svc.cluster.local`.
     pub cluster: String,
+    /// What decides rate_limit's `across_envoys` rule (under /global).
+    pub global: Global,
+}
+
+/// Who counts the demo's global limit (4 per 10 s for everyone, under /global).
+#[derive(Debug, Clone)]
+pub enum Global {
+    /// No rate limit service answers: the rule's own local bucket decides (`on_error: local`).
+    Fallback,
+    /// The engine answers, and a second Envoy of the demo (listener and admin base URLs) shares
+    /// it: requests alternating between the two are counted once.
+    SharedWith { peer: String, peer_admin: String },
 }
 
 impl DemoTarget {
@@ -26,25 +38,30 @@ impl DemoTarget {
 
     /// A counter from the admin `/stats`; an unknown name is an error, not 0.
     fn stat(&self, name: &str) -> u64 {
-        let escaped: String = name
-            .chars()
-            .flat_map(|c| {
-                let special = "\\.+*?()|[]{}^$".contains(c);
-                special.then_some('\\').into_iter().chain([c])
-            })
-            .collect();
-        let filter: String =
-            form_urlencoded::byte_serialize(format!("^{escaped}$").as_bytes()).collect();
-        let body = client::get(&format!("{}/stats?filter={filter}", self.admin))
-            .unwrap_or_else(|e| panic!("GET /stats: {e}"))
-            .body;
-        body.lines()
-            .find_map(|l| {
-                let (n, v) = l.rsplit_once(": ")?;
-                (n == name).then(|| v.trim().parse::<u64>().ok()).flatten()
-            })
-            .unwrap_or_else(|| panic!("stat {name} not found in /stats: {body}"))
+        admin_stat(&self.admin, name)
     }
+}
+
+/// A counter from the admin `/stats` at `admin`; an unknown name is an error, not 0.
+fn admin_stat(admin: &str, name: &str) -> u64 {
+    let escaped: String = name
+        .chars()
+        .flat_map(|c| {
+            let special = "\\.+*?()|[]{}^$".contains(c);
+            special.then_some('\\').into_iter().chain([c])
+        })
+        .collect();
+    let filter: String =
+        form_urlencoded::byte_serialize(format!("^{escaped}$").as_bytes()).collect();
+    let body = client::get(&format!("{admin}/stats?filter={filter}"))
+        .unwrap_or_else(|e| panic!("GET /stats: {e}"))
+        .body;
+    body.lines()
+        .find_map(|l| {
+            let (n, v) = l.rsplit_once(": ")?;
+            (n == name).then(|| v.trim().parse::<u64>().ok()).flatten()
+        })
+        .unwrap_or_else(|| panic!("stat {name} not found in /stats: {body}"))
 }
 
 /// The demo JWT (`make -s token`), as an `Authorization` value.
@@ -116,6 +133,8 @@ pub fn assert_walkthrough(demo: &DemoTarget) {
         assert!(r.header("retry-after").is_some(), "{:?}", r.headers);
         assert_eq!(r.header("ratelimit-limit"), Some("1"));
     }
+
+    assert_global_step(demo);
 
     // bulkhead: 2 in flight at most, waiting up to 250 ms; 6 slow requests at once: 2 get 200,
     // the 4 others wait in vain and get 503 `expired`.
@@ -191,4 +210,69 @@ pub fn assert_walkthrough(demo: &DemoTarget) {
         sent,
         "an open breaker sends nothing upstream"
     );
+}
+
+/// The global step: under /global, 4 requests per 10 s for everyone. With the engine shared by
+/// two Envoys, 6 requests alternating between them give 4 x 200 then 429 (each Envoy's own
+/// bucket would have let all 6 through: 3 each); with no engine, this Envoy's bucket decides.
+fn assert_global_step(demo: &DemoTarget) {
+    let send = |r: Request| r.send().unwrap_or_else(|e| panic!("request failed: {e}"));
+    let rule = "wasmcustom.palisade.rate_limit.across_envoys";
+    match &demo.global {
+        Global::SharedWith { peer, peer_admin } => {
+            let bases = [demo.base.as_str(), peer.as_str()];
+            let replies: Vec<_> = (0..6)
+                .map(|i| send(Request::get(&format!("{}/global", bases[i % 2]))))
+                .collect();
+            let statuses: Vec<u16> = replies.iter().map(|r| r.status).collect();
+            assert_eq!(
+                statuses,
+                vec![200, 200, 200, 200, 429, 429],
+                "alternating between the two Envoys: one count of 4"
+            );
+            for over in &replies[4..] {
+                assert!(
+                    over.header("retry-after").is_some(),
+                    "429 without retry-after: {:?}",
+                    over.headers
+                );
+                // The engine's own headers (limitador's DRAFT_VERSION_03), passed on.
+                assert_eq!(
+                    over.header("x-ratelimit-remaining"),
+                    Some("0"),
+                    "{:?}",
+                    over.headers
+                );
+            }
+            for admin in [demo.admin.as_str(), peer_admin.as_str()] {
+                assert_eq!(
+                    admin_stat(admin, &format!("{rule}.global_ok")),
+                    2,
+                    "{admin}"
+                );
+                assert_eq!(
+                    admin_stat(admin, &format!("{rule}.global_over_limit")),
+                    1,
+                    "{admin}"
+                );
+                assert_eq!(
+                    admin_stat(admin, &format!("{rule}.global_fallback_local")),
+                    0,
+                    "{admin}"
+                );
+            }
+        }
+        Global::Fallback => {
+            let statuses: Vec<u16> = (0..6)
+                .map(|_| send(Request::get(&demo.url("/global"))).status)
+                .collect();
+            assert_eq!(
+                statuses,
+                vec![200, 200, 200, 200, 429, 429],
+                "no engine: the local bucket of 4"
+            );
+            assert_eq!(demo.stat(&format!("{rule}.global_fallback_local")), 6);
+            assert_eq!(demo.stat(&format!("{rule}.global_ok")), 0);
+        }
+    }
 }

@@ -18,7 +18,10 @@ pub mod istio;
 pub mod rls;
 pub mod rls_fake;
 
-pub use bootstrap::{free_port, render_example, Bootstrap, FailurePolicy, Filter, LdsFile, Route};
+pub use bootstrap::{
+    free_port, render_example, render_example_with_rls, Bootstrap, FailurePolicy, Filter, LdsFile,
+    Route,
+};
 pub use client::{Request, Response};
 pub use envoy::{Envoy, EnvoyOptions, StartError};
 pub use palisade_upstream::{Stats as UpstreamStats, Upstream};

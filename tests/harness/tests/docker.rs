@@ -7,7 +7,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 mod docker_only {
-    use palisade_harness::demo::{assert_walkthrough, DemoTarget};
+    use palisade_harness::demo::{assert_walkthrough, DemoTarget, Global};
     use palisade_harness::{
         client, free_port, repo_root, start_upstream, Bootstrap, Envoy, Filter, Request, Route,
     };
@@ -309,35 +309,58 @@ mod docker_only {
     #[test]
     #[ignore = "docker: run by `make e2e-docker`"]
     fn the_compose_demo_does_what_the_walkthrough_says_and_leaves_nothing_behind() {
-        let port = free_port();
-        let admin_port = free_port();
+        let [port, admin_port, b_port, b_admin_port] = [(); 4].map(|()| free_port());
         let project = Project {
             name: format!("palisade-test-{}", std::process::id()),
             env: vec![
                 ("ENVOY_IMAGE".into(), env("PALISADE_ENVOY_IMAGE")),
                 ("UPSTREAM_IMAGE".into(), env("PALISADE_UPSTREAM_IMAGE")),
+                ("RLS_IMAGE".into(), env("PALISADE_RLS_IMAGE")),
+                ("RLS_SERVER".into(), env("PALISADE_RLS_SERVER")),
+                ("REDIS_IMAGE".into(), env("PALISADE_REDIS_IMAGE")),
                 ("DEMO_PORT".into(), port.to_string()),
                 ("DEMO_ADMIN_PORT".into(), admin_port.to_string()),
+                ("DEMO_B_PORT".into(), b_port.to_string()),
+                ("DEMO_B_ADMIN_PORT".into(), b_admin_port.to_string()),
             ],
         };
         run(project.cmd().args(["up", "-d"]));
         let admin = format!("http://127.0.0.1:{admin_port}");
+        let b_admin = format!("http://127.0.0.1:{b_admin_port}");
+        for a in [&admin, &b_admin] {
+            palisade_harness::wait_for(
+                "the compose demo's Envoys to be ready",
+                Duration::from_secs(60),
+                || {
+                    client::get(&format!("{a}/ready"))
+                        .ok()
+                        .filter(|r| r.status == 200)
+                },
+            );
+        }
+        // The engine prints its bound address once it accepts connections (after reaching
+        // Redis; compose restarts it until it does).
         palisade_harness::wait_for(
-            "the compose demo's Envoy to be ready",
+            "the compose demo's rate limit service to listen",
             Duration::from_secs(60),
             || {
-                client::get(&format!("{admin}/ready"))
-                    .ok()
-                    .filter(|r| r.status == 200)
+                let logs = stdout(project.cmd().args(["logs", "--no-color", "rls"]));
+                logs.contains("0.0.0.0:8081").then_some(())
             },
         );
         // Published on loopback only.
         let ports = stdout(project.cmd().args(["port", "envoy", "10000"]));
         assert_eq!(ports, format!("127.0.0.1:{port}"));
+        let ports = stdout(project.cmd().args(["port", "envoy-b", "10000"]));
+        assert_eq!(ports, format!("127.0.0.1:{b_port}"));
         assert_walkthrough(&DemoTarget {
             base: format!("http://127.0.0.1:{port}"),
             admin,
             cluster: "backend".to_owned(),
+            global: Global::SharedWith {
+                peer: format!("http://127.0.0.1:{b_port}"),
+                peer_admin: b_admin,
+            },
         });
         let listed = || {
             let by_project = format!("label=com.docker.compose.project={}", project.name);
@@ -349,8 +372,8 @@ mod docker_only {
         let (containers, _) = listed();
         assert_eq!(
             containers.lines().count(),
-            2,
-            "envoy and upstream were running"
+            5,
+            "two Envoys, the upstream, the rate limit service and Redis were running"
         );
         run(project
             .cmd()

@@ -5,7 +5,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use palisade_harness::client::{self, Request, Response};
-use palisade_harness::demo::{assert_walkthrough, demo_bearer, DemoTarget};
+use palisade_harness::demo::{assert_walkthrough, demo_bearer, DemoTarget, Global};
 use palisade_harness::istio::ecds::{Code, Form, IstioProxy, StaticServer};
 use palisade_harness::istio::oci::sha256_hex;
 use palisade_harness::istio::WasmPlugin;
@@ -218,6 +218,7 @@ fn the_demo_set_on_a_gateway_does_what_the_walkthrough_says_in_both_istio_forms(
             base: envoy.url(""),
             admin: envoy.admin_url().to_owned(),
             cluster: OUTBOUND.to_owned(),
+            global: Global::Fallback,
         });
         eprintln!("deploy/istio/{file} ({form:?}): the walk-through holds");
     }

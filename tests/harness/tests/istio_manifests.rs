@@ -215,13 +215,16 @@ fn demo_chain_entry(module: &str) -> Value {
         .unwrap_or_else(|| panic!("envoy/demo.yaml's chain has no {module}"))
 }
 
-/// `config` with every bulkhead rule's `cluster: backend` renamed as the cluster is named under
-/// Istio (the one documented difference; see the manifests' comments), in a chain too.
+/// `config` with every bulkhead rule's `cluster: backend`, and every global rate limit's
+/// `cluster: rls`, renamed as the clusters are named under Istio (the documented differences;
+/// see the manifests' comments), in a chain too.
 fn with_cluster(mut config: Value, cluster: &str) -> Value {
     if let Some(chain) = config.get_mut("chain").and_then(Value::as_array_mut) {
         for entry in chain {
-            if let Some(b) = entry.get_mut("bulkhead") {
-                *b = with_cluster(b.take(), cluster);
+            for module in ["bulkhead", "rate_limit"] {
+                if let Some(b) = entry.get_mut(module) {
+                    *b = with_cluster(b.take(), cluster);
+                }
             }
         }
         return config;
@@ -230,9 +233,16 @@ fn with_cluster(mut config: Value, cluster: &str) -> Value {
         if rule.get("cluster").and_then(Value::as_str) == Some("backend") {
             rule["cluster"] = Value::String(cluster.to_owned());
         }
+        if let Some(global) = rule.get_mut("global") {
+            if global.get("cluster").and_then(Value::as_str) == Some("rls") {
+                global["cluster"] = Value::String(RLS_OUTBOUND.to_owned());
+            }
+        }
     }
     config
 }
+
+const RLS_OUTBOUND: &str = "outbound|8081||rls.shop.svc.cluster.local";
 
 const OUTBOUND: &str = "outbound|8080||backend.shop.svc.cluster.local";
 

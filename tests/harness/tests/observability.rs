@@ -8,8 +8,10 @@
 // Test code: helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use palisade_harness::demo::{assert_walkthrough, DemoTarget};
-use palisade_harness::{client, render_example, repo_root, start_upstream, wait_for, Envoy};
+use palisade_harness::demo::{assert_walkthrough, DemoTarget, Global};
+use palisade_harness::{
+    client, render_example, render_example_with_rls, repo_root, start_upstream, wait_for, Envoy,
+};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -248,12 +250,19 @@ fn metric_names_are_read_from_promql_without_labels_or_functions() {
 #[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
 fn the_demo_exposes_labelled_metrics_and_everything_the_dashboard_and_alerts_read() {
     let upstream = start_upstream();
-    let yaml = render_example(&repo_root().join("envoy/demo.yaml"), upstream.port());
+    // No rate limit service: the `rls` cluster on a port nothing listens on (the global rule's
+    // local fallback, and its metrics, are what this checks).
+    let yaml = render_example_with_rls(
+        &repo_root().join("envoy/demo.yaml"),
+        upstream.port(),
+        palisade_harness::free_port(),
+    );
     let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
     assert_walkthrough(&DemoTarget {
         base: envoy.url(""),
         admin: envoy.admin_url().to_owned(),
         cluster: "backend".to_owned(),
+        global: Global::Fallback,
     });
     let scrape = || {
         let r = client::get(&format!("{}/stats/prometheus", envoy.admin_url())).unwrap();

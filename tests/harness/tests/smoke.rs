@@ -143,15 +143,34 @@ fn upstream_controls_pass_through_envoy() {
 #[test]
 #[ignore = "end-to-end: needs Envoy and dist/ (run `make e2e`)"]
 fn the_demo_shows_every_plugin_acting() {
-    use palisade_harness::demo::{assert_walkthrough, DemoTarget};
-    use palisade_harness::{render_example, repo_root};
+    use palisade_harness::demo::{assert_walkthrough, DemoTarget, Global};
+    use palisade_harness::rls::{Redis, RlsEngine};
+    use palisade_harness::{render_example_with_rls, repo_root};
+    // As `make demo` runs it with the engine built: Redis, the engine with the demo's limits, and
+    // a second Envoy of the same config sharing it.
+    let redis = Redis::start();
+    let limits = std::fs::read_to_string(repo_root().join("deploy/compose/limits.yaml")).unwrap();
+    let engine = RlsEngine::start_with(
+        &redis,
+        &limits,
+        &["--rate-limit-headers", "DRAFT_VERSION_03"],
+    );
     let upstream = start_upstream();
-    let yaml = render_example(&repo_root().join("envoy/demo.yaml"), upstream.port());
+    let yaml = render_example_with_rls(
+        &repo_root().join("envoy/demo.yaml"),
+        upstream.port(),
+        engine.port(),
+    );
     let envoy = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let peer = Envoy::start(&yaml).unwrap_or_else(|e| panic!("{e}"));
     assert_walkthrough(&DemoTarget {
         base: envoy.url(""),
         admin: envoy.admin_url().to_owned(),
         cluster: "backend".to_owned(),
+        global: Global::SharedWith {
+            peer: peer.url(""),
+            peer_admin: peer.admin_url().to_owned(),
+        },
     });
     // The access log says which policy answered each local reply, and why.
     let log = wait_for(
