@@ -15,6 +15,10 @@
 //! dispatched all become [`Answer::Failed`], and the rule's `on_error` decides: `local` (default)
 //! takes a token from the rule's own local limits, `allow` lets the request through, `deny`
 //! answers with the rule's reply and `retry-after: 1`. A shadow rule never rejects.
+//!
+//! An OVER_LIMIT answer's `Retry-After`: from the binding status's `duration_until_reset` when
+//! the service sent `statuses` (envoyproxy/ratelimit); else the service's own `retry-after`, else
+//! its reset header (Limitador's `X-RateLimit-Reset`), else 1 second.
 
 pub mod rls;
 
@@ -352,7 +356,9 @@ pub fn step(rule: &Rule, answer: &Answer, headers_on_allowed: bool) -> Step {
 }
 
 /// The rule's reply to an OVER_LIMIT answer: `RateLimit-*` and `Retry-After` from the binding
-/// status when the service sent `statuses`; else its `response_headers_to_add`, passed on.
+/// status when the service sent `statuses`; else its `response_headers_to_add`, passed on, with
+/// `Retry-After` the service's own, else the seconds of its reset header
+/// ([`retry_after_from_reset`]), else 1.
 pub fn over_limit_reply(rule: &Rule, response: &rls::RateLimitResponse) -> LocalReply {
     let base = crate::policy::base_reply(rule);
     let quota = quota_headers(&response.statuses);
@@ -371,10 +377,27 @@ pub fn over_limit_reply(rule: &Rule, response: &rls::RateLimitResponse) -> Local
     let mut reply = if has_retry {
         base
     } else {
-        base.header("retry-after", "1")
+        let retry = retry_after_from_reset(&passed).unwrap_or(1);
+        base.header("retry-after", retry.to_string())
     };
     reply.headers.extend(passed);
     reply
+}
+
+/// The longest `Retry-After` taken from a service's reset header: a day. A larger value is
+/// clamped (a broken service must not tell clients to go away for years).
+pub const MAX_RETRY_AFTER_SECS: u64 = 86_400;
+
+/// Seconds until the window resets, from the passed-on headers of a service that sends no
+/// `statuses`: `x-ratelimit-reset` (Limitador's `DRAFT_VERSION_03`, envoyproxy/ratelimit's
+/// headers) or `ratelimit-reset`, a whole number of seconds; at least 1, at most
+/// [`MAX_RETRY_AFTER_SECS`]. `None` when neither is there or the value is not a number.
+pub fn retry_after_from_reset(headers: &[(String, String)]) -> Option<u64> {
+    headers
+        .iter()
+        .find(|(n, _)| n == "x-ratelimit-reset" || n == "ratelimit-reset")
+        .and_then(|(_, v)| v.trim().parse::<u64>().ok())
+        .map(|secs| secs.clamp(1, MAX_RETRY_AFTER_SECS))
 }
 
 /// The status that binds: the first over the limit, else the one with the fewest left.

@@ -231,9 +231,16 @@ fn assert_global_step(demo: &DemoTarget) {
                 "alternating between the two Envoys: one count of 4"
             );
             for over in &replies[4..] {
-                assert!(
-                    over.header("retry-after").is_some(),
-                    "429 without retry-after: {:?}",
+                // The seconds left in the engine's 10 s window (its X-RateLimit-Reset).
+                let retry_after: u64 = over
+                    .header("retry-after")
+                    .and_then(|v| v.parse().ok())
+                    .unwrap_or_else(|| panic!("429 without retry-after: {:?}", over.headers));
+                assert!((1..=10).contains(&retry_after), "{:?}", over.headers);
+                assert_eq!(
+                    over.header("x-ratelimit-reset"),
+                    Some(retry_after.to_string().as_str()),
+                    "{:?}",
                     over.headers
                 );
                 // The engine's own headers (limitador's DRAFT_VERSION_03), passed on.

@@ -157,6 +157,13 @@ fn sequential_requests_over_two_envoys_admit_exactly_the_global_limit_then_429()
             .parse()
             .unwrap();
         assert!(retry >= 1, "retry-after {retry}");
+        // The seconds left in the engine's window: its reset header.
+        assert_eq!(
+            r.header("x-ratelimit-reset"),
+            Some(retry.to_string().as_str()),
+            "{:?}",
+            r.headers
+        );
         assert_eq!(r.header("x-envoy-ratelimited"), Some("true"));
         // The engine's headers, passed on (Limitador sends no `statuses`).
         assert_eq!(

@@ -138,6 +138,21 @@ fn every_answer_gives_the_client_its_documented_status_and_headers() {
             ],
             absent: &["ratelimit-limit"],
         },
+        // With the reset header too (Limitador's DRAFT_VERSION_03): retry-after is its seconds.
+        Case {
+            script: Script::OverLimitWithHeaders(vec![
+                ("x-ratelimit-limit".into(), "10, 10;w=60".into()),
+                ("x-ratelimit-remaining".into(), "0".into()),
+                ("x-ratelimit-reset".into(), "7".into()),
+            ]),
+            status: 429,
+            headers: &[
+                ("retry-after", "7"),
+                ("x-ratelimit-reset", "7"),
+                ("x-ratelimit-remaining", "0"),
+            ],
+            absent: &["ratelimit-limit"],
+        },
     ];
     let mut failures = Vec::new();
     for (i, case) in cases.iter().enumerate() {
@@ -180,13 +195,13 @@ fn every_answer_gives_the_client_its_documented_status_and_headers() {
             ("api_key".to_owned(), "answer-0".to_owned())
         ]
     );
-    // Three let through, three limited.
+    // Three let through, four limited.
     assert_eq!(upstream.stats().hits, 3);
     assert_eq!(stat(&envoy, "global_ok"), 2);
     assert_eq!(stat(&envoy, "global_unknown"), 1);
-    assert_eq!(stat(&envoy, "global_over_limit"), 3);
+    assert_eq!(stat(&envoy, "global_over_limit"), 4);
     assert_eq!(stat(&envoy, "allowed"), 3);
-    assert_eq!(stat(&envoy, "limited"), 3);
+    assert_eq!(stat(&envoy, "limited"), 4);
     assert!(
         envoy_stats_text(&envoy).contains("palisade.rate_limit.shared.global_latency_ms"),
         "the latency histogram is in /stats"

@@ -483,6 +483,59 @@ fn over_limit_without_statuses_passes_on_the_services_headers_and_retry_after_de
 }
 
 #[test]
+fn without_statuses_retry_after_is_the_seconds_of_the_services_reset_header() {
+    let rule = global_rule("");
+    let header = |k: &str, v: &str| HeaderValue {
+        key: k.to_owned(),
+        value: v.to_owned(),
+        raw_value: Vec::new(),
+    };
+    let retry_after = |headers: Vec<HeaderValue>| {
+        let mut r = response(Code::OverLimit);
+        r.response_headers_to_add = headers;
+        let Step::Limit(reply) = step(&rule, &answer_of(&r), false) else {
+            panic!("expected a reply")
+        };
+        assert_eq!(
+            reply
+                .headers
+                .iter()
+                .filter(|(n, _)| n == "retry-after")
+                .count(),
+            1
+        );
+        reply.header_value("retry-after").map(str::to_owned)
+    };
+    // Limitador's DRAFT_VERSION_03 headers.
+    let draft = |reset: &str| {
+        vec![
+            header("X-RateLimit-Limit", "4, 4;w=10"),
+            header("X-RateLimit-Remaining", "0"),
+            header("X-RateLimit-Reset", reset),
+        ]
+    };
+    assert_eq!(retry_after(draft("9")).as_deref(), Some("9"));
+    assert_eq!(
+        retry_after(vec![header("RateLimit-Reset", " 42 ")]).as_deref(),
+        Some("42")
+    );
+    // Never 0 (the window just ended: come back in a second), never beyond a day.
+    assert_eq!(retry_after(draft("0")).as_deref(), Some("1"));
+    assert_eq!(
+        retry_after(draft("99999999999")).as_deref(),
+        Some(MAX_RETRY_AFTER_SECS.to_string().as_str())
+    );
+    // Not a whole number of seconds: the default.
+    for bad in ["soon", "-3", "1.5", ""] {
+        assert_eq!(retry_after(draft(bad)).as_deref(), Some("1"), "{bad:?}");
+    }
+    // The service's own retry-after wins over its reset header.
+    let mut with_retry = draft("9");
+    with_retry.push(header("retry-after", "30"));
+    assert_eq!(retry_after(with_retry).as_deref(), Some("30"));
+}
+
+#[test]
 fn a_reset_duration_rounds_up_and_a_missing_one_leaves_retry_after_at_1() {
     let rule = global_rule("");
     let mut r = response(Code::OverLimit);
