@@ -65,8 +65,13 @@ pub fn documents(text: &str) -> Result<Vec<Value>, String> {
 
 /// Every Wasm filter and WasmPlugin in `docs`.
 pub fn find(docs: &[Value]) -> Vec<Found> {
+    (0..docs.len()).flat_map(|i| find_in(docs, i)).collect()
+}
+
+/// The Wasm filters and WasmPlugins of `docs[i]`, located as [`find`] locates them.
+pub fn find_in(docs: &[Value], i: usize) -> Vec<Found> {
     let mut found = Vec::new();
-    for (i, doc) in docs.iter().enumerate() {
+    if let Some(doc) = docs.get(i) {
         let root = if docs.len() > 1 {
             format!("documents[{i}]")
         } else {

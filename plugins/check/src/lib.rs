@@ -3,8 +3,10 @@
 //!
 //! - [`modules`]: the modules, their parsers and JSON Schemas.
 //! - [`find`]: Wasm filters and WasmPlugins in Envoy and Istio YAML.
+//! - [`clusters`]: the clusters a config names, against a static bootstrap's.
 //! - [`check_file`] and [`Report`]: what the command prints (text or JSON).
 
+pub mod clusters;
 pub mod find;
 pub mod modules;
 
@@ -232,10 +234,28 @@ pub fn check_bytes(file: &str, bytes: &[u8], input: Input, allow_none: bool) -> 
             };
             let mut configs = Vec::new();
             let mut skipped = Vec::new();
-            for f in find::find(&docs) {
+            let found = (0..docs.len()).flat_map(|i| {
+                let clusters = docs.get(i).and_then(clusters::static_clusters);
+                find::find_in(&docs, i)
+                    .into_iter()
+                    .map(move |f| (f, clusters.clone()))
+            });
+            for (f, clusters) in found {
                 match f.what {
                     What::Palisade { module, config } => {
-                        configs.push(config_report(module, f.kind, f.name, f.location, &config))
+                        let mut report = config_report(module, f.kind, f.name, f.location, &config);
+                        if let (true, Some(clusters)) = (report.valid, clusters) {
+                            let value = serde_json::from_slice(&config).unwrap_or_default();
+                            let refs = clusters::references(module.name, &value);
+                            if let Err(e) = clusters::check(&refs, &clusters) {
+                                report.valid = false;
+                                report.error = Some(ErrorReport {
+                                    field: e.field,
+                                    message: e.message,
+                                });
+                            }
+                        }
+                        configs.push(report)
                     }
                     What::Unusable { module, reason } => configs.push(ConfigReport {
                         module: module.name,

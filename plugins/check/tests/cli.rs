@@ -316,6 +316,49 @@ fn exit_code_2_means_the_input_could_not_be_read() {
 }
 
 #[test]
+fn a_cluster_the_static_bootstrap_lacks_or_cannot_call_over_grpc_is_named() {
+    let tmp = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(repo().join("envoy/rate_limit_global.yaml")).unwrap();
+    // Modules resolve relative to the repository, as in the example.
+    let write = |name: &str, text: String| {
+        let path = tmp.path().join(name);
+        std::fs::write(&path, text).unwrap();
+        path.display().to_string()
+    };
+    let misspelled = write(
+        "misspelled.yaml",
+        example.replace(r#""cluster": "rls""#, r#""cluster": "rsl""#),
+    );
+    let r = run(&[&misspelled]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(
+        r.stdout.contains(
+            "config field `rules[0].global.cluster`: invalid value \"rsl\": no such cluster in \
+             this bootstrap's static_resources (its clusters: backend, rls)"
+        ),
+        "{}",
+        r.stdout
+    );
+    let http1 = write(
+        "http1.yaml",
+        example.replace("http2_protocol_options: {}", "http_protocol_options: {}"),
+    );
+    let r = run(&[&http1]);
+    assert_eq!(r.code, 1, "{}", r.stdout);
+    assert!(r.stdout.contains("speaks HTTP/1.1"), "{}", r.stdout);
+    // Clusters from CDS: the name cannot be judged, the config is valid.
+    let cds = write(
+        "cds.yaml",
+        format!(
+            "{}\ndynamic_resources:\n  cds_config: {{ads: {{}}}}\n",
+            example.replace(r#""cluster": "rls""#, r#""cluster": "rsl""#)
+        ),
+    );
+    let r = run(&[&cds]);
+    assert_eq!(r.code, 0, "{}", r.stdout);
+}
+
+#[test]
 fn a_file_without_palisade_filters_is_invalid_unless_allowed() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(
