@@ -266,6 +266,15 @@ fn response(code: Code) -> RateLimitResponse {
     }
 }
 
+/// A `response_headers_to_add` entry with a string value.
+fn header(key: &str, value: &str) -> HeaderValue {
+    HeaderValue {
+        key: key.to_owned(),
+        value: value.to_owned(),
+        raw_value: Vec::new(),
+    }
+}
+
 fn answer_of(r: &RateLimitResponse) -> Answer {
     let bytes = r.encode_to_vec();
     classify(grpc_status::OK, bytes.len(), false, |_| Some(bytes.clone()))
@@ -384,11 +393,7 @@ fn over_limit_with_statuses_replies_with_quota_headers_from_the_binding_status()
         status(Code::Ok, 1000, Unit::Hour, 400, 1800),
         status(Code::OverLimit, 10, Unit::Minute, 0, 42),
     ];
-    r.response_headers_to_add = vec![HeaderValue {
-        key: "x-ratelimit-limit".to_owned(),
-        value: "10".to_owned(),
-        raw_value: Vec::new(),
-    }];
+    r.response_headers_to_add = vec![header("x-ratelimit-limit", "10")];
     let Step::Limit(reply) = step(&rule, &answer_of(&r), false) else {
         panic!("expected a reply")
     };
@@ -411,11 +416,6 @@ fn over_limit_with_statuses_replies_with_quota_headers_from_the_binding_status()
 #[test]
 fn over_limit_without_statuses_passes_on_the_services_headers_and_retry_after_defaults_to_1() {
     let rule = global_rule("");
-    let header = |k: &str, v: &str| HeaderValue {
-        key: k.to_owned(),
-        value: v.to_owned(),
-        raw_value: Vec::new(),
-    };
     let mut r = response(Code::OverLimit);
     r.response_headers_to_add = vec![
         header("X-RateLimit-Limit", "10, 10;w=60"),
@@ -485,11 +485,6 @@ fn over_limit_without_statuses_passes_on_the_services_headers_and_retry_after_de
 #[test]
 fn without_statuses_retry_after_is_the_seconds_of_the_services_reset_header() {
     let rule = global_rule("");
-    let header = |k: &str, v: &str| HeaderValue {
-        key: k.to_owned(),
-        value: v.to_owned(),
-        raw_value: Vec::new(),
-    };
     let retry_after = |headers: Vec<HeaderValue>| {
         let mut r = response(Code::OverLimit);
         r.response_headers_to_add = headers;
