@@ -607,6 +607,16 @@ mod tests {
         serde_json::from_str(testkeys::JWKS).unwrap()
     }
 
+    /// The test JWKS with the HMAC key `test-hmac` added.
+    fn jwks_with_hmac() -> Value {
+        let mut doc = jwks();
+        doc["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(testkeys::hmac_jwk());
+        doc
+    }
+
     fn config(extra: Value) -> Config {
         let mut v = json!({
             "providers": [{
@@ -713,11 +723,7 @@ mod tests {
 
     #[test]
     fn hmac_tokens_verify_only_when_the_provider_allows_hs256() {
-        let mut doc = jwks();
-        doc["keys"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        let doc = jwks_with_hmac();
         let providers = |algs: Value| json!([{"name": "main", "issuer": "https://issuer.test", "jwks": {"inline": doc}, "algorithms": algs}]);
         let token = testkeys::token(Alg::Hs256, &good_claims());
         let mut f = Fixture::new(json!({"providers": providers(json!(["HS256"]))}));
@@ -952,11 +958,7 @@ mod tests {
     fn rs256_to_hs256_confusion_is_rejected_through_the_policy() {
         use jwt_compact::alg::{Hs256, Hs256Key};
         use jwt_compact::{Algorithm, AlgorithmSignature};
-        let mut doc = jwks();
-        doc["keys"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        let doc = jwks_with_hmac();
         let mut f = Fixture::new(
             json!({"providers": [{"name": "main", "issuer": "https://issuer.test",
             "jwks": {"inline": doc.clone()}, "algorithms": ["RS256", "HS256"]}]}),
