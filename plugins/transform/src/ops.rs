@@ -7,6 +7,29 @@ use percent_encoding::percent_decode;
 use serde_json::Value;
 use std::borrow::Cow;
 
+/// `Default` (every list empty) and `is_empty` for an operations struct whose fields are all
+/// lists of operations. Written out because `#[derive(Default)]` would demand `V: Default`, and
+/// listing every field once here keeps `is_empty` complete: a field added to the struct but not
+/// to the list is a compile error in `Default`.
+macro_rules! lists_of_ops {
+    ($ops:ident: $($field:ident),+) => {
+        impl<V> Default for $ops<V> {
+            fn default() -> Self {
+                $ops {
+                    $($field: Vec::new()),+
+                }
+            }
+        }
+
+        impl<V> $ops<V> {
+            /// No operation at all.
+            pub fn is_empty(&self) -> bool {
+                true $(&& self.$field.is_empty())+
+            }
+        }
+    };
+}
+
 /// A rule's header operations, applied in the order of the fields:
 /// remove → rename → set → add (if absent) → append.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,29 +48,9 @@ pub struct HeaderOps<V> {
     pub append: Vec<(String, V)>,
 }
 
-impl<V> Default for HeaderOps<V> {
-    fn default() -> Self {
-        HeaderOps {
-            remove: Vec::new(),
-            remove_prefix: Vec::new(),
-            rename: Vec::new(),
-            set: Vec::new(),
-            add: Vec::new(),
-            append: Vec::new(),
-        }
-    }
-}
+lists_of_ops!(HeaderOps: remove, remove_prefix, rename, set, add, append);
 
 impl<V> HeaderOps<V> {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.remove_prefix.is_empty()
-            && self.rename.is_empty()
-            && self.set.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
-    }
-
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.set
             .iter()
@@ -260,25 +263,9 @@ pub struct QueryOps<V> {
     pub add: Vec<(String, V)>,
 }
 
-impl<V> Default for QueryOps<V> {
-    fn default() -> Self {
-        QueryOps {
-            remove: Vec::new(),
-            rename: Vec::new(),
-            set: Vec::new(),
-            add: Vec::new(),
-        }
-    }
-}
+lists_of_ops!(QueryOps: remove, rename, set, add);
 
 impl<V> QueryOps<V> {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.set.is_empty()
-            && self.add.is_empty()
-    }
-
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.set.iter().chain(&self.add).map(|(_, v)| v)
     }
@@ -641,21 +628,7 @@ pub struct BodyOps<V> {
     pub set: Vec<(Pointer, V)>,
 }
 
-impl<V> Default for BodyOps<V> {
-    fn default() -> Self {
-        BodyOps {
-            remove: Vec::new(),
-            rename: Vec::new(),
-            set: Vec::new(),
-        }
-    }
-}
-
-impl<V> BodyOps<V> {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty()
-    }
-}
+lists_of_ops!(BodyOps: remove, rename, set);
 
 impl BodyOps<Value> {
     /// Apply to a document; true if anything changed.
