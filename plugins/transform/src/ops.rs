@@ -60,6 +60,22 @@ impl<V> HeaderOps<V> {
     }
 }
 
+/// Run `op` on each `(name, value)` of `list`, in order, whose value renders (`value` returns
+/// `None` to skip the operation). True if any run changed something.
+fn each_rendered<'a, V, R>(
+    list: &'a [(String, V)],
+    value: &mut impl FnMut(&'a V) -> Option<R>,
+    mut op: impl FnMut(&'a str, R) -> bool,
+) -> bool {
+    let mut changed = false;
+    for (name, v) in list {
+        if let Some(v) = value(v) {
+            changed |= op(name, v);
+        }
+    }
+    changed
+}
+
 /// One header whose values changed: its final values (none = removed).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HeaderEdit {
@@ -223,21 +239,9 @@ impl<'a> HeaderBook<'a> {
         for (from, to) in &ops.rename {
             changed |= self.rename(from, to);
         }
-        for (name, v) in &ops.set {
-            if let Some(v) = value(v) {
-                changed |= self.set(name.as_str(), v);
-            }
-        }
-        for (name, v) in &ops.add {
-            if let Some(v) = value(v) {
-                changed |= self.add(name, v);
-            }
-        }
-        for (name, v) in &ops.append {
-            if let Some(v) = value(v) {
-                changed |= self.append(name, v);
-            }
-        }
+        changed |= each_rendered(&ops.set, &mut value, |name, v| self.set(name, v));
+        changed |= each_rendered(&ops.add, &mut value, |name, v| self.add(name, v));
+        changed |= each_rendered(&ops.append, &mut value, |name, v| self.append(name, v));
         changed
     }
 
@@ -431,16 +435,8 @@ impl<'a> QueryBook<'a> {
         for (from, to) in &ops.rename {
             changed |= self.rename(from, to);
         }
-        for (name, v) in &ops.set {
-            if let Some(v) = value(v) {
-                changed |= self.set(name, v);
-            }
-        }
-        for (name, v) in &ops.add {
-            if let Some(v) = value(v) {
-                changed |= self.add(name, v);
-            }
-        }
+        changed |= each_rendered(&ops.set, &mut value, |name, v| self.set(name, v));
+        changed |= each_rendered(&ops.add, &mut value, |name, v| self.add(name, v));
         changed
     }
 
