@@ -382,6 +382,21 @@ impl Renderer<'_> {
     }
 }
 
+/// Render operations of rule `rule` now, for a later phase (body, response): a malformed value
+/// is that rule's `Error` event at once; the operations it could render still run.
+fn render_ahead<T>(
+    rule: usize,
+    events: &mut Vec<(usize, Event)>,
+    render: impl FnOnce(&mut Tally) -> T,
+) -> T {
+    let mut tally = Tally::default();
+    let rendered = render(&mut tally);
+    if tally.malformed.is_some() {
+        events.push((rule, Event::Error));
+    }
+    rendered
+}
+
 fn cow_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
     match s {
         Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
@@ -499,11 +514,7 @@ impl Transformer {
                 out.events.push((i, tally.event(rule.shadow)));
             }
             if !r.body.is_empty() {
-                let mut tally = Tally::default();
-                let ops = renderer.body(&r.body, &mut tally);
-                if tally.malformed.is_some() {
-                    out.events.push((i, Event::Error));
-                }
+                let ops = render_ahead(i, &mut out.events, |t| renderer.body(&r.body, t));
                 body_steps.push(BodyStep {
                     rule: i,
                     shadow: rule.shadow,
@@ -511,12 +522,13 @@ impl Transformer {
                 });
             }
             if rule.has_response_ops() {
-                let mut tally = Tally::default();
-                let headers = renderer.headers(&rule.response.headers, &mut tally);
-                let body = renderer.body(&rule.response.body, &mut tally);
-                if tally.malformed.is_some() {
-                    out.events.push((i, Event::Error));
-                }
+                let (headers, body) = render_ahead(i, &mut out.events, |t| {
+                    let ops = &rule.response;
+                    (
+                        renderer.headers(&ops.headers, t),
+                        renderer.body(&ops.body, t),
+                    )
+                });
                 response_steps.push(ResponseStep {
                     rule: i,
                     shadow: rule.shadow,
