@@ -683,6 +683,11 @@ mod tests {
         }
     }
 
+    /// The reply's `WWW-Authenticate` challenge (the test fails if there is none).
+    fn challenge(v: &Verdict) -> &str {
+        reply(v).header_value("www-authenticate").unwrap()
+    }
+
     fn denied(v: &Verdict, reason: Reason, status: u16) {
         assert_eq!(v.outcome, Outcome::Denied(reason), "{v:?}");
         assert_eq!(reply(v).status, status);
@@ -740,10 +745,7 @@ mod tests {
         let mut f = Fixture::new(json!({}));
         let v = f.check(&FakeRequest::new("GET", "/x"));
         denied(&v, Reason::Missing, 401);
-        assert_eq!(
-            reply(&v).header_value("www-authenticate"),
-            Some("Bearer realm=\"palisade\"")
-        );
+        assert_eq!(challenge(&v), "Bearer realm=\"palisade\"");
         // A non-Bearer Authorization header is not a token either.
         let v =
             f.check(&FakeRequest::new("GET", "/x").header("authorization", "Basic dXNlcjpwYXNz"));
@@ -755,7 +757,7 @@ mod tests {
         let mut f = Fixture::new(json!({}));
         let v = f.check(&bearer("/x", "not.a.jwt"));
         denied(&v, Reason::Malformed, 401);
-        let www = reply(&v).header_value("www-authenticate").unwrap();
+        let www = challenge(&v);
         assert!(
             www.starts_with(
                 "Bearer realm=\"palisade\", error=\"invalid_token\", error_description=\""
@@ -985,10 +987,7 @@ mod tests {
         let mut f = Fixture::new(json!({}));
         let v = f.check(&bearer("/x", &token));
         denied(&v, Reason::Audience, 403);
-        assert!(reply(&v)
-            .header_value("www-authenticate")
-            .unwrap()
-            .contains("invalid_token"));
+        assert!(challenge(&v).contains("invalid_token"), "{v:?}");
         let mut f = Fixture::new(json!({"audience_failure_status": 401}));
         denied(&f.check(&bearer("/x", &token)), Reason::Audience, 401);
     }
@@ -999,10 +998,10 @@ mod tests {
         let token = testkeys::token(Alg::Es256, &good_claims());
         let v = f.check(&bearer("/admin/x", &token));
         denied(&v, Reason::Claims, 403);
-        assert!(reply(&v)
-            .header_value("www-authenticate")
-            .unwrap()
-            .contains("error=\"insufficient_scope\""));
+        assert!(
+            challenge(&v).contains("error=\"insufficient_scope\""),
+            "{v:?}"
+        );
         let mut admin = good_claims();
         admin["scope"] = json!("read admin");
         let v = f.check(&bearer("/admin/x", &testkeys::token(Alg::Es256, &admin)));
@@ -1097,10 +1096,7 @@ mod tests {
         let b = testkeys::token(Alg::Es256, &good_claims());
         let v = f.check(&bearer(&format!("/x?access_token={b}"), &a));
         denied(&v, Reason::Malformed, 400);
-        assert!(reply(&v)
-            .header_value("www-authenticate")
-            .unwrap()
-            .contains("invalid_request"));
+        assert!(challenge(&v).contains("invalid_request"), "{v:?}");
         let v = f.check(&bearer(&format!("/x?access_token={a}"), &a));
         assert!(v.decision.is_continue());
         let same = v;
@@ -1130,10 +1126,7 @@ mod tests {
                     .header("authorization", &format!("Bearer {x}{sep}Bearer {y}"));
                 let v = f.check(&joined);
                 denied(&v, Reason::Malformed, 400);
-                assert!(reply(&v)
-                    .header_value("www-authenticate")
-                    .unwrap()
-                    .contains("invalid_request"));
+                assert!(challenge(&v).contains("invalid_request"), "{v:?}");
             }
             // As separate values (headers the proxy does not join), with a prefix or without.
             let repeated = bearer("/x", x).header("authorization", &format!("Bearer {y}"));
