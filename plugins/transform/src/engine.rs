@@ -819,7 +819,7 @@ impl Transformer {
         };
         let mut changed = false;
         for step in &plan.steps {
-            if step.shadow {
+            let applied = if step.shadow {
                 let mut scratch = doc.clone();
                 let would = step.ops.apply(&mut scratch);
                 if would {
@@ -829,26 +829,17 @@ impl Transformer {
                         direction_name(plan.direction)
                     ));
                 }
-                out.events.push((
-                    step.rule,
-                    if would {
-                        Event::ShadowTransformed
-                    } else {
-                        Event::Skipped
-                    },
-                ));
+                would
             } else {
                 let did = step.ops.apply(&mut doc);
                 changed |= did;
-                out.events.push((
-                    step.rule,
-                    if did {
-                        Event::Transformed
-                    } else {
-                        Event::Skipped
-                    },
-                ));
-            }
+                did
+            };
+            let tally = Tally {
+                changed: applied,
+                malformed: None,
+            };
+            out.events.push((step.rule, tally.event(step.shadow)));
         }
         if changed {
             match serde_json::to_vec(&doc) {
