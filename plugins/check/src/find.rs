@@ -253,6 +253,12 @@ mod tests {
             .collect()
     }
 
+    /// A document that is one Wasm filter (a `typed_config` on its own) with this `config:` body.
+    fn wasm_filter(config: &str) -> String {
+        let head = r#""@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm"#;
+        format!("{head}\nconfig:{config}")
+    }
+
     #[test]
     fn filters_are_found_wherever_they_sit_and_named_by_their_code() {
         let yaml = r#"
@@ -317,26 +323,26 @@ spec:
 
     #[test]
     fn the_root_id_names_the_module_when_the_code_does_not() {
-        let yaml = r#"
-"@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-config:
+        let yaml = wasm_filter(
+            r#"
   name: x
   root_id: bulkhead
   vm_config: { code: { remote: { http_uri: { uri: "https://cdn.example/m.wasm" } } } }
-"#;
-        let c = configs(yaml);
+"#,
+        );
+        let c = configs(&yaml);
         assert_eq!(c, vec![(String::new(), "bulkhead".into(), String::new())]);
     }
 
     #[test]
     fn a_configuration_that_is_not_a_string_value_is_unusable() {
-        let yaml = r#"
-"@type": type.googleapis.com/envoy.extensions.filters.http.wasm.v3.Wasm
-config:
+        let yaml = wasm_filter(
+            r#"
   root_id: rate_limit
   configuration: { "@type": type.googleapis.com/google.protobuf.Struct, value: {} }
-"#;
-        let found = find(&documents(yaml).unwrap());
+"#,
+        );
+        let found = find(&documents(&yaml).unwrap());
         assert!(
             matches!(&found[0].what, What::Unusable { reason, .. } if reason.contains("StringValue")),
             "{found:?}"

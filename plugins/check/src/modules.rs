@@ -120,6 +120,17 @@ fn chain_schema() -> schemars::Schema {
     schemars::Schema::try_from(value).unwrap_or_default()
 }
 
+/// A policy module: the crate of that name, its `config::Config` parser and that type's schema.
+macro_rules! policy {
+    ($krate:ident) => {
+        Module {
+            name: stringify!($krate),
+            parse: |b| $krate::config::Config::parse(b).map(drop),
+            schema: Some(schema_of::<$krate::config::Config>),
+        }
+    };
+}
+
 /// Every module, in the order the README lists them (`probe` last: test-only, no schema).
 pub const MODULES: &[Module] = &[
     Module {
@@ -127,31 +138,11 @@ pub const MODULES: &[Module] = &[
         parse: parse_chain,
         schema: Some(chain_schema),
     },
-    Module {
-        name: "rate_limit",
-        parse: |b| rate_limit::config::Config::parse(b).map(drop),
-        schema: Some(schema_of::<rate_limit::config::Config>),
-    },
-    Module {
-        name: "jwt_auth",
-        parse: |b| jwt_auth::config::Config::parse(b).map(drop),
-        schema: Some(schema_of::<jwt_auth::config::Config>),
-    },
-    Module {
-        name: "circuit_breaker",
-        parse: |b| circuit_breaker::config::Config::parse(b).map(drop),
-        schema: Some(schema_of::<circuit_breaker::config::Config>),
-    },
-    Module {
-        name: "bulkhead",
-        parse: |b| bulkhead::config::Config::parse(b).map(drop),
-        schema: Some(schema_of::<bulkhead::config::Config>),
-    },
-    Module {
-        name: "transform",
-        parse: |b| transform::config::Config::parse(b).map(drop),
-        schema: Some(schema_of::<transform::config::Config>),
-    },
+    policy!(rate_limit),
+    policy!(jwt_auth),
+    policy!(circuit_breaker),
+    policy!(bulkhead),
+    policy!(transform),
     Module {
         name: "probe",
         parse: |b| probe::Config::parse(b).map(drop),

@@ -4,18 +4,14 @@
 // Test code: helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::repo;
 use palisade_check::find::{documents, find, What};
 use serde_json::{json, Value};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 struct Run {
     code: i32,
@@ -291,20 +287,14 @@ fn a_module_config_is_checked_with_the_modules_own_message() {
 fn exit_code_2_means_the_input_could_not_be_read() {
     let tmp = tempfile::tempdir().unwrap();
     std::fs::write(tmp.path().join("bad.yaml"), "a: [unclosed\n").unwrap();
-    let r = run_in(tmp.path(), &["missing.yaml"], None);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stdout.contains("missing.yaml: unreadable: cannot read"),
-        "{}",
-        r.stdout
-    );
-    let r = run_in(tmp.path(), &["bad.yaml"], None);
-    assert_eq!(r.code, 2);
-    assert!(
-        r.stdout.contains("bad.yaml: unreadable: not YAML or JSON"),
-        "{}",
-        r.stdout
-    );
+    for (file, says) in [
+        ("missing.yaml", "missing.yaml: unreadable: cannot read"),
+        ("bad.yaml", "bad.yaml: unreadable: not YAML or JSON"),
+    ] {
+        let r = run_in(tmp.path(), &[file], None);
+        assert_eq!(r.code, 2, "{file}: {}", r.stdout);
+        assert!(r.stdout.contains(says), "{file}: {}", r.stdout);
+    }
     // Unreadable beats invalid, invalid beats valid.
     let demo = repo().join("envoy/demo.yaml").display().to_string();
     assert_eq!(run_in(tmp.path(), &[&demo, "bad.yaml"], None).code, 2);

@@ -8,17 +8,13 @@
 // Test code: helpers outside #[test] functions may fail loudly too.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
+use common::repo;
 use palisade_check::find::{documents, find, What};
 use palisade_check::modules::{Module, MODULES};
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../..")
-        .canonicalize()
-        .unwrap()
-}
 
 fn with_schema() -> impl Iterator<Item = &'static Module> {
     MODULES.iter().filter(|m| m.schema().is_some())

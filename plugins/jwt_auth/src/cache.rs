@@ -128,11 +128,17 @@ mod tests {
         }
     }
 
+    /// A cache of `capacity` into which the token `t`, expiring at `exp`, went at time 1000.
+    fn holding_t(capacity: usize, exp: Option<u64>) -> (TokenCache, CacheKey) {
+        let mut c = TokenCache::new(capacity);
+        let k = TokenCache::key("t");
+        c.insert(k, entry(), exp, 1000);
+        (c, k)
+    }
+
     #[test]
     fn an_entry_expires_with_its_token() {
-        let mut c = TokenCache::new(10);
-        let k = TokenCache::key("t");
-        c.insert(k, entry(), Some(1060), 1000);
+        let (mut c, k) = holding_t(10, Some(1060));
         assert!(c.get(&k, 1059).is_some());
         assert!(c.get(&k, 1060).is_none());
         assert!(c.is_empty());
@@ -140,9 +146,7 @@ mod tests {
 
     #[test]
     fn tokens_without_exp_live_at_most_the_ttl() {
-        let mut c = TokenCache::new(10);
-        let k = TokenCache::key("t");
-        c.insert(k, entry(), None, 1000);
+        let (mut c, k) = holding_t(10, None);
         assert!(c.get(&k, 1000 + MAX_TTL_SECS - 1).is_some());
         assert!(c.get(&k, 1000 + MAX_TTL_SECS).is_none());
         c.insert(k, entry(), Some(u64::MAX), 1000);
@@ -175,9 +179,7 @@ mod tests {
 
     #[test]
     fn a_zero_capacity_cache_caches_nothing() {
-        let mut c = TokenCache::new(0);
-        let k = TokenCache::key("t");
-        c.insert(k, entry(), Some(5000), 1000);
+        let (mut c, k) = holding_t(0, Some(5000));
         assert!(c.get(&k, 1000).is_none());
     }
 

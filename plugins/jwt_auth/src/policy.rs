@@ -607,6 +607,16 @@ mod tests {
         serde_json::from_str(testkeys::JWKS).unwrap()
     }
 
+    /// The test JWKS with the HMAC key `test-hmac` added.
+    fn jwks_with_hmac() -> Value {
+        let mut doc = jwks();
+        doc["keys"]
+            .as_array_mut()
+            .unwrap()
+            .push(testkeys::hmac_jwk());
+        doc
+    }
+
     fn config(extra: Value) -> Config {
         let mut v = json!({
             "providers": [{
@@ -673,6 +683,11 @@ mod tests {
         }
     }
 
+    /// The reply's `WWW-Authenticate` challenge (the test fails if there is none).
+    fn challenge(v: &Verdict) -> &str {
+        reply(v).header_value("www-authenticate").unwrap()
+    }
+
     fn denied(v: &Verdict, reason: Reason, status: u16) {
         assert_eq!(v.outcome, Outcome::Denied(reason), "{v:?}");
         assert_eq!(reply(v).status, status);
@@ -713,11 +728,7 @@ mod tests {
 
     #[test]
     fn hmac_tokens_verify_only_when_the_provider_allows_hs256() {
-        let mut doc = jwks();
-        doc["keys"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        let doc = jwks_with_hmac();
         let providers = |algs: Value| json!([{"name": "main", "issuer": "https://issuer.test", "jwks": {"inline": doc}, "algorithms": algs}]);
         let token = testkeys::token(Alg::Hs256, &good_claims());
         let mut f = Fixture::new(json!({"providers": providers(json!(["HS256"]))}));
@@ -734,10 +745,7 @@ mod tests {
         let mut f = Fixture::new(json!({}));
         let v = f.check(&FakeRequest::new("GET", "/x"));
         denied(&v, Reason::Missing, 401);
-        assert_eq!(
-            reply(&v).header_value("www-authenticate"),
-            Some("Bearer realm=\"palisade\"")
-        );
+        assert_eq!(challenge(&v), "Bearer realm=\"palisade\"");
         // A non-Bearer Authorization header is not a token either.
         let v =
             f.check(&FakeRequest::new("GET", "/x").header("authorization", "Basic dXNlcjpwYXNz"));
@@ -749,7 +757,7 @@ mod tests {
         let mut f = Fixture::new(json!({}));
         let v = f.check(&bearer("/x", "not.a.jwt"));
         denied(&v, Reason::Malformed, 401);
-        let www = reply(&v).header_value("www-authenticate").unwrap();
+        let www = challenge(&v);
         assert!(
             www.starts_with(
                 "Bearer realm=\"palisade\", error=\"invalid_token\", error_description=\""
@@ -952,11 +960,7 @@ mod tests {
     fn rs256_to_hs256_confusion_is_rejected_through_the_policy() {
         use jwt_compact::alg::{Hs256, Hs256Key};
         use jwt_compact::{Algorithm, AlgorithmSignature};
-        let mut doc = jwks();
-        doc["keys"]
-            .as_array_mut()
-            .unwrap()
-            .push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        let doc = jwks_with_hmac();
         let mut f = Fixture::new(
             json!({"providers": [{"name": "main", "issuer": "https://issuer.test",
             "jwks": {"inline": doc.clone()}, "algorithms": ["RS256", "HS256"]}]}),
@@ -983,10 +987,7 @@ mod tests {
         let mut f = Fixture::new(json!({}));
         let v = f.check(&bearer("/x", &token));
         denied(&v, Reason::Audience, 403);
-        assert!(reply(&v)
-            .header_value("www-authenticate")
-            .unwrap()
-            .contains("invalid_token"));
+        assert!(challenge(&v).contains("invalid_token"), "{v:?}");
         let mut f = Fixture::new(json!({"audience_failure_status": 401}));
         denied(&f.check(&bearer("/x", &token)), Reason::Audience, 401);
     }
@@ -997,10 +998,10 @@ mod tests {
         let token = testkeys::token(Alg::Es256, &good_claims());
         let v = f.check(&bearer("/admin/x", &token));
         denied(&v, Reason::Claims, 403);
-        assert!(reply(&v)
-            .header_value("www-authenticate")
-            .unwrap()
-            .contains("error=\"insufficient_scope\""));
+        assert!(
+            challenge(&v).contains("error=\"insufficient_scope\""),
+            "{v:?}"
+        );
         let mut admin = good_claims();
         admin["scope"] = json!("read admin");
         let v = f.check(&bearer("/admin/x", &testkeys::token(Alg::Es256, &admin)));
@@ -1095,10 +1096,7 @@ mod tests {
         let b = testkeys::token(Alg::Es256, &good_claims());
         let v = f.check(&bearer(&format!("/x?access_token={b}"), &a));
         denied(&v, Reason::Malformed, 400);
-        assert!(reply(&v)
-            .header_value("www-authenticate")
-            .unwrap()
-            .contains("invalid_request"));
+        assert!(challenge(&v).contains("invalid_request"), "{v:?}");
         let v = f.check(&bearer(&format!("/x?access_token={a}"), &a));
         assert!(v.decision.is_continue());
         let same = v;
@@ -1128,10 +1126,7 @@ mod tests {
                     .header("authorization", &format!("Bearer {x}{sep}Bearer {y}"));
                 let v = f.check(&joined);
                 denied(&v, Reason::Malformed, 400);
-                assert!(reply(&v)
-                    .header_value("www-authenticate")
-                    .unwrap()
-                    .contains("invalid_request"));
+                assert!(challenge(&v).contains("invalid_request"), "{v:?}");
             }
             // As separate values (headers the proxy does not join), with a prefix or without.
             let repeated = bearer("/x", x).header("authorization", &format!("Bearer {y}"));

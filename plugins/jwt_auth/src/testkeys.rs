@@ -33,6 +33,12 @@ pub fn hmac_secret_b64() -> String {
     HMAC.trim().to_owned()
 }
 
+/// The oct JWK (`test-hmac`) of the 32-byte TEST-ONLY HMAC secret, which [`Signer::Hmac`] signs
+/// with. Not in [`JWKS`]: tests add it where an HMAC key belongs in the set.
+pub fn hmac_jwk() -> serde_json::Value {
+    serde_json::json!({"kty": "oct", "kid": "test-hmac", "k": hmac_secret_b64()})
+}
+
 fn b64(bytes: &[u8]) -> String {
     URL_SAFE_NO_PAD.encode(bytes)
 }

@@ -167,13 +167,13 @@ pub fn check_audience(claims: &Map<String, Value>, audiences: &[String]) -> Resu
 mod tests {
     use super::*;
     use crate::testkeys::{self, sign_raw, Signer};
-    use crate::token::parse;
+    use crate::token::{parse, KeyKind};
     use serde_json::json;
 
     fn keys() -> KeySet {
         let mut doc: Value = serde_json::from_str(testkeys::JWKS).unwrap();
         let entries = doc["keys"].as_array_mut().unwrap();
-        entries.push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        entries.push(testkeys::hmac_jwk());
         entries.push(testkeys::ec_jwk(Alg::Es384));
         entries.push(testkeys::ec_jwk(Alg::Es512));
         // An HMAC key long enough for every HS variant: the secret, repeated.
@@ -190,6 +190,16 @@ mod tests {
         verify_signature(&parse(raw, 16384)?, keys)
     }
 
+    /// Why `keys` refuse `raw` (the test fails if it verifies).
+    fn refusal(raw: &str, keys: &KeySet) -> Reason {
+        verify(raw, keys).unwrap_err().reason
+    }
+
+    /// A token of `header` (JSON text exactly as written) over the empty payload `{}`.
+    fn sign_header(alg: Alg, signer: Signer, header: &str) -> String {
+        sign_raw(alg, signer, header, "{}")
+    }
+
     #[test]
     fn a_good_token_of_each_algorithm_verifies() {
         // RSA keys without `alg` (bound to every RSA algorithm) for RS384/512 and PS384/512.
@@ -203,7 +213,7 @@ mod tests {
         let long =
             base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, [7u8; 64]);
         entries.push(json!({"kty": "oct", "kid": "hmac-64", "k": long}));
-        entries.push(json!({"kty": "oct", "kid": "test-hmac", "k": testkeys::hmac_secret_b64()}));
+        entries.push(testkeys::hmac_jwk());
         entries.push(testkeys::ec_jwk(Alg::Es384));
         entries.push(testkeys::ec_jwk(Alg::Es512));
         let set = KeySet::from_entries(entries, true).unwrap();
@@ -267,36 +277,22 @@ mod tests {
 
     #[test]
     fn a_token_signed_by_another_key_with_a_known_kid_fails() {
-        let raw = sign_raw(
-            Alg::Rs256,
-            Signer::Rsa2,
-            r#"{"alg":"RS256","kid":"test-rsa"}"#,
-            "{}",
-        );
-        assert_eq!(
-            verify(&raw, &keys()).unwrap_err().reason,
-            Reason::BadSignature
-        );
+        let header = r#"{"alg":"RS256","kid":"test-rsa"}"#;
+        let raw = sign_header(Alg::Rs256, Signer::Rsa2, header);
+        assert_eq!(refusal(&raw, &keys()), Reason::BadSignature);
     }
 
     #[test]
     fn an_unknown_kid_is_rejected_without_trying_other_keys() {
         // Correctly signed by test-rsa, but naming a kid that is not in the set.
-        let raw = sign_raw(
-            Alg::Rs256,
-            Signer::Rsa,
-            r#"{"alg":"RS256","kid":"../../etc/passwd"}"#,
-            "{}",
-        );
-        assert_eq!(
-            verify(&raw, &keys()).unwrap_err().reason,
-            Reason::UnknownKid
-        );
+        let header = r#"{"alg":"RS256","kid":"../../etc/passwd"}"#;
+        let raw = sign_header(Alg::Rs256, Signer::Rsa, header);
+        assert_eq!(refusal(&raw, &keys()), Reason::UnknownKid);
     }
 
     #[test]
     fn without_a_kid_every_key_bound_to_the_algorithm_is_tried() {
-        let raw = sign_raw(Alg::Es256, Signer::Ec, r#"{"alg":"ES256"}"#, "{}");
+        let raw = sign_header(Alg::Es256, Signer::Ec, r#"{"alg":"ES256"}"#);
         assert_eq!(verify(&raw, &keys()), Ok(()));
     }
 
@@ -319,23 +315,12 @@ mod tests {
     #[test]
     fn a_ps256_token_against_an_rs256_jwk_is_rejected() {
         // Same modulus, signed correctly with PSS, but the kid names the key marked RS256.
-        let raw = sign_raw(
-            Alg::Ps256,
-            Signer::Rsa,
-            r#"{"alg":"PS256","kid":"test-rsa"}"#,
-            "{}",
-        );
-        assert_eq!(
-            verify(&raw, &keys()).unwrap_err().reason,
-            Reason::BadSignature
-        );
+        let header = r#"{"alg":"PS256","kid":"test-rsa"}"#;
+        let raw = sign_header(Alg::Ps256, Signer::Rsa, header);
+        assert_eq!(refusal(&raw, &keys()), Reason::BadSignature);
         // And the same token under the PS256-bound kid verifies.
-        let raw = sign_raw(
-            Alg::Ps256,
-            Signer::Rsa,
-            r#"{"alg":"PS256","kid":"test-rsa-ps"}"#,
-            "{}",
-        );
+        let header = r#"{"alg":"PS256","kid":"test-rsa-ps"}"#;
+        let raw = sign_header(Alg::Ps256, Signer::Rsa, header);
         assert_eq!(verify(&raw, &keys()), Ok(()));
     }
 
@@ -344,10 +329,7 @@ mod tests {
         let raw = testkeys::token(Alg::Es256, &json!({}));
         let (input, _) = raw.rsplit_once('.').unwrap();
         let forged = format!("{input}.AAAA");
-        assert_eq!(
-            verify(&forged, &keys()).unwrap_err().reason,
-            Reason::BadSignature
-        );
+        assert_eq!(refusal(&forged, &keys()), Reason::BadSignature);
     }
 
     /// Regression (fuzz target `jwt_verify`): a 65-byte EdDSA signature panicked inside
@@ -355,10 +337,7 @@ mod tests {
     #[test]
     fn an_eddsa_signature_of_the_wrong_length_is_rejected_without_panicking() {
         let raw = "eyJhbGciOiJFZERTQSIsImtpZCI6InRlc3QtZWQyNTUxOSIsInR5cCI6IkpXVCJ9.eyJpc3MiOiJodHRwczovL2lzc3Vlci50ZXN0IiwiYXVkIjoiYXBpIiwic3ViIjoiYWxpY2UiLCJpYXQiOjE3MDAwMDAwMDAsImV4cCI6NDEwMjQ0NDgwMCwibmJmIjoxNzAwMDAwMDAwfQ.Oi8wFwte2Czr3WuK0iIODzuUbGnJnz9v303dx18v75q8iFzKsCvyxur14-1g_DKK82mhMVWANr1QCtsAAdJMuAg";
-        assert_eq!(
-            verify(raw, &keys()).unwrap_err().reason,
-            Reason::BadSignature
-        );
+        assert_eq!(refusal(raw, &keys()), Reason::BadSignature);
         wrong_length_signatures_are_bad_signatures(Alg::EdDsa, &[1, 63, 65, 128]);
     }
 
@@ -381,16 +360,14 @@ mod tests {
         let set = KeySet::from_entries(&[Value::Object(rsa_any)], false).unwrap();
         let b64 =
             |s: &[u8]| base64::Engine::encode(&base64::engine::general_purpose::URL_SAFE_NO_PAD, s);
-        for alg in [
-            Alg::Rs256,
-            Alg::Rs384,
-            Alg::Rs512,
-            Alg::Ps256,
-            Alg::Ps384,
-            Alg::Ps512,
-        ] {
+        let rsa: Vec<Alg> = Alg::ALL
+            .into_iter()
+            .filter(|a| a.key_kind() == KeyKind::Rsa)
+            .collect();
+        assert_eq!(rsa.len(), 6, "RS256/384/512 and PS256/384/512: {rsa:?}");
+        for alg in rsa {
             let header = json!({"alg": alg.name(), "kid": "rsa-any"}).to_string();
-            let good = sign_raw(alg, Signer::Rsa, &header, "{}");
+            let good = sign_header(alg, Signer::Rsa, &header);
             assert_eq!(verify(&good, &set), Ok(()), "{alg:?}");
             let (input, sig) = good.rsplit_once('.').unwrap();
             let sig =
@@ -409,7 +386,7 @@ mod tests {
             ] {
                 let forged = format!("{input}.{}", b64(bad));
                 assert_eq!(
-                    verify(&forged, &set).unwrap_err().reason,
+                    refusal(&forged, &set),
                     Reason::BadSignature,
                     "{alg:?}, {} bytes",
                     bad.len()
@@ -439,9 +416,7 @@ mod tests {
                 testkeys::der_from_raw(&raw),
             );
             assert_eq!(
-                verify(&format!("{input}.{der}"), &keys())
-                    .unwrap_err()
-                    .reason,
+                refusal(&format!("{input}.{der}"), &keys()),
                 Reason::BadSignature,
                 "{alg:?}"
             );
@@ -460,36 +435,25 @@ mod tests {
             let (signer, _) = testkeys::default_signer(alg);
             for (other, kid) in kids.iter().filter(|(a, _)| *a != alg) {
                 let header = json!({"alg": alg.name(), "kid": kid}).to_string();
-                let raw = sign_raw(alg, signer, &header, "{}");
+                let raw = sign_header(alg, signer, &header);
                 let f = verify(&raw, &keys()).unwrap_err();
                 assert_eq!(f.reason, Reason::BadSignature, "{alg:?} on {other:?}'s key");
                 assert!(f.description.contains("not allowed for its key"));
             }
             // Without a kid, only keys of the token's curve are tried: the signature verifies.
             let header = json!({"alg": alg.name()}).to_string();
-            assert_eq!(
-                verify(&sign_raw(alg, signer, &header, "{}"), &keys()),
-                Ok(())
-            );
+            assert_eq!(verify(&sign_header(alg, signer, &header), &keys()), Ok(()));
         }
         // An ES512-sized signature under an ES384 header (and the reverse): wrong length.
         let es512 = testkeys::token(Alg::Es512, &json!({}));
         let (_, sig512) = es512.rsplit_once('.').unwrap();
         let es384 = testkeys::token(Alg::Es384, &json!({}));
         let (input384, sig384) = es384.rsplit_once('.').unwrap();
-        assert_eq!(
-            verify(&format!("{input384}.{sig512}"), &keys())
-                .unwrap_err()
-                .reason,
-            Reason::BadSignature
-        );
+        let bad = refusal(&format!("{input384}.{sig512}"), &keys());
+        assert_eq!(bad, Reason::BadSignature, "an ES512 signature under ES384");
         let (input512, _) = es512.rsplit_once('.').unwrap();
-        assert_eq!(
-            verify(&format!("{input512}.{sig384}"), &keys())
-                .unwrap_err()
-                .reason,
-            Reason::BadSignature
-        );
+        let bad = refusal(&format!("{input512}.{sig384}"), &keys());
+        assert_eq!(bad, Reason::BadSignature, "an ES384 signature under ES512");
     }
 
     /// A genuine `alg` token's signing input with signatures of each of `lengths` bytes: every
@@ -505,7 +469,7 @@ mod tests {
             );
             let forged = format!("{input}.{sig}");
             assert_eq!(
-                verify(&forged, &keys()).unwrap_err().reason,
+                refusal(&forged, &keys()),
                 Reason::BadSignature,
                 "{alg:?}, {len} bytes"
             );

@@ -302,99 +302,105 @@ impl Tally {
     }
 }
 
-/// Like [`render`], borrowing literal templates instead of copying them.
-fn render_cow<'t>(
-    t: &'t Template,
-    values: &dyn Values,
+/// Renders one rule's templates: its values, and what a missing value becomes
+/// (`on_missing_value`). Malformed input is tallied into the `Tally` each call is given.
+#[derive(Clone, Copy)]
+struct Renderer<'v> {
+    values: &'v dyn Values,
     missing_as_empty: bool,
-    tally: &mut Tally,
-    header_value: bool,
-) -> Option<Cow<'t, str>> {
-    match t.as_literal() {
-        Some(text) => Some(Cow::Borrowed(text)),
-        None => render(t, values, missing_as_empty, tally, header_value).map(Cow::Owned),
+}
+
+impl Renderer<'_> {
+    /// Render a template to a value, or `None` (missing under `skip`, or malformed → tallied).
+    fn render(&self, t: &Template, tally: &mut Tally, header_value: bool) -> Option<String> {
+        match t.render(self.values, self.missing_as_empty) {
+            Ok(Rendered::Value(v)) => {
+                if header_value && v.contains(['\r', '\n', '\0']) {
+                    tally.malformed(Malformed("a rendered header value contains CR, LF or NUL"));
+                    return None;
+                }
+                Some(v)
+            }
+            Ok(Rendered::Missing) => None,
+            Err(m) => {
+                tally.malformed(m);
+                None
+            }
+        }
     }
+
+    /// Like [`Renderer::render`], borrowing literal templates instead of copying them.
+    fn render_cow<'t>(
+        &self,
+        t: &'t Template,
+        tally: &mut Tally,
+        header_value: bool,
+    ) -> Option<Cow<'t, str>> {
+        match t.as_literal() {
+            Some(text) => Some(Cow::Borrowed(text)),
+            None => self.render(t, tally, header_value).map(Cow::Owned),
+        }
+    }
+
+    fn pairs(
+        &self,
+        list: &[(String, Template)],
+        tally: &mut Tally,
+        header_value: bool,
+    ) -> Vec<(String, String)> {
+        list.iter()
+            .filter_map(|(n, t)| self.render(t, tally, header_value).map(|v| (n.clone(), v)))
+            .collect()
+    }
+
+    fn headers(&self, ops: &HeaderOps<Template>, tally: &mut Tally) -> HeaderOps<String> {
+        HeaderOps {
+            remove: ops.remove.clone(),
+            remove_prefix: ops.remove_prefix.clone(),
+            rename: ops.rename.clone(),
+            set: self.pairs(&ops.set, tally, true),
+            add: self.pairs(&ops.add, tally, true),
+            append: self.pairs(&ops.append, tally, true),
+        }
+    }
+
+    fn body(&self, ops: &BodyOps<BodyValue>, tally: &mut Tally) -> BodyOps<Value> {
+        BodyOps {
+            remove: ops.remove.clone(),
+            rename: ops.rename.clone(),
+            set: ops
+                .set
+                .iter()
+                .filter_map(|(p, v)| match v {
+                    BodyValue::Json(j) => Some((p.clone(), j.clone())),
+                    BodyValue::Template(t) => self
+                        .render(t, tally, false)
+                        .map(|s| (p.clone(), Value::String(s))),
+                })
+                .collect(),
+        }
+    }
+}
+
+/// Render operations of rule `rule` now, for a later phase (body, response): a malformed value
+/// is that rule's `Error` event at once; the operations it could render still run.
+fn render_ahead<T>(
+    rule: usize,
+    events: &mut Vec<(usize, Event)>,
+    render: impl FnOnce(&mut Tally) -> T,
+) -> T {
+    let mut tally = Tally::default();
+    let rendered = render(&mut tally);
+    if tally.malformed.is_some() {
+        events.push((rule, Event::Error));
+    }
+    rendered
 }
 
 fn cow_bytes(s: Cow<'_, str>) -> Cow<'_, [u8]> {
     match s {
         Cow::Borrowed(b) => Cow::Borrowed(b.as_bytes()),
         Cow::Owned(o) => Cow::Owned(o.into_bytes()),
-    }
-}
-
-/// Render a template to a value, or `None` (missing under `skip`, or malformed → tallied).
-fn render(
-    t: &Template,
-    values: &dyn Values,
-    missing_as_empty: bool,
-    tally: &mut Tally,
-    header_value: bool,
-) -> Option<String> {
-    match t.render(values, missing_as_empty) {
-        Ok(Rendered::Value(v)) => {
-            if header_value && v.contains(['\r', '\n', '\0']) {
-                tally.malformed(Malformed("a rendered header value contains CR, LF or NUL"));
-                return None;
-            }
-            Some(v)
-        }
-        Ok(Rendered::Missing) => None,
-        Err(m) => {
-            tally.malformed(m);
-            None
-        }
-    }
-}
-
-fn render_pairs(
-    list: &[(String, Template)],
-    values: &dyn Values,
-    missing_as_empty: bool,
-    tally: &mut Tally,
-    header_value: bool,
-) -> Vec<(String, String)> {
-    list.iter()
-        .filter_map(|(n, t)| {
-            render(t, values, missing_as_empty, tally, header_value).map(|v| (n.clone(), v))
-        })
-        .collect()
-}
-
-fn render_headers(
-    ops: &HeaderOps<Template>,
-    values: &dyn Values,
-    missing_as_empty: bool,
-    tally: &mut Tally,
-) -> HeaderOps<String> {
-    HeaderOps {
-        remove: ops.remove.clone(),
-        remove_prefix: ops.remove_prefix.clone(),
-        rename: ops.rename.clone(),
-        set: render_pairs(&ops.set, values, missing_as_empty, tally, true),
-        add: render_pairs(&ops.add, values, missing_as_empty, tally, true),
-        append: render_pairs(&ops.append, values, missing_as_empty, tally, true),
-    }
-}
-
-fn render_body(
-    ops: &BodyOps<BodyValue>,
-    values: &dyn Values,
-    missing_as_empty: bool,
-    tally: &mut Tally,
-) -> BodyOps<Value> {
-    BodyOps {
-        remove: ops.remove.clone(),
-        rename: ops.rename.clone(),
-        set: ops
-            .set
-            .iter()
-            .filter_map(|(p, v)| match v {
-                BodyValue::Json(j) => Some((p.clone(), j.clone())),
-                BodyValue::Template(t) => render(t, values, missing_as_empty, tally, false)
-                    .map(|s| (p.clone(), Value::String(s))),
-            })
-            .collect(),
     }
 }
 
@@ -476,6 +482,10 @@ impl Transformer {
                 original: &original,
                 captures,
             };
+            let renderer = Renderer {
+                values: &values,
+                missing_as_empty: cfg.missing_as_empty,
+            };
             let r = &rule.request;
             let has_header_phase = !r.headers.is_empty()
                 || !r.query.is_empty()
@@ -504,11 +514,7 @@ impl Transformer {
                 out.events.push((i, tally.event(rule.shadow)));
             }
             if !r.body.is_empty() {
-                let mut tally = Tally::default();
-                let ops = render_body(&r.body, &values, cfg.missing_as_empty, &mut tally);
-                if tally.malformed.is_some() {
-                    out.events.push((i, Event::Error));
-                }
+                let ops = render_ahead(i, &mut out.events, |t| renderer.body(&r.body, t));
                 body_steps.push(BodyStep {
                     rule: i,
                     shadow: rule.shadow,
@@ -516,22 +522,13 @@ impl Transformer {
                 });
             }
             if rule.has_response_ops() {
-                let mut tally = Tally::default();
-                let headers = render_headers(
-                    &rule.response.headers,
-                    &values,
-                    cfg.missing_as_empty,
-                    &mut tally,
-                );
-                let body = render_body(
-                    &rule.response.body,
-                    &values,
-                    cfg.missing_as_empty,
-                    &mut tally,
-                );
-                if tally.malformed.is_some() {
-                    out.events.push((i, Event::Error));
-                }
+                let (headers, body) = render_ahead(i, &mut out.events, |t| {
+                    let ops = &rule.response;
+                    (
+                        renderer.headers(&ops.headers, t),
+                        renderer.body(&ops.body, t),
+                    )
+                });
                 response_steps.push(ResponseStep {
                     rule: i,
                     shadow: rule.shadow,
@@ -584,11 +581,14 @@ impl Transformer {
     ) {
         let cfg = &self.config;
         let r = &rule.request;
-        let missing = cfg.missing_as_empty;
+        let renderer = Renderer {
+            values,
+            missing_as_empty: cfg.missing_as_empty,
+        };
         if !r.headers.is_empty() {
             let mut t = Tally::default();
             let changed = state.headers.apply(&r.headers, |v| {
-                render_cow(v, values, missing, &mut t, true).map(cow_bytes)
+                renderer.render_cow(v, &mut t, true).map(cow_bytes)
             });
             tally.changed |= changed;
             if let Some(m) = t.malformed {
@@ -600,8 +600,7 @@ impl Transformer {
             match query {
                 Ok(q) => {
                     let mut t = Tally::default();
-                    tally.changed |=
-                        q.apply(&r.query, |v| render_cow(v, values, missing, &mut t, false));
+                    tally.changed |= q.apply(&r.query, |v| renderer.render_cow(v, &mut t, false));
                     if let Some(m) = t.malformed {
                         tally.malformed(m);
                     }
@@ -618,7 +617,8 @@ impl Transformer {
                             prefix,
                             replacement,
                         } => current.strip_prefix(prefix.as_str()).and_then(|rest| {
-                            render(replacement, values, cfg.missing_as_empty, tally, false)
+                            renderer
+                                .render(replacement, tally, false)
                                 .map(|r| format!("{r}{rest}"))
                         }),
                         PathRewrite::Regex { regex, replacement } => {
@@ -630,16 +630,18 @@ impl Transformer {
                                         original: values.original,
                                         captures,
                                     };
-                                    render(replacement, &v, cfg.missing_as_empty, tally, false).map(
-                                        |r| {
-                                            format!(
-                                                "{}{}{}",
-                                                &current[..m.start()],
-                                                r,
-                                                &current[m.end()..]
-                                            )
-                                        },
-                                    )
+                                    let renderer = Renderer {
+                                        values: &v,
+                                        ..renderer
+                                    };
+                                    renderer.render(replacement, tally, false).map(|r| {
+                                        format!(
+                                            "{}{}{}",
+                                            &current[..m.start()],
+                                            r,
+                                            &current[m.end()..]
+                                        )
+                                    })
                                 }
                                 _ => None,
                             }
@@ -817,7 +819,7 @@ impl Transformer {
         };
         let mut changed = false;
         for step in &plan.steps {
-            if step.shadow {
+            let applied = if step.shadow {
                 let mut scratch = doc.clone();
                 let would = step.ops.apply(&mut scratch);
                 if would {
@@ -827,26 +829,17 @@ impl Transformer {
                         direction_name(plan.direction)
                     ));
                 }
-                out.events.push((
-                    step.rule,
-                    if would {
-                        Event::ShadowTransformed
-                    } else {
-                        Event::Skipped
-                    },
-                ));
+                would
             } else {
                 let did = step.ops.apply(&mut doc);
                 changed |= did;
-                out.events.push((
-                    step.rule,
-                    if did {
-                        Event::Transformed
-                    } else {
-                        Event::Skipped
-                    },
-                ));
-            }
+                did
+            };
+            let tally = Tally {
+                changed: applied,
+                malformed: None,
+            };
+            out.events.push((step.rule, tally.event(step.shadow)));
         }
         if changed {
             match serde_json::to_vec(&doc) {

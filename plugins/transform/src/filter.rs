@@ -132,8 +132,29 @@ struct Stream {
     response_body: Option<BodyPlan>,
 }
 
-/// Body handling: buffer, enforce the limit, transform at end of stream.
+/// A body phase (request or response) of the plan in `slot`, if any: the plan stays there while
+/// the body buffers, and is dropped once the body is handled.
 fn on_body(
+    shared: &Shared,
+    cx: &StreamCx<'_>,
+    slot: &mut Option<BodyPlan>,
+    size: usize,
+    eos: bool,
+    which: Buffer,
+) -> Flow {
+    let Some(plan) = slot.as_ref() else {
+        return Flow::Continue;
+    };
+    let (flow, done) = body_step(shared, cx, plan, size, eos, which);
+    if done {
+        *slot = None;
+    }
+    flow
+}
+
+/// Body handling: buffer, enforce the limit, transform at end of stream. Returns the flow and
+/// whether the plan is done with.
+fn body_step(
     shared: &Shared,
     cx: &StreamCx<'_>,
     plan: &BodyPlan,
@@ -216,14 +237,8 @@ impl StreamPolicy for Stream {
     }
 
     fn on_request_body(&mut self, cx: &mut StreamCx<'_>, size: usize, eos: bool) -> Flow {
-        let Some(plan) = self.request_body.take() else {
-            return Flow::Continue;
-        };
-        let (flow, done) = on_body(&self.shared, cx, &plan, size, eos, Buffer::RequestBody);
-        if !done {
-            self.request_body = Some(plan);
-        }
-        flow
+        let slot = &mut self.request_body;
+        on_body(&self.shared, cx, slot, size, eos, Buffer::RequestBody)
     }
 
     fn on_response_headers(&mut self, cx: &mut StreamCx<'_>, end_of_stream: bool) -> Flow {
@@ -249,13 +264,7 @@ impl StreamPolicy for Stream {
     }
 
     fn on_response_body(&mut self, cx: &mut StreamCx<'_>, size: usize, eos: bool) -> Flow {
-        let Some(plan) = self.response_body.take() else {
-            return Flow::Continue;
-        };
-        let (flow, done) = on_body(&self.shared, cx, &plan, size, eos, Buffer::ResponseBody);
-        if !done {
-            self.response_body = Some(plan);
-        }
-        flow
+        let slot = &mut self.response_body;
+        on_body(&self.shared, cx, slot, size, eos, Buffer::ResponseBody)
     }
 }

@@ -7,6 +7,29 @@ use percent_encoding::percent_decode;
 use serde_json::Value;
 use std::borrow::Cow;
 
+/// `Default` (every list empty) and `is_empty` for an operations struct whose fields are all
+/// lists of operations. Written out because `#[derive(Default)]` would demand `V: Default`, and
+/// listing every field once here keeps `is_empty` complete: a field added to the struct but not
+/// to the list is a compile error in `Default`.
+macro_rules! lists_of_ops {
+    ($ops:ident: $($field:ident),+) => {
+        impl<V> Default for $ops<V> {
+            fn default() -> Self {
+                $ops {
+                    $($field: Vec::new()),+
+                }
+            }
+        }
+
+        impl<V> $ops<V> {
+            /// No operation at all.
+            pub fn is_empty(&self) -> bool {
+                true $(&& self.$field.is_empty())+
+            }
+        }
+    };
+}
+
 /// A rule's header operations, applied in the order of the fields:
 /// remove → rename → set → add (if absent) → append.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,29 +48,9 @@ pub struct HeaderOps<V> {
     pub append: Vec<(String, V)>,
 }
 
-impl<V> Default for HeaderOps<V> {
-    fn default() -> Self {
-        HeaderOps {
-            remove: Vec::new(),
-            remove_prefix: Vec::new(),
-            rename: Vec::new(),
-            set: Vec::new(),
-            add: Vec::new(),
-            append: Vec::new(),
-        }
-    }
-}
+lists_of_ops!(HeaderOps: remove, remove_prefix, rename, set, add, append);
 
 impl<V> HeaderOps<V> {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.remove_prefix.is_empty()
-            && self.rename.is_empty()
-            && self.set.is_empty()
-            && self.add.is_empty()
-            && self.append.is_empty()
-    }
-
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.set
             .iter()
@@ -55,6 +58,22 @@ impl<V> HeaderOps<V> {
             .chain(&self.append)
             .map(|(_, v)| v)
     }
+}
+
+/// Run `op` on each `(name, value)` of `list`, in order, whose value renders (`value` returns
+/// `None` to skip the operation). True if any run changed something.
+fn each_rendered<'a, V, R>(
+    list: &'a [(String, V)],
+    value: &mut impl FnMut(&'a V) -> Option<R>,
+    mut op: impl FnMut(&'a str, R) -> bool,
+) -> bool {
+    let mut changed = false;
+    for (name, v) in list {
+        if let Some(v) = value(v) {
+            changed |= op(name, v);
+        }
+    }
+    changed
 }
 
 /// One header whose values changed: its final values (none = removed).
@@ -220,21 +239,9 @@ impl<'a> HeaderBook<'a> {
         for (from, to) in &ops.rename {
             changed |= self.rename(from, to);
         }
-        for (name, v) in &ops.set {
-            if let Some(v) = value(v) {
-                changed |= self.set(name.as_str(), v);
-            }
-        }
-        for (name, v) in &ops.add {
-            if let Some(v) = value(v) {
-                changed |= self.add(name, v);
-            }
-        }
-        for (name, v) in &ops.append {
-            if let Some(v) = value(v) {
-                changed |= self.append(name, v);
-            }
-        }
+        changed |= each_rendered(&ops.set, &mut value, |name, v| self.set(name, v));
+        changed |= each_rendered(&ops.add, &mut value, |name, v| self.add(name, v));
+        changed |= each_rendered(&ops.append, &mut value, |name, v| self.append(name, v));
         changed
     }
 
@@ -260,25 +267,9 @@ pub struct QueryOps<V> {
     pub add: Vec<(String, V)>,
 }
 
-impl<V> Default for QueryOps<V> {
-    fn default() -> Self {
-        QueryOps {
-            remove: Vec::new(),
-            rename: Vec::new(),
-            set: Vec::new(),
-            add: Vec::new(),
-        }
-    }
-}
+lists_of_ops!(QueryOps: remove, rename, set, add);
 
 impl<V> QueryOps<V> {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty()
-            && self.rename.is_empty()
-            && self.set.is_empty()
-            && self.add.is_empty()
-    }
-
     pub fn values(&self) -> impl Iterator<Item = &V> {
         self.set.iter().chain(&self.add).map(|(_, v)| v)
     }
@@ -444,16 +435,8 @@ impl<'a> QueryBook<'a> {
         for (from, to) in &ops.rename {
             changed |= self.rename(from, to);
         }
-        for (name, v) in &ops.set {
-            if let Some(v) = value(v) {
-                changed |= self.set(name, v);
-            }
-        }
-        for (name, v) in &ops.add {
-            if let Some(v) = value(v) {
-                changed |= self.add(name, v);
-            }
-        }
+        changed |= each_rendered(&ops.set, &mut value, |name, v| self.set(name, v));
+        changed |= each_rendered(&ops.add, &mut value, |name, v| self.add(name, v));
         changed
     }
 
@@ -641,21 +624,7 @@ pub struct BodyOps<V> {
     pub set: Vec<(Pointer, V)>,
 }
 
-impl<V> Default for BodyOps<V> {
-    fn default() -> Self {
-        BodyOps {
-            remove: Vec::new(),
-            rename: Vec::new(),
-            set: Vec::new(),
-        }
-    }
-}
-
-impl<V> BodyOps<V> {
-    pub fn is_empty(&self) -> bool {
-        self.remove.is_empty() && self.rename.is_empty() && self.set.is_empty()
-    }
-}
+lists_of_ops!(BodyOps: remove, rename, set);
 
 impl BodyOps<Value> {
     /// Apply to a document; true if anything changed.
@@ -826,6 +795,17 @@ mod tests {
         );
     }
 
+    /// `query` with `ops` (literal values) applied, encoded again; the ops must change it.
+    fn query_after(query: &str, ops: &QueryOps<String>) -> String {
+        let mut q = QueryBook::parse(query).unwrap();
+        assert!(
+            q.apply(ops, |v: &String| Some(Cow::Borrowed(v.as_str()))),
+            "{query}"
+        );
+        assert!(q.changed(), "{query}");
+        q.encode()
+    }
+
     #[test]
     fn query_parse_decodes_and_untouched_params_keep_their_encoding() {
         let mut q = QueryBook::parse("a=b%20c&d=e+f&flag&g=%C3%A9").unwrap();
@@ -840,7 +820,6 @@ mod tests {
 
     #[test]
     fn query_remove_rename_set_add() {
-        let mut q = QueryBook::parse("page=1&page=2&old=v&drop=1&keep=k").unwrap();
         let ops = QueryOps {
             remove: vec!["drop".into()],
             rename: vec![("old".into(), "new".into())],
@@ -850,24 +829,23 @@ mod tests {
                 ("lang".into(), "en".into()),
             ],
         };
-        assert!(q.apply(&ops, |v: &String| Some(Cow::Borrowed(v.as_str()))));
-        assert!(q.changed());
-        assert_eq!(q.encode(), "page=9&new=v&keep=k&size=10&lang=en");
+        assert_eq!(
+            query_after("page=1&page=2&old=v&drop=1&keep=k", &ops),
+            "page=9&new=v&keep=k&size=10&lang=en"
+        );
     }
 
     #[test]
     fn query_operations_run_remove_rename_set_add_in_that_order() {
         // remove a, then rename b→a (a comes back with b's value), then set c, then add c (no
         // effect: set created it) and add a (no effect: the rename created it).
-        let mut q = QueryBook::parse("a=1&b=2").unwrap();
         let ops = QueryOps {
             remove: vec!["a".into()],
             rename: vec![("b".into(), "a".into())],
             set: vec![("c".into(), "set".into())],
             add: vec![("c".into(), "added".into()), ("a".into(), "added".into())],
         };
-        assert!(q.apply(&ops, |v: &String| Some(Cow::Borrowed(v.as_str()))));
-        assert_eq!(q.encode(), "a=2&c=set");
+        assert_eq!(query_after("a=1&b=2", &ops), "a=2&c=set");
     }
 
     #[test]
