@@ -376,6 +376,11 @@ impl Stream {
     fn end(&self) {
         let _ = with_chain(&self.chain, Chain::end);
     }
+
+    /// One stream callback through the chain, as the SDK's [`Action`].
+    fn run(&self, callback: impl FnOnce(&mut Chain) -> Next) -> Action {
+        action(with_chain(&self.chain, callback))
+    }
 }
 
 impl Context for Stream {
@@ -403,27 +408,19 @@ impl Drop for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_request_headers(end_of_stream)
-        }))
+        self.run(|c| c.on_request_headers(end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_request_body(body_size, end_of_stream)
-        }))
+        self.run(|c| c.on_request_body(body_size, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_response_headers(end_of_stream)
-        }))
+        self.run(|c| c.on_response_headers(end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_response_body(body_size, end_of_stream)
-        }))
+        self.run(|c| c.on_response_body(body_size, end_of_stream))
     }
 
     fn on_log(&mut self) {
