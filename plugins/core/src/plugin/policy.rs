@@ -286,6 +286,16 @@ fn edit_pairs(all: &mut HeaderPairs, name: &str, values: &[Vec<u8>]) {
     all.extend(values.iter().map(|v| (name.to_owned(), v.clone())));
 }
 
+/// The host's clock as `clock` keeps it for one callback: read from the host on first use only,
+/// since many callbacks never need the time and each read is a hostcall.
+pub(super) fn read_once(clock: &Cell<Option<Timestamp>>, host: &HostRef) -> Timestamp {
+    clock.get().unwrap_or_else(|| {
+        let t = host.now();
+        clock.set(Some(t));
+        t
+    })
+}
+
 /// What a stream callback may do: read the request (cached, see [`RequestCache`]), edit headers
 /// and bodies, wake other streams paused at this policy, publish verified claims.
 pub struct StreamCx<'a> {
@@ -305,14 +315,7 @@ pub struct StreamCx<'a> {
 impl StreamCx<'_> {
     /// The proxy's clock, read once per callback.
     pub fn now(&self) -> Timestamp {
-        match self.now.get() {
-            Some(t) => t,
-            None => {
-                let t = self.host.now();
-                self.now.set(Some(t));
-                t
-            }
-        }
+        read_once(self.now, self.host)
     }
 
     pub fn context_id(&self) -> u32 {
@@ -414,15 +417,22 @@ impl StreamCx<'_> {
 
     /// The whole request header map (read once per stream), values as raw bytes.
     pub fn request_headers(&self) -> Result<HeaderPairs, HostError> {
-        if let Some(all) = &self.cache.inner.borrow().all {
+        self.header_map(HeaderMap::Request, "get_request_headers", |c| &mut c.all)
+    }
+
+    /// A whole header map, from its `slot` of the cache, or from the host into it (the first
+    /// time; `op` names the hostcall in errors).
+    fn header_map(
+        &self,
+        map: HeaderMap,
+        op: &'static str,
+        slot: fn(&mut CacheInner) -> &mut Option<HeaderPairs>,
+    ) -> Result<HeaderPairs, HostError> {
+        if let Some(all) = slot(&mut self.cache.inner.borrow_mut()) {
             return Ok(Rc::clone(all));
         }
-        let all = Rc::new(
-            self.stream_host()?
-                .headers(HeaderMap::Request)
-                .map_err(|e| e.during("get_request_headers"))?,
-        );
-        self.cache.inner.borrow_mut().all = Some(Rc::clone(&all));
+        let all = Rc::new(self.stream_host()?.headers(map).map_err(|e| e.during(op))?);
+        *slot(&mut self.cache.inner.borrow_mut()) = Some(Rc::clone(&all));
         Ok(all)
     }
 
@@ -477,16 +487,9 @@ impl StreamCx<'_> {
 
     /// The whole response header map (read once per stream).
     pub fn response_headers(&self) -> Result<HeaderPairs, HostError> {
-        if let Some(all) = &self.cache.inner.borrow().response_all {
-            return Ok(Rc::clone(all));
-        }
-        let all = Rc::new(
-            self.stream_host()?
-                .headers(HeaderMap::Response)
-                .map_err(|e| e.during("get_response_headers"))?,
-        );
-        self.cache.inner.borrow_mut().response_all = Some(Rc::clone(&all));
-        Ok(all)
+        self.header_map(HeaderMap::Response, "get_response_headers", |c| {
+            &mut c.response_all
+        })
     }
 
     /// A response header's first value.
