@@ -198,6 +198,14 @@ mod tests {
         Step::Write(n.to_string().into_bytes(), n)
     }
 
+    /// A store holding `value` at `k`, whose next `conflicts` compare-and-swaps lose a race.
+    fn contended(value: &[u8], conflicts: u32) -> FakeStore {
+        let store = FakeStore::new();
+        store.put("k", value);
+        store.inject_conflicts(conflicts);
+        store
+    }
+
     #[test]
     fn update_creates_an_absent_key() {
         let store = FakeStore::new();
@@ -214,10 +222,8 @@ mod tests {
 
     #[test]
     fn update_retries_after_conflicts_and_sees_the_competing_write() {
-        let store = FakeStore::new();
-        store.put("k", b"10");
         // Another worker increments twice while we compute: both our first attempts lose.
-        store.inject_conflicts(2);
+        let store = contended(b"10", 2);
         let done = update(&store, "k", 5, increment).unwrap();
         assert_eq!(done.conflicts, 2);
         assert_eq!(done.output, 11);
@@ -226,9 +232,7 @@ mod tests {
 
     #[test]
     fn update_gives_up_after_the_bound_without_writing() {
-        let store = FakeStore::new();
-        store.put("k", b"7");
-        store.inject_conflicts(3);
+        let store = contended(b"7", 3);
         let err = update(&store, "k", 3, increment).unwrap_err();
         assert_eq!(err, UpdateError::Exhausted { attempts: 3 });
         assert_eq!(store.value("k").unwrap(), b"7");

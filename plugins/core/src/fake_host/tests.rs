@@ -11,9 +11,12 @@ fn host() -> FakeHost {
     FakeHost::new()
 }
 
-fn store(h: &Rc<FakeHost>) -> HostStore {
+/// A fake host and a [`HostStore`] on it, as one policy instance holds it.
+fn host_store() -> (Rc<FakeHost>, HostStore) {
+    let h = Rc::new(host());
     let host: HostRef = h.clone();
-    HostStore::new(&host, KeyPrefix::new("test", "inst/default"))
+    let s = HostStore::new(&host, KeyPrefix::new("test", "inst/default"));
+    (h, s)
 }
 
 #[test]
@@ -74,8 +77,7 @@ fn an_absent_key_reads_without_a_cas_and_an_emptied_key_with_one() {
 
 #[test]
 fn the_host_store_reads_absent_and_emptied_keys_as_empty_values_with_their_versions() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     let absent = s.get("k").unwrap();
     assert_eq!(absent.value, Vec::<u8>::new());
     assert_eq!(absent.version, Version::Absent);
@@ -87,8 +89,7 @@ fn the_host_store_reads_absent_and_emptied_keys_as_empty_values_with_their_versi
 
 #[test]
 fn the_host_store_creates_only_if_still_absent() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     let read = s.get("k").unwrap();
     assert_eq!(read.version, Version::Absent);
     // Another worker creates the key between our read and our write.
@@ -107,8 +108,7 @@ fn the_host_store_creates_only_if_still_absent() {
 
 #[test]
 fn the_host_store_writes_with_the_read_version_and_loses_to_a_newer_write() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (_, s) = host_store();
     s.compare_and_swap("k", b"1", Version::Absent).unwrap();
     let read = s.get("k").unwrap();
     s.compare_and_swap("k", b"2", read.version).unwrap();
@@ -126,8 +126,7 @@ fn the_host_store_writes_with_the_read_version_and_loses_to_a_newer_write() {
 
 #[test]
 fn the_host_store_keys_carry_the_instance_prefix() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     s.compare_and_swap("k", b"1", Version::Absent).unwrap();
     assert_eq!(h.shared_keys(), vec![s.prefix().key("k")]);
     assert!(s.prefix().key("k").ends_with("k"));
@@ -136,8 +135,7 @@ fn the_host_store_keys_carry_the_instance_prefix() {
 
 #[test]
 fn an_update_loop_on_the_host_store_is_exact_across_interleaved_writers() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     let full = s.prefix().key("n");
     let mut raced = false;
     let out = update(&s, "n", 4, |current| {
@@ -198,8 +196,7 @@ fn two_workers_of_one_proxy_share_data_and_its_cas_but_nothing_else() {
 
 #[test]
 fn a_shared_data_outage_is_a_host_error_not_a_conflict() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     h.fail("shared_data", code::INTERNAL_FAILURE);
     assert!(matches!(s.get("k"), Err(StoreError::Host(_))));
     let r: Result<_, UpdateError> = update(&s, "k", 3, |_| Step::Keep(()));
