@@ -228,6 +228,17 @@ impl FakeHost {
         self.state.borrow().hostcalls.get(op).copied().unwrap_or(0)
     }
 
+    /// The headers of the call response being delivered (none outside a delivery), for the
+    /// header hostcall `op`.
+    fn call_response_headers(&self, op: &'static str) -> Result<Pairs, HostError> {
+        self.check(op)?;
+        let s = self.state.borrow();
+        Ok(s.call_response
+            .as_ref()
+            .map(|(h, _)| h.clone())
+            .unwrap_or_default())
+    }
+
     fn check(&self, op: &'static str) -> Result<(), HostError> {
         *self.state.borrow_mut().hostcalls.entry(op).or_insert(0) += 1;
         match self.state.borrow().faults.get(op) {
@@ -466,12 +477,8 @@ impl Host for FakeHost {
 
     fn header(&self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         if map == HeaderMap::CallResponse {
-            self.check("header")?;
-            let s = self.state.borrow();
-            return Ok(s
-                .call_response
-                .as_ref()
-                .and_then(|(h, _)| h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())));
+            let all = self.call_response_headers("header")?;
+            return Ok(all.into_iter().find(|(n, _)| n == name).map(|(_, v)| v));
         }
         self.with_stream("header", |st| {
             let values: Vec<&Vec<u8>> = FakeHost::map_of(st, map)
@@ -494,13 +501,7 @@ impl Host for FakeHost {
 
     fn headers(&self, map: HeaderMap) -> Result<Vec<(String, Vec<u8>)>, HostError> {
         if map == HeaderMap::CallResponse {
-            self.check("headers")?;
-            let s = self.state.borrow();
-            return Ok(s
-                .call_response
-                .as_ref()
-                .map(|(h, _)| h.clone())
-                .unwrap_or_default());
+            return self.call_response_headers("headers");
         }
         self.with_stream("headers", |st| FakeHost::map_of(st, map).clone())
     }

@@ -501,23 +501,29 @@ fn increments_fail_as_in_envoy_for_unknown_ids_histograms_and_counters_going_dow
 
 use crate::plugin::host::grpc_status;
 
+/// A unary gRPC call to `svc`/`M` on `cluster`, with this message and timeout.
+fn grpc_to(h: &FakeHost, cluster: &str, message: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
+    h.grpc_call(
+        cluster,
+        "svc",
+        "M",
+        &[],
+        message,
+        Duration::from_millis(timeout_ms),
+    )
+}
+
 #[test]
 fn a_grpc_call_to_a_cluster_envoy_does_not_know_is_a_parse_failure() {
     let h = host();
     h.grpc_clusters(&["rls"]);
-    let e = h
-        .grpc_call("other", "svc", "M", &[], b"", Duration::from_millis(20))
-        .unwrap_err();
+    let e = grpc_to(&h, "other", b"", 20).unwrap_err();
     assert_eq!(e.code, code::PARSE_FAILURE);
-    assert!(h
-        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(20))
-        .is_ok());
+    assert!(grpc_to(&h, "rls", b"", 20).is_ok());
     assert_eq!(h.grpc_calls().len(), 1);
     let open = FakeHost::new();
     assert_eq!(
-        open.grpc_call("", "svc", "M", &[], b"", Duration::from_millis(20))
-            .unwrap_err()
-            .code,
+        grpc_to(&open, "", b"", 20).unwrap_err().code,
         code::PARSE_FAILURE
     );
 }
@@ -525,9 +531,7 @@ fn a_grpc_call_to_a_cluster_envoy_does_not_know_is_a_parse_failure() {
 #[test]
 fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
     let h = host();
-    let t = h
-        .grpc_call("rls", "svc", "M", &[], b"q", Duration::from_millis(20))
-        .unwrap();
+    let t = grpc_to(&h, "rls", b"q", 20).unwrap();
     assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
     let r = h
         .grpc_reply(t, GrpcReply::Message(b"hello".to_vec()))
@@ -540,9 +544,7 @@ fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
     assert_eq!(h.grpc_reply(t, GrpcReply::Status(13)), None);
     h.grpc_delivered();
     assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
-    let t2 = h
-        .grpc_call("rls", "svc", "M", &[], b"q", Duration::from_millis(20))
-        .unwrap();
+    let t2 = grpc_to(&h, "rls", b"q", 20).unwrap();
     let r2 = h
         .grpc_reply(t2, GrpcReply::Status(grpc_status::UNAVAILABLE))
         .unwrap();
@@ -554,12 +556,8 @@ fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
 #[test]
 fn envoys_timer_ends_a_grpc_call_as_unavailable_once_its_timeout_passes() {
     let h = host();
-    let fast = h
-        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(20))
-        .unwrap();
-    let slow = h
-        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(100))
-        .unwrap();
+    let fast = grpc_to(&h, "rls", b"", 20).unwrap();
+    let slow = grpc_to(&h, "rls", b"", 100).unwrap();
     h.advance(Duration::from_millis(19));
     assert!(h.grpc_expired().is_empty());
     h.advance(Duration::from_millis(1));
