@@ -25,7 +25,9 @@
 //! [`FakeHost::hostcalls`] counts the calls of each operation (a cache that should save hostcalls
 //! can be checked).
 
-use crate::plugin::host::{code, grpc_status, Buffer, HeaderMap, Host, HostError, MetricKind};
+use crate::plugin::host::{
+    code, grpc_status, Buffer, GrpcCall, HeaderMap, Host, HostError, MetricKind,
+};
 use crate::plugin::GrpcResponse;
 use crate::Timestamp;
 use std::cell::RefCell;
@@ -707,15 +709,15 @@ impl Host for FakeHost {
         Ok(token)
     }
 
-    fn grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        let &GrpcCall {
+            cluster,
+            service,
+            method,
+            initial_metadata,
+            message,
+            timeout,
+        } = call;
         self.check("grpc_call")?;
         let mut s = self.state.borrow_mut();
         let known = match &s.grpc_clusters {

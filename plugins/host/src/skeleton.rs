@@ -8,7 +8,7 @@
 
 use crate::abi;
 use crate::error::{from_status, HostError};
-use palisade_core::plugin::host::{Buffer, HeaderMap, Host, HostRef, MetricKind};
+use palisade_core::plugin::host::{Buffer, GrpcCall, HeaderMap, Host, HostRef, MetricKind};
 use palisade_core::plugin::runtime::{with_chain, Action as Next, Chain, Runtime};
 use palisade_core::plugin::{CallResponse, GrpcResponse};
 use palisade_core::Timestamp;
@@ -161,26 +161,18 @@ impl Host for ProxyHost {
     /// which slices cannot be). The target is checked first ([`StreamCx::grpc_call`]).
     ///
     /// [`StreamCx::grpc_call`]: palisade_core::plugin::StreamCx::grpc_call
-    fn grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
         // The ABI carries u32 milliseconds, and Envoy reads 0 as "no timeout": at least 1 ms.
-        let timeout = timeout.clamp(
+        let timeout = call.timeout.clamp(
             Duration::from_millis(1),
             Duration::from_millis(u64::from(u32::MAX)),
         );
         hostcalls::dispatch_grpc_call(
-            cluster,
-            service,
-            method,
-            initial_metadata.to_vec(),
-            Some(message),
+            call.cluster,
+            call.service,
+            call.method,
+            call.initial_metadata.to_vec(),
+            Some(call.message),
             timeout,
         )
         .map_err(|s| from_status("dispatch_grpc_call", s))

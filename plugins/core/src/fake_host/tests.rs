@@ -499,18 +499,18 @@ fn increments_fail_as_in_envoy_for_unknown_ids_histograms_and_counters_going_dow
 
 // gRPC calls.
 
-use crate::plugin::host::grpc_status;
+use crate::plugin::host::{grpc_status, GrpcCall};
 
 /// A unary gRPC call to `svc`/`M` on `cluster`, with this message and timeout.
 fn grpc_to(h: &FakeHost, cluster: &str, message: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
-    h.grpc_call(
+    h.grpc_call(&GrpcCall {
         cluster,
-        "svc",
-        "M",
-        &[],
+        service: "svc",
+        method: "M",
+        initial_metadata: &[],
         message,
-        Duration::from_millis(timeout_ms),
-    )
+        timeout: Duration::from_millis(timeout_ms),
+    })
 }
 
 #[test]

@@ -7,7 +7,7 @@
 //! ordered chain. A policy only reads its inputs through the contexts and says what should happen
 //! ([`Flow`], [`Wake`]).
 
-use super::host::{lossy, Buffer, HeaderMap, HostError, HostRef};
+use super::host::{lossy, Buffer, GrpcCall, HeaderMap, HostError, HostRef};
 use crate::key::RequestView;
 use crate::{LocalReply, Timestamp};
 use serde_json::{Map, Value};
@@ -91,16 +91,17 @@ pub struct GrpcResponse {
     pub size: usize,
 }
 
-/// The gRPC call's target, checked before any hostcall: Envoy refuses an empty cluster name (it
-/// reads it as a serialized `GrpcService`), and a call without a service or method cannot route.
-fn check_grpc_target(cluster: &str, service: &str, method: &str) -> Result<(), HostError> {
-    if cluster.is_empty() || service.is_empty() || method.is_empty() {
+/// Dispatch a gRPC call, its target checked before any hostcall: Envoy refuses an empty cluster
+/// name (it reads it as a serialized `GrpcService`), and a call without a service or method
+/// cannot route.
+fn dispatch_grpc(host: &HostRef, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+    if call.cluster.is_empty() || call.service.is_empty() || call.method.is_empty() {
         return Err(HostError::from_code(
             "dispatch_grpc_call (needs a cluster, a service and a method)",
             super::host::code::BAD_ARGUMENT,
         ));
     }
-    Ok(())
+    host.grpc_call(call)
 }
 
 /// The message of the gRPC response being delivered, at most `max` bytes (`size` as delivered).
@@ -221,10 +222,15 @@ impl RootCx<'_> {
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        check_grpc_target(cluster, service, method)?;
-        let token =
-            self.host
-                .grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
+        let call = GrpcCall {
+            cluster,
+            service,
+            method,
+            initial_metadata,
+            message,
+            timeout,
+        };
+        let token = dispatch_grpc(self.host, &call)?;
         self.grpc_calls.push(token);
         Ok(token)
     }
@@ -357,15 +363,15 @@ impl StreamCx<'_> {
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        check_grpc_target(cluster, service, method)?;
-        let token = self.stream_host()?.grpc_call(
+        let call = GrpcCall {
             cluster,
             service,
             method,
             initial_metadata,
             message,
             timeout,
-        )?;
+        };
+        let token = dispatch_grpc(self.stream_host()?, &call)?;
         self.calls.push(token);
         Ok(token)
     }
