@@ -710,19 +710,11 @@ impl Host for FakeHost {
     }
 
     fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
-        let &GrpcCall {
-            cluster,
-            service,
-            method,
-            initial_metadata,
-            message,
-            timeout,
-        } = call;
         self.check("grpc_call")?;
         let mut s = self.state.borrow_mut();
         let known = match &s.grpc_clusters {
-            Some(names) => names.iter().any(|n| n == cluster),
-            None => !cluster.is_empty(),
+            Some(names) => names.iter().any(|n| n == call.cluster),
+            None => !call.cluster.is_empty(),
         };
         if !known {
             return Err(HostError::from_code("grpc_call", code::PARSE_FAILURE));
@@ -732,15 +724,16 @@ impl Host for FakeHost {
         let at = s.now;
         s.grpc_calls.push(FakeGrpcCall {
             token,
-            cluster: cluster.to_owned(),
-            service: service.to_owned(),
-            method: method.to_owned(),
-            metadata: initial_metadata
+            cluster: call.cluster.to_owned(),
+            service: call.service.to_owned(),
+            method: call.method.to_owned(),
+            metadata: call
+                .initial_metadata
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_vec()))
                 .collect(),
-            message: message.to_vec(),
-            timeout,
+            message: call.message.to_vec(),
+            timeout: call.timeout,
             at,
             ended: false,
         });
