@@ -59,21 +59,6 @@ pub trait SharedStore {
     ) -> Result<(), StoreError>;
 }
 
-impl<S: SharedStore + ?Sized> SharedStore for &S {
-    fn get(&self, key: &str) -> Result<Versioned, StoreError> {
-        (**self).get(key)
-    }
-
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Version,
-    ) -> Result<(), StoreError> {
-        (**self).compare_and_swap(key, value, expected)
-    }
-}
-
 /// What the compute step of an [`update`] wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step<T> {
