@@ -189,25 +189,17 @@ impl KeyPart {
             KeyPartWire::Header(name) => {
                 KeyPart::Header(validate_header_name(name, &path.field("header"))?)
             }
-            KeyPartWire::Query(name) => {
-                if name.is_empty() {
-                    return Err(path
-                        .field("query")
-                        .invalid(name, "query parameter name must not be empty"));
-                }
-                KeyPart::Query(name.clone())
-            }
+            KeyPartWire::Query(name) => KeyPart::Query(non_empty(
+                name,
+                &path.field("query"),
+                "query parameter name",
+            )?),
             KeyPartWire::Path => KeyPart::Path,
             KeyPartWire::Method => KeyPart::Method,
             KeyPartWire::RouteName => KeyPart::RouteName,
             KeyPartWire::Constant(text) => KeyPart::Constant(text.clone()),
             KeyPartWire::Claim(name) => {
-                if name.is_empty() {
-                    return Err(path
-                        .field("claim")
-                        .invalid(name, "claim name must not be empty"));
-                }
-                KeyPart::Claim(name.clone())
+                KeyPart::Claim(non_empty(name, &path.field("claim"), "claim name")?)
             }
         })
     }
@@ -225,6 +217,14 @@ impl KeyPart {
             KeyPart::Claim(name) => req.claim(name),
         }
     }
+}
+
+/// A name that must not be empty, at `path` (`what` names it in the error).
+fn non_empty(name: &str, path: &FieldPath, what: &str) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        return Err(path.invalid(name, format!("{what} must not be empty")));
+    }
+    Ok(name.to_owned())
 }
 
 /// Validate and lowercase a header name (an HTTP token; pseudo-headers like `:authority` allowed).
