@@ -450,11 +450,7 @@ fn request_headers_run_the_stages_in_order() {
 #[test]
 fn a_reply_ends_the_chain_and_later_stages_never_see_the_request() {
     let log = log();
-    let p = chain(vec![
-        Script::new("a", &log),
-        Script::limiting("b", &log, Flow::reply_or_continue),
-        Script::new("c", &log),
-    ]);
+    let p = replying(&log);
     let s = p.open(1, &[(":path", "/")]);
     assert_eq!(s.request_headers(), Action::Pause);
     let reply = s.reply().expect("a local reply");
@@ -539,6 +535,15 @@ fn a_later_stage_reply_ends_the_stages_before_it_exactly_once() {
 
 // ---------------------------------------------------------------------------------------------
 // Pause and wake.
+
+/// `a`, then `b` that answers every request with [`limited`] (failing open), then `c`.
+fn replying(log: &Log) -> Proxy {
+    chain(vec![
+        Script::new("a", log),
+        Script::limiting("b", log, Flow::reply_or_continue),
+        Script::new("c", log),
+    ])
+}
 
 /// `a`, then `b` that pauses every request (and sends wakes from its tick), then `c`.
 fn pausing(log: &Log) -> (Proxy, Inbox) {
@@ -802,11 +807,7 @@ fn responses_run_in_reverse_over_the_stages_that_saw_the_request() {
 #[test]
 fn the_response_to_a_local_reply_reaches_only_the_stages_up_to_the_one_that_replied() {
     let log = log();
-    let p = chain(vec![
-        Script::new("a", &log),
-        Script::limiting("b", &log, Flow::reply_or_continue),
-        Script::new("c", &log),
-    ]);
+    let p = replying(&log);
     let s = p.requested(1);
     p.fake.set_response(1, &[(":status", "429")]);
     s.response_headers();
