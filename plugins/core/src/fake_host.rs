@@ -25,7 +25,9 @@
 //! [`FakeHost::hostcalls`] counts the calls of each operation (a cache that should save hostcalls
 //! can be checked).
 
-use crate::plugin::host::{code, grpc_status, Buffer, HeaderMap, Host, HostError, MetricKind};
+use crate::plugin::host::{
+    code, grpc_status, Buffer, GrpcCall, HeaderMap, Host, HostError, MetricKind,
+};
 use crate::plugin::GrpcResponse;
 use crate::Timestamp;
 use std::cell::RefCell;
@@ -226,6 +228,17 @@ impl FakeHost {
     /// is not counted: it reads the clock, not the proxy).
     pub fn hostcalls(&self, op: &str) -> usize {
         self.state.borrow().hostcalls.get(op).copied().unwrap_or(0)
+    }
+
+    /// The headers of the call response being delivered (none outside a delivery), for the
+    /// header hostcall `op`.
+    fn call_response_headers(&self, op: &'static str) -> Result<Pairs, HostError> {
+        self.check(op)?;
+        let s = self.state.borrow();
+        Ok(s.call_response
+            .as_ref()
+            .map(|(h, _)| h.clone())
+            .unwrap_or_default())
     }
 
     fn check(&self, op: &'static str) -> Result<(), HostError> {
@@ -466,12 +479,8 @@ impl Host for FakeHost {
 
     fn header(&self, map: HeaderMap, name: &str) -> Result<Option<Vec<u8>>, HostError> {
         if map == HeaderMap::CallResponse {
-            self.check("header")?;
-            let s = self.state.borrow();
-            return Ok(s
-                .call_response
-                .as_ref()
-                .and_then(|(h, _)| h.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone())));
+            let all = self.call_response_headers("header")?;
+            return Ok(all.into_iter().find(|(n, _)| n == name).map(|(_, v)| v));
         }
         self.with_stream("header", |st| {
             let values: Vec<&Vec<u8>> = FakeHost::map_of(st, map)
@@ -494,13 +503,7 @@ impl Host for FakeHost {
 
     fn headers(&self, map: HeaderMap) -> Result<Vec<(String, Vec<u8>)>, HostError> {
         if map == HeaderMap::CallResponse {
-            self.check("headers")?;
-            let s = self.state.borrow();
-            return Ok(s
-                .call_response
-                .as_ref()
-                .map(|(h, _)| h.clone())
-                .unwrap_or_default());
+            return self.call_response_headers("headers");
         }
         self.with_stream("headers", |st| FakeHost::map_of(st, map).clone())
     }
@@ -706,20 +709,12 @@ impl Host for FakeHost {
         Ok(token)
     }
 
-    fn grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
         self.check("grpc_call")?;
         let mut s = self.state.borrow_mut();
         let known = match &s.grpc_clusters {
-            Some(names) => names.iter().any(|n| n == cluster),
-            None => !cluster.is_empty(),
+            Some(names) => names.iter().any(|n| n == call.cluster),
+            None => !call.cluster.is_empty(),
         };
         if !known {
             return Err(HostError::from_code("grpc_call", code::PARSE_FAILURE));
@@ -729,15 +724,16 @@ impl Host for FakeHost {
         let at = s.now;
         s.grpc_calls.push(FakeGrpcCall {
             token,
-            cluster: cluster.to_owned(),
-            service: service.to_owned(),
-            method: method.to_owned(),
-            metadata: initial_metadata
+            cluster: call.cluster.to_owned(),
+            service: call.service.to_owned(),
+            method: call.method.to_owned(),
+            metadata: call
+                .initial_metadata
                 .iter()
                 .map(|(n, v)| (n.to_string(), v.to_vec()))
                 .collect(),
-            message: message.to_vec(),
-            timeout,
+            message: call.message.to_vec(),
+            timeout: call.timeout,
             at,
             ended: false,
         });

@@ -189,25 +189,17 @@ impl KeyPart {
             KeyPartWire::Header(name) => {
                 KeyPart::Header(validate_header_name(name, &path.field("header"))?)
             }
-            KeyPartWire::Query(name) => {
-                if name.is_empty() {
-                    return Err(path
-                        .field("query")
-                        .invalid(name, "query parameter name must not be empty"));
-                }
-                KeyPart::Query(name.clone())
-            }
+            KeyPartWire::Query(name) => KeyPart::Query(non_empty(
+                name,
+                &path.field("query"),
+                "query parameter name",
+            )?),
             KeyPartWire::Path => KeyPart::Path,
             KeyPartWire::Method => KeyPart::Method,
             KeyPartWire::RouteName => KeyPart::RouteName,
             KeyPartWire::Constant(text) => KeyPart::Constant(text.clone()),
             KeyPartWire::Claim(name) => {
-                if name.is_empty() {
-                    return Err(path
-                        .field("claim")
-                        .invalid(name, "claim name must not be empty"));
-                }
-                KeyPart::Claim(name.clone())
+                KeyPart::Claim(non_empty(name, &path.field("claim"), "claim name")?)
             }
         })
     }
@@ -225,6 +217,14 @@ impl KeyPart {
             KeyPart::Claim(name) => req.claim(name),
         }
     }
+}
+
+/// A name that must not be empty, at `path` (`what` names it in the error).
+fn non_empty(name: &str, path: &FieldPath, what: &str) -> Result<String, ConfigError> {
+    if name.is_empty() {
+        return Err(path.invalid(name, format!("{what} must not be empty")));
+    }
+    Ok(name.to_owned())
 }
 
 /// Validate and lowercase a header name (an HTTP token; pseudo-headers like `:authority` allowed).
@@ -317,14 +317,21 @@ mod tests {
         Some(s.parse().unwrap())
     }
 
+    /// The client IP `client_ip` finds in `req`, and where it found it.
+    fn resolved(req: &FakeRequest, source: ClientIpSource) -> (Option<IpAddr>, ClientIpOrigin) {
+        let got = client_ip(req, source);
+        (got.ip, got.origin)
+    }
+
     #[test]
     fn without_trusted_hops_the_source_address_wins_even_if_xff_is_sent() {
         let req = FakeRequest::new("GET", "/")
             .source("10.0.0.9:4431")
             .header("x-forwarded-for", "1.1.1.1");
-        let got = client_ip(&req, ClientIpSource::SOURCE_ADDRESS);
-        assert_eq!(got.ip, ip("10.0.0.9"));
-        assert_eq!(got.origin, ClientIpOrigin::SourceAddress);
+        assert_eq!(
+            resolved(&req, ClientIpSource::SOURCE_ADDRESS),
+            (ip("10.0.0.9"), ClientIpOrigin::SourceAddress)
+        );
     }
 
     #[test]
@@ -334,6 +341,12 @@ mod tests {
             client_ip(&req, ClientIpSource::SOURCE_ADDRESS).ip,
             ip("2001:db8::1")
         );
+    }
+
+    /// What [`behind_proxy`] resolves to when `X-Forwarded-For` cannot be used: the proxy's own
+    /// address.
+    fn fell_back() -> (Option<IpAddr>, ClientIpOrigin) {
+        (ip("10.0.0.2"), ClientIpOrigin::FallbackToSourceAddress)
     }
 
     /// A request from 10.0.0.2 (a proxy) carrying this `X-Forwarded-For`.
@@ -346,9 +359,10 @@ mod tests {
     #[test]
     fn one_trusted_hop_takes_the_rightmost_entry() {
         let req = behind_proxy("203.0.113.7, 198.51.100.4");
-        let got = client_ip(&req, hops(1));
-        assert_eq!(got.ip, ip("198.51.100.4"));
-        assert_eq!(got.origin, ClientIpOrigin::ForwardedFor);
+        assert_eq!(
+            resolved(&req, hops(1)),
+            (ip("198.51.100.4"), ClientIpOrigin::ForwardedFor)
+        );
     }
 
     #[test]
@@ -367,17 +381,13 @@ mod tests {
     #[test]
     fn too_few_entries_fall_back_to_the_source_address() {
         let req = behind_proxy("192.0.2.77");
-        let got = client_ip(&req, hops(2));
-        assert_eq!(got.ip, ip("10.0.0.2"));
-        assert_eq!(got.origin, ClientIpOrigin::FallbackToSourceAddress);
+        assert_eq!(resolved(&req, hops(2)), fell_back());
     }
 
     #[test]
     fn a_missing_header_falls_back_to_the_source_address() {
         let req = FakeRequest::new("GET", "/").source("10.0.0.2:1000");
-        let got = client_ip(&req, hops(1));
-        assert_eq!(got.ip, ip("10.0.0.2"));
-        assert_eq!(got.origin, ClientIpOrigin::FallbackToSourceAddress);
+        assert_eq!(resolved(&req, hops(1)), fell_back());
     }
 
     #[test]
@@ -389,12 +399,9 @@ mod tests {
             ",,,",
             "1.2.3.4, 1.2.3.4.5",
         ] {
-            let req = behind_proxy(xff);
-            let got = client_ip(&req, hops(1));
-            assert_eq!(got.ip, ip("10.0.0.2"), "xff={xff:?}");
             assert_eq!(
-                got.origin,
-                ClientIpOrigin::FallbackToSourceAddress,
+                resolved(&behind_proxy(xff), hops(1)),
+                fell_back(),
                 "xff={xff:?}"
             );
         }

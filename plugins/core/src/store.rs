@@ -59,21 +59,6 @@ pub trait SharedStore {
     ) -> Result<(), StoreError>;
 }
 
-impl<S: SharedStore + ?Sized> SharedStore for &S {
-    fn get(&self, key: &str) -> Result<Versioned, StoreError> {
-        (**self).get(key)
-    }
-
-    fn compare_and_swap(
-        &self,
-        key: &str,
-        value: &[u8],
-        expected: Version,
-    ) -> Result<(), StoreError> {
-        (**self).compare_and_swap(key, value, expected)
-    }
-}
-
 /// What the compute step of an [`update`] wants done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Step<T> {
@@ -198,6 +183,14 @@ mod tests {
         Step::Write(n.to_string().into_bytes(), n)
     }
 
+    /// A store holding `value` at `k`, whose next `conflicts` compare-and-swaps lose a race.
+    fn contended(value: &[u8], conflicts: u32) -> FakeStore {
+        let store = FakeStore::new();
+        store.put("k", value);
+        store.inject_conflicts(conflicts);
+        store
+    }
+
     #[test]
     fn update_creates_an_absent_key() {
         let store = FakeStore::new();
@@ -214,10 +207,8 @@ mod tests {
 
     #[test]
     fn update_retries_after_conflicts_and_sees_the_competing_write() {
-        let store = FakeStore::new();
-        store.put("k", b"10");
         // Another worker increments twice while we compute: both our first attempts lose.
-        store.inject_conflicts(2);
+        let store = contended(b"10", 2);
         let done = update(&store, "k", 5, increment).unwrap();
         assert_eq!(done.conflicts, 2);
         assert_eq!(done.output, 11);
@@ -226,9 +217,7 @@ mod tests {
 
     #[test]
     fn update_gives_up_after_the_bound_without_writing() {
-        let store = FakeStore::new();
-        store.put("k", b"7");
-        store.inject_conflicts(3);
+        let store = contended(b"7", 3);
         let err = update(&store, "k", 3, increment).unwrap_err();
         assert_eq!(err, UpdateError::Exhausted { attempts: 3 });
         assert_eq!(store.value("k").unwrap(), b"7");

@@ -8,7 +8,7 @@
 
 use crate::abi;
 use crate::error::{from_status, HostError};
-use palisade_core::plugin::host::{Buffer, HeaderMap, Host, HostRef, MetricKind};
+use palisade_core::plugin::host::{Buffer, GrpcCall, HeaderMap, Host, HostRef, MetricKind};
 use palisade_core::plugin::runtime::{with_chain, Action as Next, Chain, Runtime};
 use palisade_core::plugin::{CallResponse, GrpcResponse};
 use palisade_core::Timestamp;
@@ -161,26 +161,18 @@ impl Host for ProxyHost {
     /// which slices cannot be). The target is checked first ([`StreamCx::grpc_call`]).
     ///
     /// [`StreamCx::grpc_call`]: palisade_core::plugin::StreamCx::grpc_call
-    fn grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
         // The ABI carries u32 milliseconds, and Envoy reads 0 as "no timeout": at least 1 ms.
-        let timeout = timeout.clamp(
+        let timeout = call.timeout.clamp(
             Duration::from_millis(1),
             Duration::from_millis(u64::from(u32::MAX)),
         );
         hostcalls::dispatch_grpc_call(
-            cluster,
-            service,
-            method,
-            initial_metadata.to_vec(),
-            Some(message),
+            call.cluster,
+            call.service,
+            call.method,
+            call.initial_metadata.to_vec(),
+            Some(call.message),
             timeout,
         )
         .map_err(|s| from_status("dispatch_grpc_call", s))
@@ -376,6 +368,11 @@ impl Stream {
     fn end(&self) {
         let _ = with_chain(&self.chain, Chain::end);
     }
+
+    /// One stream callback through the chain, as the SDK's [`Action`].
+    fn run(&self, callback: impl FnOnce(&mut Chain) -> Next) -> Action {
+        action(with_chain(&self.chain, callback))
+    }
 }
 
 impl Context for Stream {
@@ -403,27 +400,19 @@ impl Drop for Stream {
 
 impl HttpContext for Stream {
     fn on_http_request_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_request_headers(end_of_stream)
-        }))
+        self.run(|c| c.on_request_headers(end_of_stream))
     }
 
     fn on_http_request_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_request_body(body_size, end_of_stream)
-        }))
+        self.run(|c| c.on_request_body(body_size, end_of_stream))
     }
 
     fn on_http_response_headers(&mut self, _headers: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_response_headers(end_of_stream)
-        }))
+        self.run(|c| c.on_response_headers(end_of_stream))
     }
 
     fn on_http_response_body(&mut self, body_size: usize, end_of_stream: bool) -> Action {
-        action(with_chain(&self.chain, |c| {
-            c.on_response_body(body_size, end_of_stream)
-        }))
+        self.run(|c| c.on_response_body(body_size, end_of_stream))
     }
 
     fn on_log(&mut self) {

@@ -11,9 +11,12 @@ fn host() -> FakeHost {
     FakeHost::new()
 }
 
-fn store(h: &Rc<FakeHost>) -> HostStore {
+/// A fake host and a [`HostStore`] on it, as one policy instance holds it.
+fn host_store() -> (Rc<FakeHost>, HostStore) {
+    let h = Rc::new(host());
     let host: HostRef = h.clone();
-    HostStore::new(&host, KeyPrefix::new("test", "inst/default"))
+    let s = HostStore::new(&host, KeyPrefix::new("test", "inst/default"));
+    (h, s)
 }
 
 #[test]
@@ -74,8 +77,7 @@ fn an_absent_key_reads_without_a_cas_and_an_emptied_key_with_one() {
 
 #[test]
 fn the_host_store_reads_absent_and_emptied_keys_as_empty_values_with_their_versions() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     let absent = s.get("k").unwrap();
     assert_eq!(absent.value, Vec::<u8>::new());
     assert_eq!(absent.version, Version::Absent);
@@ -87,8 +89,7 @@ fn the_host_store_reads_absent_and_emptied_keys_as_empty_values_with_their_versi
 
 #[test]
 fn the_host_store_creates_only_if_still_absent() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     let read = s.get("k").unwrap();
     assert_eq!(read.version, Version::Absent);
     // Another worker creates the key between our read and our write.
@@ -107,8 +108,7 @@ fn the_host_store_creates_only_if_still_absent() {
 
 #[test]
 fn the_host_store_writes_with_the_read_version_and_loses_to_a_newer_write() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (_, s) = host_store();
     s.compare_and_swap("k", b"1", Version::Absent).unwrap();
     let read = s.get("k").unwrap();
     s.compare_and_swap("k", b"2", read.version).unwrap();
@@ -126,8 +126,7 @@ fn the_host_store_writes_with_the_read_version_and_loses_to_a_newer_write() {
 
 #[test]
 fn the_host_store_keys_carry_the_instance_prefix() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     s.compare_and_swap("k", b"1", Version::Absent).unwrap();
     assert_eq!(h.shared_keys(), vec![s.prefix().key("k")]);
     assert!(s.prefix().key("k").ends_with("k"));
@@ -136,8 +135,7 @@ fn the_host_store_keys_carry_the_instance_prefix() {
 
 #[test]
 fn an_update_loop_on_the_host_store_is_exact_across_interleaved_writers() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     let full = s.prefix().key("n");
     let mut raced = false;
     let out = update(&s, "n", 4, |current| {
@@ -198,8 +196,7 @@ fn two_workers_of_one_proxy_share_data_and_its_cas_but_nothing_else() {
 
 #[test]
 fn a_shared_data_outage_is_a_host_error_not_a_conflict() {
-    let h = Rc::new(host());
-    let s = store(&h);
+    let (h, s) = host_store();
     h.fail("shared_data", code::INTERNAL_FAILURE);
     assert!(matches!(s.get("k"), Err(StoreError::Host(_))));
     let r: Result<_, UpdateError> = update(&s, "k", 3, |_| Step::Keep(()));
@@ -502,25 +499,31 @@ fn increments_fail_as_in_envoy_for_unknown_ids_histograms_and_counters_going_dow
 
 // gRPC calls.
 
-use crate::plugin::host::grpc_status;
+use crate::plugin::host::{grpc_status, GrpcCall};
+
+/// A unary gRPC call to `svc`/`M` on `cluster`, with this message and timeout.
+fn grpc_to(h: &FakeHost, cluster: &str, message: &[u8], timeout_ms: u64) -> Result<u32, HostError> {
+    h.grpc_call(&GrpcCall {
+        cluster,
+        service: "svc",
+        method: "M",
+        initial_metadata: &[],
+        message,
+        timeout: Duration::from_millis(timeout_ms),
+    })
+}
 
 #[test]
 fn a_grpc_call_to_a_cluster_envoy_does_not_know_is_a_parse_failure() {
     let h = host();
     h.grpc_clusters(&["rls"]);
-    let e = h
-        .grpc_call("other", "svc", "M", &[], b"", Duration::from_millis(20))
-        .unwrap_err();
+    let e = grpc_to(&h, "other", b"", 20).unwrap_err();
     assert_eq!(e.code, code::PARSE_FAILURE);
-    assert!(h
-        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(20))
-        .is_ok());
+    assert!(grpc_to(&h, "rls", b"", 20).is_ok());
     assert_eq!(h.grpc_calls().len(), 1);
     let open = FakeHost::new();
     assert_eq!(
-        open.grpc_call("", "svc", "M", &[], b"", Duration::from_millis(20))
-            .unwrap_err()
-            .code,
+        grpc_to(&open, "", b"", 20).unwrap_err().code,
         code::PARSE_FAILURE
     );
 }
@@ -528,9 +531,7 @@ fn a_grpc_call_to_a_cluster_envoy_does_not_know_is_a_parse_failure() {
 #[test]
 fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
     let h = host();
-    let t = h
-        .grpc_call("rls", "svc", "M", &[], b"q", Duration::from_millis(20))
-        .unwrap();
+    let t = grpc_to(&h, "rls", b"q", 20).unwrap();
     assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
     let r = h
         .grpc_reply(t, GrpcReply::Message(b"hello".to_vec()))
@@ -543,9 +544,7 @@ fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
     assert_eq!(h.grpc_reply(t, GrpcReply::Status(13)), None);
     h.grpc_delivered();
     assert_eq!(h.buffer(Buffer::GrpcResponse, 0, 100).unwrap(), None);
-    let t2 = h
-        .grpc_call("rls", "svc", "M", &[], b"q", Duration::from_millis(20))
-        .unwrap();
+    let t2 = grpc_to(&h, "rls", b"q", 20).unwrap();
     let r2 = h
         .grpc_reply(t2, GrpcReply::Status(grpc_status::UNAVAILABLE))
         .unwrap();
@@ -557,12 +556,8 @@ fn a_grpc_call_ends_once_and_its_message_is_readable_only_while_delivered() {
 #[test]
 fn envoys_timer_ends_a_grpc_call_as_unavailable_once_its_timeout_passes() {
     let h = host();
-    let fast = h
-        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(20))
-        .unwrap();
-    let slow = h
-        .grpc_call("rls", "svc", "M", &[], b"", Duration::from_millis(100))
-        .unwrap();
+    let fast = grpc_to(&h, "rls", b"", 20).unwrap();
+    let slow = grpc_to(&h, "rls", b"", 100).unwrap();
     h.advance(Duration::from_millis(19));
     assert!(h.grpc_expired().is_empty());
     h.advance(Duration::from_millis(1));

@@ -141,6 +141,21 @@ pub mod grpc_status {
     pub const UNAVAILABLE: u32 = 14;
 }
 
+/// A unary gRPC request, as [`Host::grpc_call`] sends it. Named fields rather than six
+/// arguments: cluster, service and method are all strings, and must not trade places.
+#[derive(Debug, Clone, Copy)]
+pub struct GrpcCall<'a> {
+    /// An Envoy cluster of HTTP/2 upstreams.
+    pub cluster: &'a str,
+    pub service: &'a str,
+    pub method: &'a str,
+    pub initial_metadata: &'a [(&'a str, &'a [u8])],
+    /// The request message, already serialized.
+    pub message: &'a [u8],
+    /// Envoy ends the call with `UNAVAILABLE` when this passes first.
+    pub timeout: Duration,
+}
+
 /// The three metric kinds Envoy knows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum MetricKind {
@@ -206,18 +221,8 @@ pub trait Host {
         timeout: Duration,
     ) -> Result<u32, HostError>;
 
-    /// Send a unary gRPC request (`message`, already serialized) to `service`/`method` on an Envoy
-    /// cluster of HTTP/2 upstreams; the token names its response. Envoy ends the call with
-    /// `UNAVAILABLE` when `timeout` passes first.
-    fn grpc_call(
-        &self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError>;
+    /// Send a unary gRPC request; the token names its response.
+    fn grpc_call(&self, call: &GrpcCall<'_>) -> Result<u32, HostError>;
 
     fn define_metric(&self, kind: MetricKind, name: &str) -> Result<u32, HostError>;
     fn increment_metric(&self, id: u32, delta: i64) -> Result<(), HostError>;

@@ -7,7 +7,7 @@
 //! ordered chain. A policy only reads its inputs through the contexts and says what should happen
 //! ([`Flow`], [`Wake`]).
 
-use super::host::{lossy, Buffer, HeaderMap, HostError, HostRef};
+use super::host::{lossy, Buffer, GrpcCall, HeaderMap, HostError, HostRef};
 use crate::key::RequestView;
 use crate::{LocalReply, Timestamp};
 use serde_json::{Map, Value};
@@ -91,16 +91,17 @@ pub struct GrpcResponse {
     pub size: usize,
 }
 
-/// The gRPC call's target, checked before any hostcall: Envoy refuses an empty cluster name (it
-/// reads it as a serialized `GrpcService`), and a call without a service or method cannot route.
-fn check_grpc_target(cluster: &str, service: &str, method: &str) -> Result<(), HostError> {
-    if cluster.is_empty() || service.is_empty() || method.is_empty() {
+/// Dispatch a gRPC call, its target checked before any hostcall: Envoy refuses an empty cluster
+/// name (it reads it as a serialized `GrpcService`), and a call without a service or method
+/// cannot route.
+fn dispatch_grpc(host: &HostRef, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+    if call.cluster.is_empty() || call.service.is_empty() || call.method.is_empty() {
         return Err(HostError::from_code(
             "dispatch_grpc_call (needs a cluster, a service and a method)",
             super::host::code::BAD_ARGUMENT,
         ));
     }
-    Ok(())
+    host.grpc_call(call)
 }
 
 /// The message of the gRPC response being delivered, at most `max` bytes (`size` as delivered).
@@ -221,10 +222,15 @@ impl RootCx<'_> {
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        check_grpc_target(cluster, service, method)?;
-        let token =
-            self.host
-                .grpc_call(cluster, service, method, initial_metadata, message, timeout)?;
+        let call = GrpcCall {
+            cluster,
+            service,
+            method,
+            initial_metadata,
+            message,
+            timeout,
+        };
+        let token = dispatch_grpc(self.host, &call)?;
         self.grpc_calls.push(token);
         Ok(token)
     }
@@ -286,6 +292,16 @@ fn edit_pairs(all: &mut HeaderPairs, name: &str, values: &[Vec<u8>]) {
     all.extend(values.iter().map(|v| (name.to_owned(), v.clone())));
 }
 
+/// The host's clock as `clock` keeps it for one callback: read from the host on first use only,
+/// since many callbacks never need the time and each read is a hostcall.
+pub(super) fn read_once(clock: &Cell<Option<Timestamp>>, host: &HostRef) -> Timestamp {
+    clock.get().unwrap_or_else(|| {
+        let t = host.now();
+        clock.set(Some(t));
+        t
+    })
+}
+
 /// What a stream callback may do: read the request (cached, see [`RequestCache`]), edit headers
 /// and bodies, wake other streams paused at this policy, publish verified claims.
 pub struct StreamCx<'a> {
@@ -305,14 +321,7 @@ pub struct StreamCx<'a> {
 impl StreamCx<'_> {
     /// The proxy's clock, read once per callback.
     pub fn now(&self) -> Timestamp {
-        match self.now.get() {
-            Some(t) => t,
-            None => {
-                let t = self.host.now();
-                self.now.set(Some(t));
-                t
-            }
-        }
+        read_once(self.now, self.host)
     }
 
     pub fn context_id(&self) -> u32 {
@@ -354,15 +363,15 @@ impl StreamCx<'_> {
         message: &[u8],
         timeout: Duration,
     ) -> Result<u32, HostError> {
-        check_grpc_target(cluster, service, method)?;
-        let token = self.stream_host()?.grpc_call(
+        let call = GrpcCall {
             cluster,
             service,
             method,
             initial_metadata,
             message,
             timeout,
-        )?;
+        };
+        let token = dispatch_grpc(self.stream_host()?, &call)?;
         self.calls.push(token);
         Ok(token)
     }
@@ -414,15 +423,22 @@ impl StreamCx<'_> {
 
     /// The whole request header map (read once per stream), values as raw bytes.
     pub fn request_headers(&self) -> Result<HeaderPairs, HostError> {
-        if let Some(all) = &self.cache.inner.borrow().all {
+        self.header_map(HeaderMap::Request, "get_request_headers", |c| &mut c.all)
+    }
+
+    /// A whole header map, from its `slot` of the cache, or from the host into it (the first
+    /// time; `op` names the hostcall in errors).
+    fn header_map(
+        &self,
+        map: HeaderMap,
+        op: &'static str,
+        slot: fn(&mut CacheInner) -> &mut Option<HeaderPairs>,
+    ) -> Result<HeaderPairs, HostError> {
+        if let Some(all) = slot(&mut self.cache.inner.borrow_mut()) {
             return Ok(Rc::clone(all));
         }
-        let all = Rc::new(
-            self.stream_host()?
-                .headers(HeaderMap::Request)
-                .map_err(|e| e.during("get_request_headers"))?,
-        );
-        self.cache.inner.borrow_mut().all = Some(Rc::clone(&all));
+        let all = Rc::new(self.stream_host()?.headers(map).map_err(|e| e.during(op))?);
+        *slot(&mut self.cache.inner.borrow_mut()) = Some(Rc::clone(&all));
         Ok(all)
     }
 
@@ -477,16 +493,9 @@ impl StreamCx<'_> {
 
     /// The whole response header map (read once per stream).
     pub fn response_headers(&self) -> Result<HeaderPairs, HostError> {
-        if let Some(all) = &self.cache.inner.borrow().response_all {
-            return Ok(Rc::clone(all));
-        }
-        let all = Rc::new(
-            self.stream_host()?
-                .headers(HeaderMap::Response)
-                .map_err(|e| e.during("get_response_headers"))?,
-        );
-        self.cache.inner.borrow_mut().response_all = Some(Rc::clone(&all));
-        Ok(all)
+        self.header_map(HeaderMap::Response, "get_response_headers", |c| {
+            &mut c.response_all
+        })
     }
 
     /// A response header's first value.

@@ -164,38 +164,63 @@ impl Runtime {
     }
 
     fn stream_grpc_response(&self, stage: usize, context: u32, response: GrpcResponse) {
-        let chain = self.paused.borrow().get(&context).cloned();
-        let Some(handle) = chain else {
+        let found = self.in_paused_stream(stage, context, "gRPC response", "enter", |chain| {
+            let flow = chain
+                .call(stage, |p, cx| p.on_grpc_response(cx, response))
+                .unwrap_or(Flow::Continue);
+            chain.decided(stage, flow);
+        });
+        if !found {
             log::debug!(
                 "palisade {}: gRPC response {} for stream {context}, no longer paused",
                 self.name,
                 response.token
             );
-            return;
+        }
+    }
+
+    /// Run `f` on stream `context` if it is still paused at `stage`, the host's effective context
+    /// set to it (a wake or a stream's gRPC response comes in a root callback); then forget the
+    /// stream if it is paused no more. A stream the host no longer knows is ended here instead
+    /// (that gives back what it holds). `event` and `entering` say what was dropped and what
+    /// failed, for the logs.
+    /// Returns false if the stream is not paused (any more): it ended, or the event is stale.
+    fn in_paused_stream(
+        &self,
+        stage: usize,
+        context: u32,
+        event: &str,
+        entering: &str,
+        f: impl FnOnce(&mut Chain),
+    ) -> bool {
+        let chain = self.paused.borrow().get(&context).cloned();
+        let Some(handle) = chain else {
+            return false;
         };
         let Ok(mut chain) = handle.try_borrow_mut() else {
             log::warn!(
-                "palisade {}: stream {context} is busy; gRPC response dropped",
+                "palisade {}: stream {context} is busy; {event} dropped",
                 self.name
             );
-            return;
+            return true;
         };
         if chain.paused_at != Some(stage) {
-            return;
+            return true;
         }
         if let Err(e) = self.host.set_effective_context(context) {
-            log::warn!("palisade {}: cannot enter stream {context}: {e}", self.name);
+            log::warn!(
+                "palisade {}: cannot {entering} stream {context}: {e}",
+                self.name
+            );
             chain.gone = true;
             chain.end();
-            return;
+            return true;
         }
-        let flow = chain
-            .call(stage, |p, cx| p.on_grpc_response(cx, response))
-            .unwrap_or(Flow::Continue);
-        chain.decided(stage, flow);
+        f(&mut chain);
         if chain.paused_at.is_none() {
             self.paused.borrow_mut().remove(&context);
         }
+        true
     }
 
     fn queue(&self, stage: usize, wakes: Vec<Wake>) {
@@ -245,14 +270,7 @@ impl Runtime {
 
     /// The clock of the current callback (see `clock`).
     fn now(&self) -> Timestamp {
-        match self.clock.get() {
-            Some(t) => t,
-            None => {
-                let t = self.host.now();
-                self.clock.set(Some(t));
-                t
-            }
-        }
+        super::policy::read_once(&self.clock, &self.host)
     }
 
     /// A new callback from the host begins: its clock is read afresh.
@@ -314,31 +332,8 @@ impl Runtime {
     }
 
     fn apply_wake(&self, stage: usize, wake: Wake) {
-        let context = wake.context();
-        let chain = self.paused.borrow().get(&context).cloned();
-        let Some(chain) = chain else {
-            // Not paused (any more): the stream ended, or the wake is stale.
-            return;
-        };
-        let handle = chain;
-        let Ok(mut chain) = handle.try_borrow_mut() else {
-            log::warn!(
-                "palisade {}: stream {context} is busy; wake dropped",
-                self.name
-            );
-            return;
-        };
-        if chain.paused_at != Some(stage) {
-            return;
-        }
-        if let Err(e) = self.host.set_effective_context(context) {
-            // The host no longer knows the stream: end it here (gives back what it holds).
-            log::warn!("palisade {}: cannot wake stream {context}: {e}", self.name);
-            chain.gone = true;
-            chain.end();
-            return;
-        }
-        match wake {
+        // A wake for a stream not paused (any more) is stale: nothing to do.
+        self.in_paused_stream(stage, wake.context(), "wake", "wake", |chain| match wake {
             Wake::Resume(_) => chain.resume_after(stage),
             Wake::Reply(_, reply, on_failure) => {
                 chain.unpause();
@@ -347,10 +342,7 @@ impl Runtime {
                 }
             }
             Wake::Retry(_) => chain.retry(stage),
-        }
-        if chain.paused_at.is_none() {
-            self.paused.borrow_mut().remove(&context);
-        }
+        });
     }
 }
 
