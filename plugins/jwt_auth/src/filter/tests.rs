@@ -93,6 +93,14 @@ fn serving_two(config: &Value) -> (Worker, Worker) {
     (a, b)
 }
 
+/// A worker that pauses requests while it has no keys (up to `max_wait`), its first JWKS fetch
+/// dispatched by its first tick and not answered yet.
+fn fetching(max_wait: &str) -> Worker {
+    let a = worker(&remote_config(json!({}), pause(max_wait)));
+    a.tick();
+    a
+}
+
 /// The standalone module on a worker of its own.
 fn worker(config: &Value) -> Worker {
     FakeProxy::one(&KIND, config).unwrap_or_else(|e| panic!("rejected: {e}"))
@@ -846,9 +854,7 @@ fn an_unknown_kid_asks_for_one_refetch_and_later_asks_are_deferred_and_counted()
 
 #[test]
 fn a_request_before_the_first_key_set_waits_and_goes_on_when_its_workers_fetch_completes() {
-    let config = remote_config(json!({}), pause("3s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching("3s");
     let token = token_at(&a, Alg::EdDsa);
     let s1 = a.start(
         "/r",
@@ -897,9 +903,7 @@ fn a_request_waiting_on_another_worker_goes_on_at_that_workers_next_tick() {
 
 #[test]
 fn a_paused_request_is_still_checked_when_the_keys_arrive_and_denied_if_bad() {
-    let config = remote_config(json!({}), pause("3s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching("3s");
     let now = now_secs(&a);
     let expired = testkeys::token(
         Alg::EdDsa,
@@ -920,9 +924,7 @@ fn a_paused_request_is_still_checked_when_the_keys_arrive_and_denied_if_bad() {
 
 #[test]
 fn a_paused_request_is_answered_503_when_no_keys_arrive_within_max_wait() {
-    let config = remote_config(json!({}), pause("1s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching("1s");
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     a.respond(Some(503), b"down");
     assert_eq!(a.stat("jwks_fetch.failure"), 1);
@@ -946,9 +948,7 @@ fn a_paused_request_is_answered_503_when_no_keys_arrive_within_max_wait() {
 
 #[test]
 fn a_paused_request_whose_timeout_reply_cannot_be_sent_is_reset() {
-    let config = remote_config(json!({}), pause("1s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching("1s");
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     a.fake.fail("send_reply", code::INTERNAL_FAILURE);
     a.run_for(SECOND);
@@ -959,9 +959,7 @@ fn a_paused_request_whose_timeout_reply_cannot_be_sent_is_reset() {
 
 #[test]
 fn a_client_that_leaves_while_paused_is_forgotten_and_never_woken() {
-    let config = remote_config(json!({}), pause("3s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching("3s");
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     let id = s.id;
     s.finish();
