@@ -3,6 +3,7 @@
 //! and the metrics.
 
 use super::KIND;
+use crate::policy::QUOTA_HEADERS;
 use palisade_core::fake_host::FakeHost;
 use palisade_core::fake_proxy::{Done, FakeProxy, Stream, CLAIMS};
 use palisade_core::plugin::host::code;
@@ -81,10 +82,10 @@ fn requests_are_allowed_up_to_capacity_then_answered_429_with_retry_after_and_qu
     assert_eq!(reply.details, "palisade_rate_limited");
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
-    assert_eq!(reply.header("ratelimit-limit"), Some("3"));
-    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(reply.header("ratelimit-reset"), Some("3"));
-    assert_eq!(reply.header("ratelimit-policy"), Some("3;w=3"));
+    assert_eq!(
+        QUOTA_HEADERS.map(|n| reply.header(n)),
+        [Some("3"), Some("0"), Some("3"), Some("3;w=3")]
+    );
     assert_eq!(reply.body, b"rate limit exceeded\n".to_vec());
     // Another client has its own bucket.
     assert_eq!(p.statuses("192.0.2.2", 1), vec![200]);
@@ -181,12 +182,17 @@ fn the_buckets_live_under_the_instance_namespace() {
     );
 }
 
+/// A chain of two rate_limit stages, with one rule each.
+fn two_instances(first: Value, second: Value) -> FakeProxy {
+    chained(&json!({"chain": [
+        {"rate_limit": {"rules": [first]}},
+        {"rate_limit": {"rules": [second]}},
+    ]}))
+}
+
 #[test]
 fn two_rate_limit_instances_in_one_chain_keep_separate_buckets_and_metrics() {
-    let p = chained(&json!({"chain": [
-        {"rate_limit": {"rules": [rule("r", 2)]}},
-        {"rate_limit": {"rules": [rule("r", 2)]}},
-    ]}));
+    let p = two_instances(rule("r", 2), rule("r", 2));
     // One shared bucket would be drained by both stages: two tokens a request.
     assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 200, 429]);
     assert_eq!(p.stat("palisade.rate_limit.r.allowed"), 2);
@@ -201,10 +207,7 @@ fn two_rate_limit_instances_in_one_chain_keep_separate_buckets_and_metrics() {
 
 #[test]
 fn the_second_instance_sees_only_requests_the_first_let_through() {
-    let p = chained(&json!({"chain": [
-        {"rate_limit": {"rules": [rule("outer", 1)]}},
-        {"rate_limit": {"rules": [rule("inner", 5)]}},
-    ]}));
+    let p = two_instances(rule("outer", 1), rule("inner", 5));
     assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 429, 429]);
     assert_eq!(p.stat("palisade.rate_limit.outer.limited"), 2);
     assert_eq!(p.stat("palisade.rate_limit_2.inner.allowed"), 1);

@@ -3,10 +3,10 @@
 
 use super::{chained, standalone, Client};
 use crate::global::rls::{
-    Code, DescriptorStatus, HeaderValue, ProtoDuration, RateLimit, RateLimitRequest,
-    RateLimitResponse, Unit, METHOD, SERVICE,
+    Code, DescriptorStatus, HeaderValue, RateLimitRequest, RateLimitResponse, Unit, METHOD, SERVICE,
 };
 use crate::global::MAX_RESPONSE_BYTES;
+use crate::policy::QUOTA_HEADERS;
 use palisade_core::fake_host::{FakeGrpcCall, GrpcReply, SentReply};
 use palisade_core::fake_proxy::{FakeProxy, Stream};
 use palisade_core::plugin::host::grpc_status;
@@ -82,15 +82,8 @@ fn one_global(extra: Value) -> FakeProxy {
     p
 }
 
-fn message(code: Code) -> RateLimitResponse {
-    RateLimitResponse {
-        overall_code: code as i32,
-        ..RateLimitResponse::default()
-    }
-}
-
 fn answer(code: Code) -> GrpcReply {
-    GrpcReply::Message(message(code).encode_to_vec())
+    GrpcReply::Message(RateLimitResponse::of(code).encode_to_vec())
 }
 
 const M: &str = "palisade.rate_limit.shared";
@@ -134,40 +127,30 @@ fn the_request_waits_for_the_service_which_gets_the_rules_descriptor() {
 #[test]
 fn over_limit_gets_the_rules_reply_with_quota_headers_from_the_statuses() {
     let p = one_global(json!({}));
-    let mut m = message(Code::OverLimit);
-    m.statuses = vec![DescriptorStatus {
-        code: Code::OverLimit as i32,
-        current_limit: Some(RateLimit {
-            requests_per_unit: 100,
-            unit: Unit::Minute as i32,
-            name: String::new(),
-        }),
-        limit_remaining: 0,
-        duration_until_reset: Some(ProtoDuration {
-            seconds: 17,
-            nanos: 0,
-        }),
-    }];
+    let mut m = RateLimitResponse::of(Code::OverLimit);
+    m.statuses = vec![DescriptorStatus::of(
+        Code::OverLimit,
+        100,
+        Unit::Minute,
+        0,
+        17,
+    )];
     let (status, reply) = p.through(GrpcReply::Message(m.encode_to_vec()));
     let reply = reply.unwrap();
     assert_eq!(status, 429);
     assert_eq!(reply.details, "palisade_rate_limited");
     assert_eq!(reply.header("retry-after"), Some("17"));
-    assert_eq!(reply.header("ratelimit-limit"), Some("100"));
-    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(reply.header("ratelimit-reset"), Some("17"));
-    assert_eq!(reply.header("ratelimit-policy"), Some("100;w=60"));
+    assert_eq!(
+        QUOTA_HEADERS.map(|n| reply.header(n)),
+        [Some("100"), Some("0"), Some("17"), Some("100;w=60")]
+    );
     assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
     assert_eq!(reply.body, b"rate limit exceeded\n".to_vec());
     assert_eq!(p.stat(&format!("{M}.global_over_limit")), 1);
     assert_eq!(p.stat(&format!("{M}.limited")), 1);
     // Without statuses (Limitador): the service's headers go to the client.
-    let mut m = message(Code::OverLimit);
-    m.response_headers_to_add = vec![HeaderValue {
-        key: "x-ratelimit-remaining".to_owned(),
-        value: "0".to_owned(),
-        raw_value: Vec::new(),
-    }];
+    let mut m = RateLimitResponse::of(Code::OverLimit);
+    m.response_headers_to_add = vec![HeaderValue::text("x-ratelimit-remaining", "0")];
     let (status, reply) = p.through(GrpcReply::Message(m.encode_to_vec()));
     let reply = reply.unwrap();
     assert_eq!(status, 429);
@@ -179,20 +162,8 @@ fn over_limit_gets_the_rules_reply_with_quota_headers_from_the_statuses() {
 #[test]
 fn ok_and_unknown_go_upstream_and_ok_headers_reach_the_response() {
     let p = standalone(&json!({"headers_on_allowed": true, "rules": [global_rule(json!({}))]}));
-    let mut m = message(Code::Ok);
-    m.statuses = vec![DescriptorStatus {
-        code: Code::Ok as i32,
-        current_limit: Some(RateLimit {
-            requests_per_unit: 10,
-            unit: Unit::Second as i32,
-            name: String::new(),
-        }),
-        limit_remaining: 9,
-        duration_until_reset: Some(ProtoDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-    }];
+    let mut m = RateLimitResponse::of(Code::Ok);
+    m.statuses = vec![DescriptorStatus::of(Code::Ok, 10, Unit::Second, 9, 1)];
     let r = p.begin("192.0.2.1", &[]);
     p.end_call(p.last_call().token, GrpcReply::Message(m.encode_to_vec()));
     assert_eq!(r.resumed(), 1);
