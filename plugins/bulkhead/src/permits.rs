@@ -54,6 +54,48 @@ struct SlotRecord {
 const SLOT_RECORD_LEN: usize = 12;
 const ENTRY_LEN: usize = 10;
 
+/// A fixed-size little-endian record of a stored list: the registry is a list of slots, a
+/// partition a list of entries.
+trait Record: Sized {
+    const LEN: usize;
+    /// The record in `bytes`, exactly [`Record::LEN`] of them.
+    fn read(bytes: &[u8]) -> Self;
+    fn write(&self, out: &mut Vec<u8>);
+}
+
+/// Every whole record in `bytes` (a trailing partial one is ignored).
+fn decode_all<R: Record>(bytes: &[u8]) -> Vec<R> {
+    bytes.chunks_exact(R::LEN).map(R::read).collect()
+}
+
+fn encode_all<R: Record>(records: &[R]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(records.len() * R::LEN);
+    for r in records {
+        r.write(&mut out);
+    }
+    out
+}
+
+impl Record for SlotRecord {
+    const LEN: usize = SLOT_RECORD_LEN;
+
+    fn read(c: &[u8]) -> Self {
+        let mut gen = [0u8; 4];
+        let mut hb = [0u8; 8];
+        gen.copy_from_slice(&c[..4]);
+        hb.copy_from_slice(&c[4..]);
+        SlotRecord {
+            generation: u32::from_le_bytes(gen),
+            heartbeat_ms: u64::from_le_bytes(hb),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.heartbeat_ms.to_le_bytes());
+    }
+}
+
 /// The registry of worker slots, as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Registry {
@@ -62,29 +104,13 @@ struct Registry {
 
 impl Registry {
     fn decode(bytes: &[u8]) -> Registry {
-        let slots = bytes
-            .chunks_exact(SLOT_RECORD_LEN)
-            .map(|c| {
-                let mut gen = [0u8; 4];
-                let mut hb = [0u8; 8];
-                gen.copy_from_slice(&c[..4]);
-                hb.copy_from_slice(&c[4..]);
-                SlotRecord {
-                    generation: u32::from_le_bytes(gen),
-                    heartbeat_ms: u64::from_le_bytes(hb),
-                }
-            })
-            .collect();
-        Registry { slots }
+        Registry {
+            slots: decode_all(bytes),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.slots.len() * SLOT_RECORD_LEN);
-        for s in &self.slots {
-            out.extend_from_slice(&s.generation.to_le_bytes());
-            out.extend_from_slice(&s.heartbeat_ms.to_le_bytes());
-        }
-        out
+        encode_all(&self.slots)
     }
 
     fn view(&self, me: Option<WorkerId>, now: Timestamp, timeout: Duration) -> LiveView {
@@ -237,6 +263,26 @@ struct Entry {
     count: u32,
 }
 
+impl Record for Entry {
+    const LEN: usize = ENTRY_LEN;
+
+    fn read(c: &[u8]) -> Self {
+        Entry {
+            holder: WorkerId {
+                slot: u16::from_le_bytes([c[0], c[1]]),
+                generation: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
+            },
+            count: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.holder.slot.to_le_bytes());
+        out.extend_from_slice(&self.holder.generation.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+    }
+}
+
 /// A partition's value: who holds how many permits.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 struct Partition {
@@ -245,27 +291,13 @@ struct Partition {
 
 impl Partition {
     fn decode(bytes: &[u8]) -> Partition {
-        let entries = bytes
-            .chunks_exact(ENTRY_LEN)
-            .map(|c| Entry {
-                holder: WorkerId {
-                    slot: u16::from_le_bytes([c[0], c[1]]),
-                    generation: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
-                },
-                count: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
-            })
-            .collect();
-        Partition { entries }
+        Partition {
+            entries: decode_all(bytes),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
-        for e in &self.entries {
-            out.extend_from_slice(&e.holder.slot.to_le_bytes());
-            out.extend_from_slice(&e.holder.generation.to_le_bytes());
-            out.extend_from_slice(&e.count.to_le_bytes());
-        }
-        out
+        encode_all(&self.entries)
     }
 
     fn total(&self, view: &LiveView) -> u64 {
