@@ -397,6 +397,11 @@ mod tests {
     const PER_IP: &str = r#"{"rules": [{"name": "per-ip", "key": ["client_ip"],
         "limits": [{"capacity": 3, "refill": 1, "period": "1s"}]}]}"#;
 
+    /// The [`PER_IP`] limiter, and a store with no buckets yet.
+    fn per_ip() -> (RateLimiter, FakeStore) {
+        (limiter(PER_IP), FakeStore::new())
+    }
+
     fn statuses(
         l: &RateLimiter,
         req: &FakeRequest,
@@ -414,8 +419,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_admitted_up_to_capacity_then_limited_with_standard_headers() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let now = Timestamp::from_secs(1_000);
         assert_eq!(
             statuses(&l, &from("192.0.2.1"), &store, now, 3),
@@ -437,8 +441,7 @@ mod tests {
 
     #[test]
     fn two_keys_have_independent_buckets() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let now = Timestamp::from_secs(1_000);
         assert_eq!(
             statuses(&l, &from("192.0.2.1"), &store, now, 4),
@@ -452,8 +455,7 @@ mod tests {
 
     #[test]
     fn refill_admits_again_after_the_period() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let req = from("192.0.2.1");
         assert_eq!(
             statuses(&l, &req, &store, Timestamp::from_secs(10), 4),
@@ -467,8 +469,7 @@ mod tests {
 
     #[test]
     fn cas_conflicts_are_retried_and_the_count_stays_exact() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let req = from("192.0.2.1");
         let now = Timestamp::from_secs(10);
         store.inject_conflicts(DEFAULT_MAX_ATTEMPTS - 1);
@@ -479,8 +480,7 @@ mod tests {
 
     #[test]
     fn exhausted_retries_fail_open_by_default_and_are_counted() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         store.inject_conflicts(DEFAULT_MAX_ATTEMPTS);
         let v = l.check(&from("192.0.2.1"), &store, Timestamp::from_secs(10));
         assert_eq!(v.decision, Decision::Continue);
