@@ -63,17 +63,27 @@ trait Record: Sized {
     fn write(&self, out: &mut Vec<u8>);
 }
 
-/// Every whole record in `bytes` (a trailing partial one is ignored).
-fn decode_all<R: Record>(bytes: &[u8]) -> Vec<R> {
-    bytes.chunks_exact(R::LEN).map(R::read).collect()
+/// A stored list of records, read and written whole: the [`Registry`], a [`Partition`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Stored<R> {
+    records: Vec<R>,
 }
 
-fn encode_all<R: Record>(records: &[R]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(records.len() * R::LEN);
-    for r in records {
-        r.write(&mut out);
+impl<R: Record> Stored<R> {
+    /// Every whole record in `bytes` (a trailing partial one is ignored).
+    fn decode(bytes: &[u8]) -> Self {
+        Stored {
+            records: bytes.chunks_exact(R::LEN).map(R::read).collect(),
+        }
     }
-    out
+
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(self.records.len() * R::LEN);
+        for r in &self.records {
+            r.write(&mut out);
+        }
+        out
+    }
 }
 
 impl Record for SlotRecord {
@@ -96,26 +106,13 @@ impl Record for SlotRecord {
     }
 }
 
-/// The registry of worker slots, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Registry {
-    slots: Vec<SlotRecord>,
-}
+/// The registry: one record per worker slot, by slot index.
+type Registry = Stored<SlotRecord>;
 
 impl Registry {
-    fn decode(bytes: &[u8]) -> Registry {
-        Registry {
-            slots: decode_all(bytes),
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        encode_all(&self.slots)
-    }
-
     fn view(&self, me: Option<WorkerId>, now: Timestamp, timeout: Duration) -> LiveView {
         let slots = self
-            .slots
+            .records
             .iter()
             .map(|s| (s.generation, is_live(s, now, timeout)))
             .collect();
@@ -183,15 +180,15 @@ pub fn claim(
     let done = update(store, key, attempts, |bytes| {
         let mut reg = Registry::decode(bytes);
         let free = (0..usize::from(max_workers))
-            .find(|&i| reg.slots.get(i).is_none_or(|s| !is_live(s, now, timeout)));
+            .find(|&i| reg.records.get(i).is_none_or(|s| !is_live(s, now, timeout)));
         let Some(i) = free else {
             return Step::Keep(None);
         };
-        if reg.slots.len() <= i {
-            reg.slots.resize(i + 1, SlotRecord::default());
+        if reg.records.len() <= i {
+            reg.records.resize(i + 1, SlotRecord::default());
         }
-        let generation = reg.slots[i].generation.wrapping_add(1).max(1);
-        reg.slots[i] = SlotRecord {
+        let generation = reg.records[i].generation.wrapping_add(1).max(1);
+        reg.records[i] = SlotRecord {
             generation,
             heartbeat_ms: now.as_millis().max(1),
         };
@@ -224,7 +221,7 @@ pub fn heartbeat(
 ) -> Result<Heartbeat, UpdateError> {
     let done = update(store, key, attempts, |bytes| {
         let mut reg = Registry::decode(bytes);
-        match reg.slots.get_mut(usize::from(me.slot)) {
+        match reg.records.get_mut(usize::from(me.slot)) {
             Some(rec) if rec.generation == me.generation => {
                 rec.heartbeat_ms = now.as_millis().max(1);
                 let view = reg.view(Some(me), now, timeout);
@@ -245,7 +242,7 @@ pub fn release_slot(
 ) -> Result<(), UpdateError> {
     update(store, key, attempts, |bytes| {
         let mut reg = Registry::decode(bytes);
-        match reg.slots.get_mut(usize::from(me.slot)) {
+        match reg.records.get_mut(usize::from(me.slot)) {
             Some(rec) if rec.generation == me.generation => {
                 rec.heartbeat_ms = 0;
                 Step::Write(reg.encode(), ())
@@ -283,25 +280,12 @@ impl Record for Entry {
     }
 }
 
-/// A partition's value: who holds how many permits.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Partition {
-    entries: Vec<Entry>,
-}
+/// A partition's value: who holds how many permits, one entry per holder.
+type Partition = Stored<Entry>;
 
 impl Partition {
-    fn decode(bytes: &[u8]) -> Partition {
-        Partition {
-            entries: decode_all(bytes),
-        }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        encode_all(&self.entries)
-    }
-
     fn total(&self, view: &LiveView) -> u64 {
-        self.entries
+        self.records
             .iter()
             .filter(|e| view.counts(e.holder))
             .map(|e| u64::from(e.count))
@@ -310,7 +294,7 @@ impl Partition {
 
     /// Drop empty entries and entries of dead workers.
     fn prune(&mut self, view: &LiveView) {
-        self.entries
+        self.records
             .retain(|e| e.count > 0 && view.counts(e.holder));
     }
 }
@@ -340,9 +324,9 @@ pub fn try_acquire(
             return Step::Keep(Acquire::Full { in_flight });
         }
         p.prune(view);
-        match p.entries.iter_mut().find(|e| e.holder == me) {
+        match p.records.iter_mut().find(|e| e.holder == me) {
             Some(e) => e.count = e.count.saturating_add(1),
-            None => p.entries.push(Entry {
+            None => p.records.push(Entry {
                 holder: me,
                 count: 1,
             }),
@@ -377,7 +361,7 @@ pub fn release(
     update(store, key, attempts, |bytes| {
         let mut p = Partition::decode(bytes);
         let Some(e) = p
-            .entries
+            .records
             .iter_mut()
             .find(|e| e.holder == holder && e.count > 0)
         else {
