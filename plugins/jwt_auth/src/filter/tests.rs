@@ -93,10 +93,14 @@ fn serving_two(config: &Value) -> (Worker, Worker) {
     (a, b)
 }
 
-/// A worker that pauses requests while it has no keys (up to `max_wait`), its first JWKS fetch
-/// dispatched by its first tick and not answered yet.
-fn fetching(max_wait: &str) -> Worker {
-    let a = worker(&remote_config(json!({}), pause(max_wait)));
+/// A worker of the default remote-JWKS config, with this `keys_unavailable`.
+fn remote(keys_unavailable: Value) -> Worker {
+    worker(&remote_config(json!({}), keys_unavailable))
+}
+
+/// [`remote`], its first JWKS fetch dispatched by its first tick and not answered yet.
+fn fetching(keys_unavailable: Value) -> Worker {
+    let a = remote(keys_unavailable);
     a.tick();
     a
 }
@@ -711,8 +715,7 @@ fn a_failed_refresh_keeps_the_last_good_keys_and_retries_back_off_across_workers
 
 #[test]
 fn a_dispatch_the_host_refuses_is_a_failure_with_backoff() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
+    let a = remote(reject());
     a.fake.fail("http_call", code::BAD_ARGUMENT);
     a.tick();
     assert_eq!(a.fake.hostcalls("http_call"), 1);
@@ -726,8 +729,7 @@ fn a_dispatch_the_host_refuses_is_a_failure_with_backoff() {
 
 #[test]
 fn a_shared_data_outage_fetches_nothing_and_the_next_tick_after_it_does() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
+    let a = remote(reject());
     a.fake.fail("shared_data", code::INTERNAL_FAILURE);
     a.run_for(SECOND);
     assert_eq!(a.fake.hostcalls("http_call"), 0, "no lease, no fetch");
@@ -740,9 +742,7 @@ fn a_shared_data_outage_fetches_nothing_and_the_next_tick_after_it_does() {
 
 #[test]
 fn an_oversized_jwks_is_a_failed_fetch_whose_body_is_never_read() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(reject());
     let reads = a.fake.hostcalls("buffer");
     a.respond_sized(Some(200), jwks().to_string().as_bytes(), MAX_JWKS_BYTES + 1);
     assert_eq!(
@@ -769,9 +769,7 @@ fn an_oversized_jwks_is_a_failed_fetch_whose_body_is_never_read() {
 
 #[test]
 fn a_jwks_body_the_host_cannot_hand_over_is_a_failed_fetch() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(reject());
     a.fake.fail("buffer", code::INTERNAL_FAILURE);
     a.respond(Some(200), jwks().to_string().as_bytes());
     assert_eq!(
@@ -854,7 +852,7 @@ fn an_unknown_kid_asks_for_one_refetch_and_later_asks_are_deferred_and_counted()
 
 #[test]
 fn a_request_before_the_first_key_set_waits_and_goes_on_when_its_workers_fetch_completes() {
-    let a = fetching("3s");
+    let a = fetching(pause("3s"));
     let token = token_at(&a, Alg::EdDsa);
     let s1 = a.start(
         "/r",
@@ -903,7 +901,7 @@ fn a_request_waiting_on_another_worker_goes_on_at_that_workers_next_tick() {
 
 #[test]
 fn a_paused_request_is_still_checked_when_the_keys_arrive_and_denied_if_bad() {
-    let a = fetching("3s");
+    let a = fetching(pause("3s"));
     let now = now_secs(&a);
     let expired = testkeys::token(
         Alg::EdDsa,
@@ -924,7 +922,7 @@ fn a_paused_request_is_still_checked_when_the_keys_arrive_and_denied_if_bad() {
 
 #[test]
 fn a_paused_request_is_answered_503_when_no_keys_arrive_within_max_wait() {
-    let a = fetching("1s");
+    let a = fetching(pause("1s"));
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     a.respond(Some(503), b"down");
     assert_eq!(a.stat("jwks_fetch.failure"), 1);
@@ -948,7 +946,7 @@ fn a_paused_request_is_answered_503_when_no_keys_arrive_within_max_wait() {
 
 #[test]
 fn a_paused_request_whose_timeout_reply_cannot_be_sent_is_reset() {
-    let a = fetching("1s");
+    let a = fetching(pause("1s"));
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     a.fake.fail("send_reply", code::INTERNAL_FAILURE);
     a.run_for(SECOND);
@@ -959,7 +957,7 @@ fn a_paused_request_whose_timeout_reply_cannot_be_sent_is_reset() {
 
 #[test]
 fn a_client_that_leaves_while_paused_is_forgotten_and_never_woken() {
-    let a = fetching("3s");
+    let a = fetching(pause("3s"));
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     let id = s.id;
     s.finish();
@@ -978,9 +976,7 @@ fn a_client_that_leaves_while_paused_is_forgotten_and_never_woken() {
 
 #[test]
 fn reject_mode_answers_503_at_once_without_pausing() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(reject());
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     assert_eq!(s.reply().map(|r| r.status), Some(503));
     assert_eq!(a.stats(&["paused", "denied.no_keys"]), [0, 1]);
