@@ -18,6 +18,14 @@ fn thresholds(window: WindowSpec) -> Thresholds {
     }
 }
 
+/// A time window of `buckets` buckets of `bucket_secs` each.
+fn time_window(buckets: u32, bucket_secs: u32) -> Thresholds {
+    thresholds(WindowSpec::Time {
+        buckets,
+        bucket_secs,
+    })
+}
+
 fn count10() -> Thresholds {
     thresholds(WindowSpec::Count { size: 10 })
 }
@@ -154,10 +162,7 @@ fn a_count_window_forgets_calls_older_than_its_size() {
 
 #[test]
 fn a_time_window_forgets_calls_older_than_its_duration() {
-    let t = thresholds(WindowSpec::Time {
-        buckets: 10,
-        bucket_secs: 1,
-    });
+    let t = time_window(10, 1);
     let mut b = Breaker::fresh(&t.window, 1);
     calls(&mut b, &t, 1_000, [FAIL; 3]);
     assert_eq!(b.window.tally(1_000).calls, 3);
@@ -172,10 +177,7 @@ fn a_time_window_forgets_calls_older_than_its_duration() {
 
 #[test]
 fn a_time_window_reuses_a_stale_bucket_from_zero() {
-    let t = thresholds(WindowSpec::Time {
-        buckets: 2,
-        bucket_secs: 1,
-    });
+    let t = time_window(2, 1);
     let mut w = Window::fresh(&t.window);
     w.record(FAIL, 0);
     w.record(OK, 1_000);
@@ -381,13 +383,7 @@ fn outcomes_from_another_epoch_are_not_recorded() {
 
 #[test]
 fn a_batch_of_successes_counts_like_single_successes() {
-    for t in [
-        count10(),
-        thresholds(WindowSpec::Time {
-            buckets: 10,
-            bucket_secs: 1,
-        }),
-    ] {
+    for t in [count10(), time_window(10, 1)] {
         let mut one_by_one = Breaker::fresh(&t.window, 1);
         let mut batched = Breaker::fresh(&t.window, 1);
         call(&mut one_by_one, &t, 0, FAIL);
@@ -422,13 +418,7 @@ fn a_batch_from_another_epoch_or_state_is_stale() {
 
 #[test]
 fn encoding_round_trips_in_every_phase() {
-    for t in [
-        count10(),
-        thresholds(WindowSpec::Time {
-            buckets: 5,
-            bucket_secs: 2,
-        }),
-    ] {
+    for t in [count10(), time_window(5, 2)] {
         let mut b = Breaker::fresh(&t.window, 42);
         call(&mut b, &t, 100, SLOW);
         assert_eq!(Breaker::decode(&b.encode(), &t.window).as_ref(), Some(&b));
