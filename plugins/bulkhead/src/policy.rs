@@ -950,10 +950,8 @@ mod tests {
 
     #[test]
     fn waiters_on_one_worker_get_permits_freed_on_another_at_the_next_tick() {
-        let store = FakeStore::new();
-        let mut a = worker(WAIT);
+        let (store, mut a, tg) = fixture(WAIT);
         let mut b = worker(WAIT);
-        let tg = any_target(&a);
         assert_eq!(
             a.on_request(1, tg.clone(), &store, t(0)).0,
             Admission::Continue
@@ -1042,10 +1040,8 @@ mod tests {
 
     #[test]
     fn a_dead_worker_does_not_keep_the_partition_full() {
-        let store = FakeStore::new();
-        let mut dead = worker(TWO);
+        let (store, mut dead, tg) = fixture(TWO);
         let mut alive = worker(TWO);
-        let tg = any_target(&dead);
         dead.on_request(1, tg.clone(), &store, t(0));
         dead.on_request(2, tg.clone(), &store, t(0));
         assert!(matches!(
