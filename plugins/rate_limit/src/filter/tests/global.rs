@@ -197,6 +197,36 @@ enum Fault {
     NoCluster,
 }
 
+impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::Timeout,
+        Fault::Unavailable,
+        Fault::Internal,
+        Fault::Malformed,
+        Fault::Oversized,
+        Fault::NoCluster,
+    ];
+
+    /// The counter a call failing this way counts in.
+    fn counter(self) -> &'static str {
+        match self {
+            Fault::Timeout => "global_timeout",
+            _ => "global_error",
+        }
+    }
+}
+
+/// Three requests through a service failing with `fault` (a rule with this `global` `extra`):
+/// the worker, and the statuses the client got.
+fn three_failing(fault: Fault, extra: Value) -> (FakeProxy, Vec<u16>) {
+    let p = one_global(extra);
+    if let Fault::NoCluster = fault {
+        p.fake.grpc_clusters(&["other"]);
+    }
+    let statuses = (0..3).map(|_| failing(&p, fault)).collect();
+    (p, statuses)
+}
+
 /// One request through a service failing with `fault`.
 fn failing(p: &FakeProxy, fault: Fault) -> u16 {
     let r = p.begin("192.0.2.1", &[]);
@@ -232,23 +262,11 @@ fn failing(p: &FakeProxy, fault: Fault) -> u16 {
 
 #[test]
 fn every_failure_applies_on_error_local_allow_or_deny() {
-    let faults = [
-        (Fault::Timeout, "global_timeout"),
-        (Fault::Unavailable, "global_error"),
-        (Fault::Internal, "global_error"),
-        (Fault::Malformed, "global_error"),
-        (Fault::Oversized, "global_error"),
-        (Fault::NoCluster, "global_error"),
-    ];
-    for (fault, counter) in faults {
+    for fault in Fault::ALL {
         // local (default): the rule's own buckets (2 a minute) decide.
-        let p = one_global(json!({}));
-        if let Fault::NoCluster = fault {
-            p.fake.grpc_clusters(&["other"]);
-        }
-        let statuses: Vec<u16> = (0..3).map(|_| failing(&p, fault)).collect();
+        let (p, statuses) = three_failing(fault, json!({}));
         assert_eq!(statuses, vec![200, 200, 429], "local, {fault:?}");
-        assert_eq!(p.stat(&format!("{M}.{counter}")), 3, "{fault:?}");
+        assert_eq!(p.stat(&format!("{M}.{}", fault.counter())), 3, "{fault:?}");
         assert_eq!(p.stat(&format!("{M}.global_fallback_local")), 3);
         assert_eq!(p.stat(&format!("{M}.allowed")), 2);
         assert_eq!(p.stat(&format!("{M}.limited")), 1);
@@ -257,11 +275,7 @@ fn every_failure_applies_on_error_local_allow_or_deny() {
             ("allow", 200, "global_fallback_allow"),
             ("deny", 429, "global_fallback_deny"),
         ] {
-            let p = one_global(json!({ "on_error": on_error }));
-            if let Fault::NoCluster = fault {
-                p.fake.grpc_clusters(&["other"]);
-            }
-            let statuses: Vec<u16> = (0..3).map(|_| failing(&p, fault)).collect();
+            let (p, statuses) = three_failing(fault, json!({ "on_error": on_error }));
             assert_eq!(statuses, vec![expected; 3], "{on_error}, {fault:?}");
             assert_eq!(p.stat(&format!("{M}.{fallback}")), 3);
             assert_eq!(p.stat(&format!("{M}.global_fallback_local")), 0);
