@@ -54,42 +54,65 @@ struct SlotRecord {
 const SLOT_RECORD_LEN: usize = 12;
 const ENTRY_LEN: usize = 10;
 
-/// The registry of worker slots, as stored.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Registry {
-    slots: Vec<SlotRecord>,
+/// A fixed-size little-endian record of a stored list: the registry is a list of slots, a
+/// partition a list of entries.
+trait Record: Sized {
+    const LEN: usize;
+    /// The record in `bytes`, exactly [`Record::LEN`] of them.
+    fn read(bytes: &[u8]) -> Self;
+    fn write(&self, out: &mut Vec<u8>);
 }
 
-impl Registry {
-    fn decode(bytes: &[u8]) -> Registry {
-        let slots = bytes
-            .chunks_exact(SLOT_RECORD_LEN)
-            .map(|c| {
-                let mut gen = [0u8; 4];
-                let mut hb = [0u8; 8];
-                gen.copy_from_slice(&c[..4]);
-                hb.copy_from_slice(&c[4..]);
-                SlotRecord {
-                    generation: u32::from_le_bytes(gen),
-                    heartbeat_ms: u64::from_le_bytes(hb),
-                }
-            })
-            .collect();
-        Registry { slots }
+/// A stored list of records, read and written whole: the [`Registry`], a [`Partition`].
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+struct Stored<R> {
+    records: Vec<R>,
+}
+
+impl<R: Record> Stored<R> {
+    /// Every whole record in `bytes` (a trailing partial one is ignored).
+    fn decode(bytes: &[u8]) -> Self {
+        Stored {
+            records: bytes.chunks_exact(R::LEN).map(R::read).collect(),
+        }
     }
 
     fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.slots.len() * SLOT_RECORD_LEN);
-        for s in &self.slots {
-            out.extend_from_slice(&s.generation.to_le_bytes());
-            out.extend_from_slice(&s.heartbeat_ms.to_le_bytes());
+        let mut out = Vec::with_capacity(self.records.len() * R::LEN);
+        for r in &self.records {
+            r.write(&mut out);
         }
         out
     }
+}
 
+impl Record for SlotRecord {
+    const LEN: usize = SLOT_RECORD_LEN;
+
+    fn read(c: &[u8]) -> Self {
+        let mut gen = [0u8; 4];
+        let mut hb = [0u8; 8];
+        gen.copy_from_slice(&c[..4]);
+        hb.copy_from_slice(&c[4..]);
+        SlotRecord {
+            generation: u32::from_le_bytes(gen),
+            heartbeat_ms: u64::from_le_bytes(hb),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.generation.to_le_bytes());
+        out.extend_from_slice(&self.heartbeat_ms.to_le_bytes());
+    }
+}
+
+/// The registry: one record per worker slot, by slot index.
+type Registry = Stored<SlotRecord>;
+
+impl Registry {
     fn view(&self, me: Option<WorkerId>, now: Timestamp, timeout: Duration) -> LiveView {
         let slots = self
-            .slots
+            .records
             .iter()
             .map(|s| (s.generation, is_live(s, now, timeout)))
             .collect();
@@ -157,15 +180,15 @@ pub fn claim(
     let done = update(store, key, attempts, |bytes| {
         let mut reg = Registry::decode(bytes);
         let free = (0..usize::from(max_workers))
-            .find(|&i| reg.slots.get(i).is_none_or(|s| !is_live(s, now, timeout)));
+            .find(|&i| reg.records.get(i).is_none_or(|s| !is_live(s, now, timeout)));
         let Some(i) = free else {
             return Step::Keep(None);
         };
-        if reg.slots.len() <= i {
-            reg.slots.resize(i + 1, SlotRecord::default());
+        if reg.records.len() <= i {
+            reg.records.resize(i + 1, SlotRecord::default());
         }
-        let generation = reg.slots[i].generation.wrapping_add(1).max(1);
-        reg.slots[i] = SlotRecord {
+        let generation = reg.records[i].generation.wrapping_add(1).max(1);
+        reg.records[i] = SlotRecord {
             generation,
             heartbeat_ms: now.as_millis().max(1),
         };
@@ -198,7 +221,7 @@ pub fn heartbeat(
 ) -> Result<Heartbeat, UpdateError> {
     let done = update(store, key, attempts, |bytes| {
         let mut reg = Registry::decode(bytes);
-        match reg.slots.get_mut(usize::from(me.slot)) {
+        match reg.records.get_mut(usize::from(me.slot)) {
             Some(rec) if rec.generation == me.generation => {
                 rec.heartbeat_ms = now.as_millis().max(1);
                 let view = reg.view(Some(me), now, timeout);
@@ -219,7 +242,7 @@ pub fn release_slot(
 ) -> Result<(), UpdateError> {
     update(store, key, attempts, |bytes| {
         let mut reg = Registry::decode(bytes);
-        match reg.slots.get_mut(usize::from(me.slot)) {
+        match reg.records.get_mut(usize::from(me.slot)) {
             Some(rec) if rec.generation == me.generation => {
                 rec.heartbeat_ms = 0;
                 Step::Write(reg.encode(), ())
@@ -237,39 +260,32 @@ struct Entry {
     count: u32,
 }
 
-/// A partition's value: who holds how many permits.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-struct Partition {
-    entries: Vec<Entry>,
+impl Record for Entry {
+    const LEN: usize = ENTRY_LEN;
+
+    fn read(c: &[u8]) -> Self {
+        Entry {
+            holder: WorkerId {
+                slot: u16::from_le_bytes([c[0], c[1]]),
+                generation: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
+            },
+            count: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
+        }
+    }
+
+    fn write(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(&self.holder.slot.to_le_bytes());
+        out.extend_from_slice(&self.holder.generation.to_le_bytes());
+        out.extend_from_slice(&self.count.to_le_bytes());
+    }
 }
 
+/// A partition's value: who holds how many permits, one entry per holder.
+type Partition = Stored<Entry>;
+
 impl Partition {
-    fn decode(bytes: &[u8]) -> Partition {
-        let entries = bytes
-            .chunks_exact(ENTRY_LEN)
-            .map(|c| Entry {
-                holder: WorkerId {
-                    slot: u16::from_le_bytes([c[0], c[1]]),
-                    generation: u32::from_le_bytes([c[2], c[3], c[4], c[5]]),
-                },
-                count: u32::from_le_bytes([c[6], c[7], c[8], c[9]]),
-            })
-            .collect();
-        Partition { entries }
-    }
-
-    fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(self.entries.len() * ENTRY_LEN);
-        for e in &self.entries {
-            out.extend_from_slice(&e.holder.slot.to_le_bytes());
-            out.extend_from_slice(&e.holder.generation.to_le_bytes());
-            out.extend_from_slice(&e.count.to_le_bytes());
-        }
-        out
-    }
-
     fn total(&self, view: &LiveView) -> u64 {
-        self.entries
+        self.records
             .iter()
             .filter(|e| view.counts(e.holder))
             .map(|e| u64::from(e.count))
@@ -278,7 +294,7 @@ impl Partition {
 
     /// Drop empty entries and entries of dead workers.
     fn prune(&mut self, view: &LiveView) {
-        self.entries
+        self.records
             .retain(|e| e.count > 0 && view.counts(e.holder));
     }
 }
@@ -308,9 +324,9 @@ pub fn try_acquire(
             return Step::Keep(Acquire::Full { in_flight });
         }
         p.prune(view);
-        match p.entries.iter_mut().find(|e| e.holder == me) {
+        match p.records.iter_mut().find(|e| e.holder == me) {
             Some(e) => e.count = e.count.saturating_add(1),
-            None => p.entries.push(Entry {
+            None => p.records.push(Entry {
                 holder: me,
                 count: 1,
             }),
@@ -345,7 +361,7 @@ pub fn release(
     update(store, key, attempts, |bytes| {
         let mut p = Partition::decode(bytes);
         let Some(e) = p
-            .entries
+            .records
             .iter_mut()
             .find(|e| e.holder == holder && e.count > 0)
         else {

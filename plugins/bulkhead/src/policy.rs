@@ -64,26 +64,19 @@ impl<F: Fn() -> Timestamp> Clock for F {
 /// A clock read at most once.
 struct Lazy<'a> {
     clock: &'a dyn Clock,
-    value: std::cell::Cell<Option<Timestamp>>,
+    value: std::cell::OnceCell<Timestamp>,
 }
 
 impl<'a> Lazy<'a> {
     fn new(clock: &'a dyn Clock) -> Self {
         Lazy {
             clock,
-            value: std::cell::Cell::new(None),
+            value: std::cell::OnceCell::new(),
         }
     }
 
     fn get(&self) -> Timestamp {
-        match self.value.get() {
-            Some(t) => t,
-            None => {
-                let t = self.clock.read();
-                self.value.set(Some(t));
-                t
-            }
-        }
+        *self.value.get_or_init(|| self.clock.read())
     }
 }
 
@@ -762,6 +755,11 @@ mod tests {
         (FakeStore::new(), w, tg)
     }
 
+    /// What a request for `tg` on stream `c` at `ms` gets.
+    fn ask(w: &mut Worker, store: &FakeStore, tg: &Option<Target>, c: u32, ms: u64) -> Admission {
+        w.on_request(c, tg.clone(), store, t(ms)).0
+    }
+
     fn in_flight(store: &FakeStore, w: &Worker, key: &str) -> u64 {
         // A fresh view, as a third worker would see it.
         let (_, view) =
@@ -775,14 +773,8 @@ mod tests {
     #[test]
     fn requests_beyond_the_limit_are_rejected_with_503_and_the_full_header() {
         let (store, mut w, tg) = fixture(TWO);
-        assert_eq!(
-            w.on_request(1, tg.clone(), &store, t(0)).0,
-            Admission::Continue
-        );
-        assert_eq!(
-            w.on_request(2, tg.clone(), &store, t(0)).0,
-            Admission::Continue
-        );
+        assert_eq!(ask(&mut w, &store, &tg, 1, 0), Admission::Continue);
+        assert_eq!(ask(&mut w, &store, &tg, 2, 0), Admission::Continue);
         let (adm, report) = w.on_request(3, tg, &store, t(0));
         let Admission::Reject(reply) = adm else {
             panic!("{adm:?}")
@@ -849,15 +841,9 @@ mod tests {
         let (store, mut w, tg) = fixture(TWO);
         w.on_request(1, None, &store, t(0)); // nothing; claim happens with the first match
         store.inject_conflicts(5);
-        assert_eq!(
-            w.on_request(1, tg.clone(), &store, t(0)).0,
-            Admission::Continue
-        );
+        assert_eq!(ask(&mut w, &store, &tg, 1, 0), Admission::Continue);
         store.inject_conflicts(5);
-        assert_eq!(
-            w.on_request(2, tg.clone(), &store, t(0)).0,
-            Admission::Continue
-        );
+        assert_eq!(ask(&mut w, &store, &tg, 2, 0), Admission::Continue);
         store.inject_conflicts(5);
         assert!(matches!(
             w.on_request(3, tg, &store, t(0)).0,
@@ -893,12 +879,9 @@ mod tests {
     #[test]
     fn a_full_partition_queues_waiters_in_fifo_order_and_hands_over_on_release() {
         let (store, mut w, tg) = fixture(WAIT);
-        assert_eq!(
-            w.on_request(1, tg.clone(), &store, t(0)).0,
-            Admission::Continue
-        );
-        assert_eq!(w.on_request(2, tg.clone(), &store, t(1)).0, Admission::Wait);
-        assert_eq!(w.on_request(3, tg.clone(), &store, t(2)).0, Admission::Wait);
+        assert_eq!(ask(&mut w, &store, &tg, 1, 0), Admission::Continue);
+        assert_eq!(ask(&mut w, &store, &tg, 2, 1), Admission::Wait);
+        assert_eq!(ask(&mut w, &store, &tg, 3, 2), Admission::Wait);
         // The queue holds 2: the next one is rejected at once.
         let (adm, rep) = w.on_request(4, tg, &store, t(3));
         assert!(matches!(adm, Admission::Reject(_)));
@@ -967,10 +950,8 @@ mod tests {
 
     #[test]
     fn waiters_on_one_worker_get_permits_freed_on_another_at_the_next_tick() {
-        let store = FakeStore::new();
-        let mut a = worker(WAIT);
+        let (store, mut a, tg) = fixture(WAIT);
         let mut b = worker(WAIT);
-        let tg = any_target(&a);
         assert_eq!(
             a.on_request(1, tg.clone(), &store, t(0)).0,
             Admission::Continue
@@ -992,10 +973,7 @@ mod tests {
             r#"{"rules": [{"name": "s", "max_concurrent": 1, "shadow": true, "max_wait": "1s"}]}"#,
         );
         let tg = any_target(&w);
-        assert_eq!(
-            w.on_request(1, tg.clone(), &store, t(0)).0,
-            Admission::Continue
-        );
+        assert_eq!(ask(&mut w, &store, &tg, 1, 0), Admission::Continue);
         let (adm, rep) = w.on_request(2, tg, &store, t(0));
         assert_eq!(adm, Admission::ContinueShadow(0));
         assert_eq!(rep.events, vec![(0, Event::ShadowRejected)]);
@@ -1062,10 +1040,8 @@ mod tests {
 
     #[test]
     fn a_dead_worker_does_not_keep_the_partition_full() {
-        let store = FakeStore::new();
-        let mut dead = worker(TWO);
+        let (store, mut dead, tg) = fixture(TWO);
         let mut alive = worker(TWO);
-        let tg = any_target(&dead);
         dead.on_request(1, tg.clone(), &store, t(0));
         dead.on_request(2, tg.clone(), &store, t(0));
         assert!(matches!(

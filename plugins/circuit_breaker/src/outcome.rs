@@ -108,32 +108,20 @@ mod tests {
         Verdict::Record(Call { failed, slow })
     }
 
+    /// The code details of a response that came from the upstream.
+    const UP: Option<&str> = Some("via_upstream");
+
     #[test]
     fn calls_are_classified_by_status_source_and_duration() {
         let r = rule("");
         let table = [
-            (
-                facts(Some(200), Some("via_upstream"), 10),
-                rec(false, false),
-            ),
-            (facts(Some(503), Some("via_upstream"), 10), rec(true, false)),
+            (facts(Some(200), UP, 10), rec(false, false)),
+            (facts(Some(503), UP, 10), rec(true, false)),
             (facts(Some(500), None, 10), rec(true, false)),
-            (
-                facts(Some(429), Some("via_upstream"), 10),
-                rec(false, false),
-            ),
-            (
-                facts(Some(404), Some("via_upstream"), 10),
-                rec(false, false),
-            ),
-            (
-                facts(Some(200), Some("via_upstream"), 1_001),
-                rec(false, true),
-            ),
-            (
-                facts(Some(200), Some("via_upstream"), 1_000),
-                rec(false, false),
-            ),
+            (facts(Some(429), UP, 10), rec(false, false)),
+            (facts(Some(404), UP, 10), rec(false, false)),
+            (facts(Some(200), UP, 1_001), rec(false, true)),
+            (facts(Some(200), UP, 1_000), rec(false, false)),
             (
                 facts(
                     Some(503),

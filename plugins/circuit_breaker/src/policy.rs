@@ -751,6 +751,33 @@ mod tests {
         v
     }
 
+    /// A worker's breakers (`breakers(extra)`) whose `backend` breaker opened at 0, and their
+    /// store.
+    fn opened(extra: &str) -> (FakeStore, Breakers) {
+        let (s, b) = (FakeStore::new(), breakers(extra));
+        open(&b, &s, 0);
+        (s, b)
+    }
+
+    /// `tries` calls to `backend` at `now`: the tickets of those admitted.
+    fn probes(b: &Breakers, s: &FakeStore, now: u64, tries: usize) -> Vec<Ticket> {
+        (0..tries)
+            .filter_map(|_| b.admit(&to("backend"), s, at(now)).ticket)
+            .collect()
+    }
+
+    /// Each of these calls succeeds (200 in 5 ms), reported at `now`.
+    fn succeed(b: &Breakers, s: &FakeStore, tickets: &[Ticket], now: u64) {
+        for t in tickets {
+            b.record(t, &facts(200, 5), s, at(now));
+        }
+    }
+
+    /// Whether a call to `backend` at `now` would be let through.
+    fn admits(b: &Breakers, s: &FakeStore, now: u64) -> bool {
+        b.admit(&to("backend"), s, at(now)).decision.is_continue()
+    }
+
     fn open(b: &Breakers, s: &FakeStore, now: u64) {
         for _ in 0..4 {
             call_with(b, s, now, 503);
@@ -801,9 +828,7 @@ mod tests {
 
     #[test]
     fn failures_open_the_breaker_and_it_rejects_with_503_and_retry_after() {
-        let s = FakeStore::new();
-        let b = breakers("");
-        open(&b, &s, 0);
+        let (s, b) = opened("");
         let v = b.admit(&to("backend"), &s, at(1_200));
         let Decision::Reply(reply) = &v.decision else {
             panic!("expected a rejection")
@@ -817,25 +842,17 @@ mod tests {
 
     #[test]
     fn breakers_of_different_clusters_are_independent() {
-        let s = FakeStore::new();
-        let b = breakers("");
-        open(&b, &s, 0);
+        let (s, b) = opened("");
         let v = b.admit(&to("other"), &s, at(0));
         assert!(v.decision.is_continue());
     }
 
     #[test]
     fn half_open_admits_exactly_the_budget_and_recovery_closes() {
-        let s = FakeStore::new();
-        let b = breakers("");
-        open(&b, &s, 0);
-        let tickets: Vec<Ticket> = (0..10)
-            .filter_map(|_| b.admit(&to("backend"), &s, at(5_000)).ticket)
-            .collect();
+        let (s, b) = opened("");
+        let tickets = probes(&b, &s, 5_000, 10);
         assert_eq!(tickets.len(), 3);
-        for t in &tickets {
-            b.record(t, &facts(200, 5), &s, at(5_100));
-        }
+        succeed(&b, &s, &tickets, 5_100);
         let v = b.admit(&to("backend"), &s, at(5_200));
         assert_eq!(v.phase, Some(Phase::Closed));
     }
@@ -875,9 +892,7 @@ mod tests {
 
     #[test]
     fn cas_conflicts_within_the_bound_are_retried_invisibly() {
-        let s = FakeStore::new();
-        let b = breakers("");
-        open(&b, &s, 0);
+        let (s, b) = opened("");
         s.inject_conflicts(3);
         let v = b.admit(&to("backend"), &s, at(5_000));
         assert!(v.ticket.unwrap().permit.unwrap().probe.is_some());
@@ -886,9 +901,7 @@ mod tests {
 
     #[test]
     fn lost_probes_do_not_wedge_the_breaker() {
-        let s = FakeStore::new();
-        let b = breakers("");
-        open(&b, &s, 0);
+        let (s, b) = opened("");
         // Three probes are admitted and never report (their streams vanished).
         for _ in 0..3 {
             assert!(b.admit(&to("backend"), &s, at(5_000)).ticket.is_some());
@@ -899,13 +912,9 @@ mod tests {
             "budget still out before the probe timeout"
         );
         // After the probe timeout, fresh probes are admitted and recovery closes the breaker.
-        let tickets: Vec<Ticket> = (0..5)
-            .filter_map(|_| b.admit(&to("backend"), &s, at(15_000)).ticket)
-            .collect();
+        let tickets = probes(&b, &s, 15_000, 5);
         assert_eq!(tickets.len(), 3);
-        for t in &tickets {
-            b.record(t, &facts(200, 5), &s, at(15_100));
-        }
+        succeed(&b, &s, &tickets, 15_100);
         assert_eq!(
             b.admit(&to("backend"), &s, at(15_200)).phase,
             Some(Phase::Closed)
@@ -914,9 +923,7 @@ mod tests {
 
     #[test]
     fn a_probe_whose_client_left_gives_its_lease_back() {
-        let s = FakeStore::new();
-        let b = breakers(r#","permitted_calls_in_half_open":1"#);
-        open(&b, &s, 0);
+        let (s, b) = opened(r#","permitted_calls_in_half_open":1"#);
         let t = b.admit(&to("backend"), &s, at(5_000)).ticket.unwrap();
         assert!(b.admit(&to("backend"), &s, at(5_001)).ticket.is_none());
         let gone = ResponseFacts {
@@ -940,10 +947,7 @@ mod tests {
             let v = b.record(&t, &facts(200, 1_500), &s, at(1_500));
             assert!(v.events.contains(&Event::Slow));
         }
-        assert!(!b
-            .admit(&to("backend"), &s, at(1_600))
-            .decision
-            .is_continue());
+        assert!(!admits(&b, &s, 1_600));
     }
 
     #[test]
@@ -983,9 +987,7 @@ mod tests {
 
     #[test]
     fn store_failures_follow_the_failure_mode() {
-        let s = FakeStore::new();
-        let b = breakers("");
-        open(&b, &s, 0);
+        let (s, b) = opened("");
         s.fail_with(StoreError::Host("down".into()));
         let v = b.admit(&to("backend"), &s, at(10));
         assert!(v.decision.is_continue(), "allow by default");
@@ -1094,10 +1096,7 @@ mod tests {
         let worker_b = breakers("");
         assert!(worker_a.admit(&to("backend"), &s, at(0)).ticket.is_some());
         open(&worker_b, &s, 1);
-        assert!(!worker_a
-            .admit(&to("backend"), &s, at(2))
-            .decision
-            .is_continue());
+        assert!(!admits(&worker_a, &s, 2));
     }
 
     #[test]

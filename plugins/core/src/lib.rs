@@ -9,6 +9,7 @@
 pub mod config;
 pub mod decision;
 pub mod fake_host;
+pub mod fake_proxy;
 pub mod hash;
 pub mod key;
 pub mod matcher;

@@ -137,41 +137,27 @@ pub fn check_all(
         new_tats.push(new_tat.unwrap_or(0));
     }
     let allowed = outcomes.iter().all(|o| o.allowed);
+    // Allowed: the limit with the fewest tokens left (the first of equals); limited: the one
+    // with the longest wait (the last of equals).
+    let indexed = outcomes.iter().enumerate();
     let binding = if allowed {
-        index_of_min(&outcomes, |o| o.remaining)
+        indexed.min_by_key(|(_, o)| o.remaining)
     } else {
-        index_of_max(&outcomes, |o| {
+        indexed.max_by_key(|(_, o)| {
             if o.allowed {
                 Duration::ZERO
             } else {
                 o.retry_after
             }
         })
-    };
+    }
+    .map_or(0, |(i, _)| i);
     let outcome = RuleOutcome {
         allowed,
         binding,
         outcomes,
     };
     (outcome, allowed.then_some(new_tats))
-}
-
-fn index_of_min<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> usize {
-    items
-        .iter()
-        .enumerate()
-        .min_by_key(|(_, t)| key(t))
-        .map(|(i, _)| i)
-        .unwrap_or(0)
-}
-
-fn index_of_max<T, K: Ord>(items: &[T], key: impl Fn(&T) -> K) -> usize {
-    items
-        .iter()
-        .enumerate()
-        .max_by_key(|(_, t)| key(t))
-        .map(|(i, _)| i)
-        .unwrap_or(0)
 }
 
 /// Whole seconds, rounded up (a client told "0" would retry at once).

@@ -76,6 +76,56 @@ pub struct Verdict {
     pub shaping: Option<Box<Shaping>>,
 }
 
+impl Verdict {
+    /// Let the request through, nothing recorded yet.
+    fn allow() -> Self {
+        Verdict {
+            decision: Decision::Continue,
+            events: Vec::new(),
+            shadow_rules: Vec::new(),
+            allowed_headers: Vec::new(),
+            global: Vec::new(),
+            shaping: None,
+        }
+    }
+
+    /// Record what taking a token from `rule` (rule `index`) came to: its events, and the
+    /// reply when the rule limits the request or its store failed and it fails closed. The
+    /// outcome when the request was allowed (for its quota headers).
+    fn record(
+        &mut self,
+        index: usize,
+        rule: &Rule,
+        taken: Result<(RuleOutcome, bool), UpdateError>,
+    ) -> Option<RuleOutcome> {
+        match taken {
+            Ok((outcome, collision)) => {
+                if collision {
+                    self.events.push((index, Event::Collision));
+                }
+                if outcome.allowed {
+                    self.events.push((index, Event::Allowed));
+                    return Some(outcome);
+                }
+                if rule.shadow {
+                    self.events.push((index, Event::ShadowLimited));
+                    self.shadow_rules.push(index);
+                } else {
+                    self.events.push((index, Event::Limited));
+                    self.decision = Decision::Reply(limited_reply(rule, &outcome));
+                }
+            }
+            Err(_) => {
+                self.events.push((index, Event::StoreFailure));
+                if rule.failure_mode == FailureMode::Deny && !rule.shadow {
+                    self.decision = Decision::Reply(store_failure_reply(rule));
+                }
+            }
+        }
+        None
+    }
+}
+
 /// A `global` rule that applies to the request, and its descriptor.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GlobalCheck {
@@ -124,14 +174,7 @@ impl RateLimiter {
         now: Timestamp,
         room: &dyn Fn(usize, usize) -> bool,
     ) -> Verdict {
-        let mut verdict = Verdict {
-            decision: Decision::Continue,
-            events: Vec::new(),
-            shadow_rules: Vec::new(),
-            allowed_headers: Vec::new(),
-            global: Vec::new(),
-            shaping: None,
-        };
+        let mut verdict = Verdict::allow();
         let mut tightest: Option<(u64, Vec<(String, String)>)> = None;
         let rules = self.config.rules.iter().zip(&self.tables);
         for (index, (rule, table)) in rules.enumerate() {
@@ -155,13 +198,9 @@ impl RateLimiter {
                 }
                 continue;
             }
-            let key = match rule.key.build(req, self.config.client_ip) {
-                Ok(k) => k,
-                Err(_) if rule.on_missing_key == MissingKey::SharedBucket => MISSING_KEY.to_owned(),
-                Err(_) => {
-                    verdict.events.push((index, Event::SkippedMissingKey));
-                    continue;
-                }
+            let Some(key) = self.key(rule, req) else {
+                verdict.events.push((index, Event::SkippedMissingKey));
+                continue;
             };
             let at = match &verdict.shaping {
                 None => now,
@@ -173,36 +212,16 @@ impl RateLimiter {
                 let shaping = &mut verdict.shaping;
                 shape::take(rule, index, table, &key, store, at, room, shaping)
             };
-            match taken {
-                Ok((outcome, collision)) => {
-                    if collision {
-                        verdict.events.push((index, Event::Collision));
-                    }
-                    if outcome.allowed {
-                        verdict.events.push((index, Event::Allowed));
-                        if self.config.headers_on_allowed {
-                            let remaining =
-                                outcome.binding_outcome().map(|o| o.remaining).unwrap_or(0);
-                            if tightest.as_ref().is_none_or(|(r, _)| remaining < *r) {
-                                tightest = Some((remaining, quota_headers(rule, &outcome)));
-                            }
-                        }
-                    } else if rule.shadow {
-                        verdict.events.push((index, Event::ShadowLimited));
-                        verdict.shadow_rules.push(index);
-                    } else {
-                        verdict.events.push((index, Event::Limited));
-                        verdict.decision = Decision::Reply(limited_reply(rule, &outcome));
-                        return verdict;
+            match verdict.record(index, rule, taken) {
+                Some(outcome) if self.config.headers_on_allowed => {
+                    let remaining = outcome.binding_outcome().map(|o| o.remaining).unwrap_or(0);
+                    if tightest.as_ref().is_none_or(|(r, _)| remaining < *r) {
+                        tightest = Some((remaining, quota_headers(rule, &outcome)));
                     }
                 }
-                Err(_) => {
-                    verdict.events.push((index, Event::StoreFailure));
-                    if rule.failure_mode == FailureMode::Deny && !rule.shadow {
-                        verdict.decision = Decision::Reply(store_failure_reply(rule));
-                        return verdict;
-                    }
-                }
+                Some(_) => {}
+                None if matches!(verdict.decision, Decision::Reply(_)) => return verdict,
+                None => {}
             }
             if self.config.mode == Mode::First {
                 break;
@@ -223,52 +242,34 @@ impl RateLimiter {
         store: &dyn SharedStore,
         now: Timestamp,
     ) -> Verdict {
-        let mut verdict = Verdict {
-            decision: Decision::Continue,
-            events: Vec::new(),
-            shadow_rules: Vec::new(),
-            allowed_headers: Vec::new(),
-            global: Vec::new(),
-            shaping: None,
-        };
+        let mut verdict = Verdict::allow();
         let (Some(rule), Some(table)) = (self.config.rules.get(index), self.tables.get(index))
         else {
             return verdict;
         };
-        let key = match rule.key.build(req, self.config.client_ip) {
-            Ok(k) => k,
-            Err(_) if rule.on_missing_key == MissingKey::SharedBucket => MISSING_KEY.to_owned(),
-            Err(_) => {
-                verdict.events.push((index, Event::SkippedMissingKey));
-                return verdict;
-            }
+        let Some(key) = self.key(rule, req) else {
+            verdict.events.push((index, Event::SkippedMissingKey));
+            return verdict;
         };
-        match take(rule, table, &key, store, now) {
-            Ok((outcome, collision)) => {
-                if collision {
-                    verdict.events.push((index, Event::Collision));
-                }
-                if outcome.allowed {
-                    verdict.events.push((index, Event::Allowed));
-                    if self.config.headers_on_allowed {
-                        verdict.allowed_headers = quota_headers(rule, &outcome);
-                    }
-                } else if rule.shadow {
-                    verdict.events.push((index, Event::ShadowLimited));
-                    verdict.shadow_rules.push(index);
-                } else {
-                    verdict.events.push((index, Event::Limited));
-                    verdict.decision = Decision::Reply(limited_reply(rule, &outcome));
-                }
-            }
-            Err(_) => {
-                verdict.events.push((index, Event::StoreFailure));
-                if rule.failure_mode == FailureMode::Deny && !rule.shadow {
-                    verdict.decision = Decision::Reply(store_failure_reply(rule));
-                }
+        let taken = take(rule, table, &key, store, now);
+        if let Some(outcome) = verdict.record(index, rule, taken) {
+            if self.config.headers_on_allowed {
+                verdict.allowed_headers = quota_headers(rule, &outcome);
             }
         }
         verdict
+    }
+
+    /// The request's key for `rule`; `None` when it lacks a part and the rule skips such
+    /// requests.
+    fn key(&self, rule: &Rule, req: &dyn RequestView) -> Option<String> {
+        match rule.key.build(req, self.config.client_ip) {
+            Ok(k) => Some(k),
+            Err(_) if rule.on_missing_key == MissingKey::SharedBucket => {
+                Some(MISSING_KEY.to_owned())
+            }
+            Err(_) => None,
+        }
     }
 }
 
@@ -281,18 +282,8 @@ fn take(
     now: Timestamp,
 ) -> Result<(RuleOutcome, bool), UpdateError> {
     let slot = table.slot(key);
-    let hash = slot.hash;
-    let n = rule.limits.len();
     update(store, &slot.store_key, DEFAULT_MAX_ATTEMPTS, |current| {
-        let mut state = SlotState::decode(current, n).unwrap_or_else(|| SlotState::fresh(hash, n));
-        let mut collision = false;
-        match claim(state.fingerprint, hash, || {
-            all_idle(&rule.limits, &state.tats, now)
-        }) {
-            Claim::Own => {}
-            Claim::TakeOver => state = SlotState::fresh(hash, n),
-            Claim::Share => collision = true,
-        }
+        let (mut state, collision) = claimed(rule, slot.hash, current, now);
         let (outcome, new_tats) = check_all(&rule.limits, &state.tats, now);
         match new_tats {
             Some(tats) => {
@@ -303,6 +294,20 @@ fn take(
         }
     })
     .map(|done| done.output)
+}
+
+/// The slot's stored state (`current`, if it decodes) as the key with `hash` gets to use it:
+/// its own, taken over (fresh) from an idle other key, or shared with a busy one (`true`).
+pub(crate) fn claimed(rule: &Rule, hash: u64, current: &[u8], now: Timestamp) -> (SlotState, bool) {
+    let n = rule.limits.len();
+    let state = SlotState::decode(current, n).unwrap_or_else(|| SlotState::fresh(hash, n));
+    match claim(state.fingerprint, hash, || {
+        all_idle(&rule.limits, &state.tats, now)
+    }) {
+        Claim::Own => (state, false),
+        Claim::TakeOver => (SlotState::fresh(hash, n), false),
+        Claim::Share => (state, true),
+    }
 }
 
 pub(crate) fn all_idle(limits: &[Limit], tats: &[u128], now: Timestamp) -> bool {
@@ -318,6 +323,14 @@ fn rule_key_prefix(rule: &Rule) -> String {
     format!("{}/{}/k{}/", rule.name, limits.join("."), rule.max_keys)
 }
 
+/// The quota headers, in the order [`quota_headers`] gives them.
+pub(crate) const QUOTA_HEADERS: [&str; 4] = [
+    "ratelimit-limit",
+    "ratelimit-remaining",
+    "ratelimit-reset",
+    "ratelimit-policy",
+];
+
 /// `RateLimit-Limit`, `-Remaining`, `-Reset` for the binding limit, and `-Policy` for all.
 fn quota_headers(rule: &Rule, outcome: &RuleOutcome) -> Vec<(String, String)> {
     let (limit, o) = match (rule.limits.get(outcome.binding), outcome.binding_outcome()) {
@@ -329,12 +342,17 @@ fn quota_headers(rule: &Rule, outcome: &RuleOutcome) -> Vec<(String, String)> {
         .iter()
         .map(|l| format!("{};w={}", l.capacity, l.window_secs()))
         .collect();
-    vec![
-        ("ratelimit-limit".to_owned(), limit.capacity.to_string()),
-        ("ratelimit-remaining".to_owned(), o.remaining.to_string()),
-        ("ratelimit-reset".to_owned(), ceil_secs(o.reset).to_string()),
-        ("ratelimit-policy".to_owned(), policy.join(", ")),
-    ]
+    let values = [
+        limit.capacity.to_string(),
+        o.remaining.to_string(),
+        ceil_secs(o.reset).to_string(),
+        policy.join(", "),
+    ];
+    QUOTA_HEADERS
+        .map(str::to_owned)
+        .into_iter()
+        .zip(values)
+        .collect()
 }
 
 fn limited_reply(rule: &Rule, outcome: &RuleOutcome) -> LocalReply {
@@ -379,6 +397,11 @@ mod tests {
     const PER_IP: &str = r#"{"rules": [{"name": "per-ip", "key": ["client_ip"],
         "limits": [{"capacity": 3, "refill": 1, "period": "1s"}]}]}"#;
 
+    /// The [`PER_IP`] limiter, and a store with no buckets yet.
+    fn per_ip() -> (RateLimiter, FakeStore) {
+        (limiter(PER_IP), FakeStore::new())
+    }
+
     fn statuses(
         l: &RateLimiter,
         req: &FakeRequest,
@@ -396,8 +419,7 @@ mod tests {
 
     #[test]
     fn a_burst_is_admitted_up_to_capacity_then_limited_with_standard_headers() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let now = Timestamp::from_secs(1_000);
         assert_eq!(
             statuses(&l, &from("192.0.2.1"), &store, now, 3),
@@ -410,17 +432,16 @@ mod tests {
         assert_eq!(reply.status, 429);
         assert_eq!(reply.header_value("retry-after"), Some("1"));
         assert_eq!(reply.header_value("x-envoy-ratelimited"), Some("true"));
-        assert_eq!(reply.header_value("ratelimit-limit"), Some("3"));
-        assert_eq!(reply.header_value("ratelimit-remaining"), Some("0"));
-        assert_eq!(reply.header_value("ratelimit-reset"), Some("3"));
-        assert_eq!(reply.header_value("ratelimit-policy"), Some("3;w=3"));
+        assert_eq!(
+            QUOTA_HEADERS.map(|n| reply.header_value(n)),
+            [Some("3"), Some("0"), Some("3"), Some("3;w=3")]
+        );
         assert_eq!(v.events, vec![(0, Event::Limited)]);
     }
 
     #[test]
     fn two_keys_have_independent_buckets() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let now = Timestamp::from_secs(1_000);
         assert_eq!(
             statuses(&l, &from("192.0.2.1"), &store, now, 4),
@@ -434,8 +455,7 @@ mod tests {
 
     #[test]
     fn refill_admits_again_after_the_period() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let req = from("192.0.2.1");
         assert_eq!(
             statuses(&l, &req, &store, Timestamp::from_secs(10), 4),
@@ -449,8 +469,7 @@ mod tests {
 
     #[test]
     fn cas_conflicts_are_retried_and_the_count_stays_exact() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         let req = from("192.0.2.1");
         let now = Timestamp::from_secs(10);
         store.inject_conflicts(DEFAULT_MAX_ATTEMPTS - 1);
@@ -461,8 +480,7 @@ mod tests {
 
     #[test]
     fn exhausted_retries_fail_open_by_default_and_are_counted() {
-        let l = limiter(PER_IP);
-        let store = FakeStore::new();
+        let (l, store) = per_ip();
         store.inject_conflicts(DEFAULT_MAX_ATTEMPTS);
         let v = l.check(&from("192.0.2.1"), &store, Timestamp::from_secs(10));
         assert_eq!(v.decision, Decision::Continue);

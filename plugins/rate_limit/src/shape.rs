@@ -27,11 +27,11 @@
 //! and it starves nobody: the gap is one slot per abandoned request, and the requests behind it
 //! are not delayed by it (their times were fixed before it was abandoned).
 
-use crate::bucket::{check_all, Limit, RuleOutcome, SlotState, Tat};
+use crate::bucket::{check_all, Limit, RuleOutcome, Tat};
 use crate::config::Rule;
-use crate::policy::all_idle;
+use crate::policy::claimed;
 use palisade_core::config::{number_in, parse_duration, ConfigError, FieldPath};
-use palisade_core::slots::{claim, Claim, SlotTable};
+use palisade_core::slots::SlotTable;
 use palisade_core::store::{update, Step, UpdateError, DEFAULT_MAX_ATTEMPTS};
 use palisade_core::{SharedStore, Timestamp};
 use serde::Deserialize;
@@ -232,19 +232,9 @@ pub(crate) fn take(
     shaping: &mut Option<Box<Shaping>>,
 ) -> Result<(RuleOutcome, bool), UpdateError> {
     let slot_of = table.slot(key);
-    let hash = slot_of.hash;
-    let n = rule.limits.len();
     let room = |limit: usize| room(index, limit);
     let done = update(store, &slot_of.store_key, DEFAULT_MAX_ATTEMPTS, |current| {
-        let mut state = SlotState::decode(current, n).unwrap_or_else(|| SlotState::fresh(hash, n));
-        let mut collision = false;
-        match claim(state.fingerprint, hash, || {
-            all_idle(&rule.limits, &state.tats, now)
-        }) {
-            Claim::Own => {}
-            Claim::TakeOver => state = SlotState::fresh(hash, n),
-            Claim::Share => collision = true,
-        }
+        let (mut state, collision) = claimed(rule, slot_of.hash, current, now);
         let (outcome, new_tats) = check_all(&rule.limits, &state.tats, now);
         if let Some(tats) = new_tats {
             state.tats = tats;

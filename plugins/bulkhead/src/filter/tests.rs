@@ -1,130 +1,33 @@
 //! The real bulkhead policy in the skeleton, driven through `load_one` / `load_chain` against
-//! `FakeHost` as the SDK adapter drives it: what reaches the client and the metrics, which
-//! streams are paused, resumed or answered, and how many hostcalls the allow path makes.
+//! `FakeHost` as the SDK adapter drives it ([`FakeProxy`]): what reaches the client and the
+//! metrics, which streams are paused, resumed or answered, and how many hostcalls the allow path
+//! makes.
 
 use super::KIND;
-use palisade_core::fake_host::{FakeHost, SentReply};
-use palisade_core::plugin::runtime::{with_chain, Action, Chain, Runtime};
-use palisade_core::plugin::{
-    load_chain, load_one, Flow, HostRef, Kind, Policy, Setup, StreamCx, StreamPolicy,
-};
-use serde_json::{json, Map, Value};
-use std::cell::RefCell;
+use palisade_core::fake_proxy::{FakeProxy, Stream, CLAIMS};
+use palisade_core::plugin::runtime::Action;
+use serde_json::{json, Value};
 use std::collections::HashMap;
-use std::rc::Rc;
 use std::time::Duration;
 
-/// A stage standing in for jwt_auth: publishes `{"tier": <x-test-tier>}` as verified claims.
-const CLAIMS: Kind = Kind {
-    name: "claims",
-    build: |_, _: &Setup<'_>| Ok(Box::new(Claims)),
-};
-const KINDS: [Kind; 2] = [CLAIMS, KIND];
-
-struct Claims;
-
-impl Policy for Claims {
-    fn stream(&self, _: u32) -> Box<dyn StreamPolicy> {
-        Box::new(Claims)
-    }
+fn standalone(config: &Value) -> FakeProxy {
+    FakeProxy::one(&KIND, config).unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
-impl StreamPolicy for Claims {
-    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _: bool) -> Flow {
-        if let Ok(Some(tier)) = cx.request_header("x-test-tier") {
-            let mut claims = Map::new();
-            claims.insert("tier".to_owned(), Value::String(tier));
-            cx.set_claims(Rc::new(claims));
-        }
-        Flow::Continue
-    }
+/// What these tests do with a worker.
+trait Client {
+    /// A request of priority `class` (the `x-priority` header); the stream stays open.
+    fn send(&self, class: &str) -> Stream;
+    fn stat(&self, name: &str) -> i64;
 }
 
-struct Proxy {
-    fake: Rc<FakeHost>,
-    runtime: Rc<Runtime>,
-    chains: RefCell<HashMap<u32, Rc<RefCell<Chain>>>>,
-    next_id: std::cell::Cell<u32>,
-}
-
-fn host() -> (Rc<FakeHost>, HostRef) {
-    let fake = Rc::new(FakeHost::new());
-    let host: HostRef = fake.clone();
-    (fake, host)
-}
-
-fn standalone(config: &Value) -> Proxy {
-    let (fake, host) = host();
-    let runtime = load_one(&host, &KIND, config.to_string().as_bytes(), "edge")
-        .unwrap_or_else(|e| panic!("rejected: {e}"));
-    Proxy::new(fake, runtime)
-}
-
-fn chained(config: &Value) -> Proxy {
-    let (fake, host) = host();
-    let runtime = load_chain(&host, &KINDS, config.to_string().as_bytes(), "edge")
-        .unwrap_or_else(|e| panic!("rejected: {e}"));
-    Proxy::new(fake, runtime)
-}
-
-impl Proxy {
-    fn new(fake: Rc<FakeHost>, runtime: Rc<Runtime>) -> Self {
-        Proxy {
-            fake,
-            runtime,
-            chains: RefCell::new(HashMap::new()),
-            next_id: 1.into(),
-        }
-    }
-
-    /// A request with these headers reaches the filter; the stream stays open.
-    fn open(&self, headers: &[(&str, &str)]) -> (u32, Action) {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        let mut all = vec![(":method", "GET"), (":path", "/"), (":authority", "api")];
-        all.extend_from_slice(headers);
-        self.fake.open_stream(id, &all);
-        self.fake
-            .set_stream_property(id, &["source", "address"], "192.0.2.1:40000");
-        let chain = self.runtime.stream(id);
-        self.fake.enter(id);
-        let action = with_chain(&chain, |c| c.on_request_headers(true)).expect("not re-entered");
-        self.chains.borrow_mut().insert(id, chain);
-        (id, action)
-    }
-
-    /// A request of priority `class` (the `x-priority` header).
-    fn send(&self, class: &str) -> (u32, Action) {
-        self.open(&[("x-priority", class)])
-    }
-
-    /// The stream ends (its response went out, or the client hung up).
-    fn finish(&self, id: u32) {
-        let chain = self
-            .chains
-            .borrow_mut()
-            .remove(&id)
-            .expect("an open stream");
-        self.fake.enter(id);
-        let _ = with_chain(&chain, Chain::end);
-        self.fake.close_stream(id);
-    }
-
-    fn reply(&self, id: u32) -> Option<SentReply> {
-        self.fake.reply_of(id)
-    }
-
-    fn resumed(&self, id: u32) -> u32 {
-        self.fake.stream(id).map_or(0, |s| s.resumed)
+impl Client for FakeProxy {
+    fn send(&self, class: &str) -> Stream {
+        self.start("/", &[("x-priority", class)])
     }
 
     fn stat(&self, name: &str) -> i64 {
         self.fake.stat(name).unwrap_or_else(|e| panic!("{e}"))
-    }
-
-    fn tick(&self, after: Duration) {
-        self.fake.advance(after);
-        self.runtime.on_tick();
     }
 }
 
@@ -153,20 +56,22 @@ fn low_priority_requests_get_503_first_and_critical_ones_the_last_permits() {
         ("critical", Action::Continue),
         ("critical", Action::Pause),
     ];
-    let mut rejected = Vec::new();
+    let (mut admitted, mut rejected) = (Vec::new(), Vec::new());
     for (class, want) in expected {
-        let (id, action) = p.send(class);
-        assert_eq!(action, want, "{class}");
+        let s = p.send(class);
+        assert_eq!(s.action, want, "{class}");
         if want == Action::Pause {
-            let reply = p.reply(id).expect("a 503");
+            let reply = s.reply().expect("a 503");
             assert_eq!(reply.status, 503);
             assert_eq!(reply.header("x-palisade-bulkhead"), Some("full"));
             assert_eq!(reply.details, "palisade_bulkhead_full");
-            rejected.push(id);
+            rejected.push(s);
+        } else {
+            admitted.push(s);
         }
     }
-    for id in rejected {
-        p.finish(id);
+    for s in &rejected {
+        s.finish();
     }
     assert_eq!(p.stat("palisade.bulkhead.api.in_flight"), 4);
     assert_eq!(p.stat("palisade.bulkhead.api.admitted"), 4);
@@ -183,10 +88,8 @@ fn low_priority_requests_get_503_first_and_critical_ones_the_last_permits() {
             "{class}"
         );
     }
-    for id in 1..=6 {
-        if p.chains.borrow().contains_key(&id) {
-            p.finish(id);
-        }
+    for s in &admitted {
+        s.finish();
     }
     assert_eq!(p.stat("palisade.bulkhead.api.in_flight"), 0);
     assert_eq!(p.stat("palisade.bulkhead.api.released"), 4);
@@ -195,27 +98,26 @@ fn low_priority_requests_get_503_first_and_critical_ones_the_last_permits() {
 #[test]
 fn an_unclassified_request_gets_the_default_class() {
     let p = standalone(&classes(4, json!({})));
-    let (_, a) = p.open(&[]);
-    let (_, b) = p.send("gold");
-    assert_eq!((a, b), (Action::Continue, Action::Continue));
+    let (a, b) = (p.start("/", &[]), p.send("gold"));
+    assert_eq!((a.action, b.action), (Action::Continue, Action::Continue));
     assert_eq!(p.stat("palisade.bulkhead.api.class.normal.admitted"), 2);
 }
 
 #[test]
 fn a_critical_waiter_is_resumed_before_an_older_low_one_when_a_permit_frees() {
     let p = standalone(&classes(1, json!({"max_wait": "1s", "max_waiting": 4})));
-    let (holder, a) = p.send("critical");
-    assert_eq!(a, Action::Continue);
-    let (low, a) = p.send("low");
-    assert_eq!(a, Action::Pause);
-    let (critical, a) = p.send("critical");
-    assert_eq!(a, Action::Pause);
-    p.finish(holder);
-    assert_eq!((p.resumed(critical), p.resumed(low)), (1, 0));
-    p.finish(critical);
-    assert_eq!(p.resumed(low), 1);
-    assert_eq!(p.reply(low), None);
-    p.finish(low);
+    let holder = p.send("critical");
+    assert_eq!(holder.action, Action::Continue);
+    let low = p.send("low");
+    assert_eq!(low.action, Action::Pause);
+    let critical = p.send("critical");
+    assert_eq!(critical.action, Action::Pause);
+    holder.finish();
+    assert_eq!((critical.resumed(), low.resumed()), (1, 0));
+    critical.finish();
+    assert_eq!(low.resumed(), 1);
+    assert_eq!(low.reply(), None);
+    low.finish();
     assert_eq!(p.stat("palisade.bulkhead.api.wait_admitted"), 2);
     assert_eq!(p.stat("palisade.bulkhead.api.class.low.admitted"), 1);
     assert_eq!(p.stat("palisade.bulkhead.api.class.critical.admitted"), 2);
@@ -225,70 +127,74 @@ fn a_critical_waiter_is_resumed_before_an_older_low_one_when_a_permit_frees() {
 #[test]
 fn a_full_wait_queue_answers_its_low_waiter_displaced_to_queue_a_critical_request() {
     let p = standalone(&classes(1, json!({"max_wait": "1s", "max_waiting": 1})));
-    let (holder, _) = p.send("normal");
-    let (low, a) = p.send("low");
-    assert_eq!(a, Action::Pause);
-    assert_eq!(p.reply(low), None);
-    let (critical, a) = p.send("critical");
-    assert_eq!(a, Action::Pause);
-    let reply = p.reply(low).expect("the displaced waiter is answered");
+    let holder = p.send("normal");
+    let low = p.send("low");
+    assert_eq!(low.action, Action::Pause);
+    assert_eq!(low.reply(), None);
+    let critical = p.send("critical");
+    assert_eq!(critical.action, Action::Pause);
+    let reply = low.reply().expect("the displaced waiter is answered");
     assert_eq!(reply.status, 503);
     assert_eq!(reply.header("x-palisade-bulkhead"), Some("displaced"));
     assert_eq!(reply.details, "palisade_bulkhead_displaced");
     assert_eq!(p.stat("palisade.bulkhead.api.wait_displaced"), 1);
     assert_eq!(p.stat("palisade.bulkhead.api.class.low.rejected"), 1);
-    p.finish(low);
-    p.finish(holder);
-    assert_eq!(p.resumed(critical), 1);
-    p.finish(critical);
+    low.finish();
+    holder.finish();
+    assert_eq!(critical.resumed(), 1);
+    critical.finish();
     assert_eq!(p.stat("palisade.bulkhead.api.in_flight"), 0);
 }
 
 #[test]
 fn a_low_waiter_expires_while_critical_traffic_keeps_the_partition_above_its_share() {
     let p = standalone(&classes(2, json!({"max_wait": "100ms"})));
-    let (c1, _) = p.send("critical");
-    let (c2, _) = p.send("critical");
-    let (low, a) = p.send("low");
-    assert_eq!(a, Action::Pause);
+    let c1 = p.send("critical");
+    let c2 = p.send("critical");
+    let low = p.send("low");
+    assert_eq!(low.action, Action::Pause);
     // One permit back: 1 in flight is still at low's threshold (50 % of 2).
-    p.finish(c1);
-    assert_eq!(p.resumed(low), 0);
-    p.tick(Duration::from_millis(100));
-    let reply = p.reply(low).expect("expired");
+    c1.finish();
+    assert_eq!(low.resumed(), 0);
+    p.tick_after(Duration::from_millis(100));
+    let reply = low.reply().expect("expired");
     assert_eq!(reply.header("x-palisade-bulkhead"), Some("expired"));
     assert_eq!(p.stat("palisade.bulkhead.api.class.low.rejected"), 1);
-    p.finish(low);
-    p.finish(c2);
+    low.finish();
+    c2.finish();
     assert_eq!(p.stat("palisade.bulkhead.api.in_flight"), 0);
 }
 
 #[test]
 fn in_a_chain_requests_are_classified_by_a_verified_claim() {
-    let p = chained(&json!({"chain": [{"claims": {}}, {"bulkhead": {"rules": [{
+    let p = FakeProxy::chain(
+        &[CLAIMS, KIND],
+        &json!({"chain": [{"claims": {}}, {"bulkhead": {"rules": [{
         "name": "api", "max_concurrent": 2,
         "priorities": {"by": {"claim": "tier"}, "classes": [
             {"name": "free", "share": 50},
-            {"name": "paid", "share": 100, "values": ["gold", "silver"]}]}}]}}]}));
-    let (_, a) = p.open(&[("x-test-tier", "free")]);
-    assert_eq!(a, Action::Continue);
+            {"name": "paid", "share": 100, "values": ["gold", "silver"]}]}}]}}]}),
+    )
+    .unwrap_or_else(|e| panic!("rejected: {e}"));
+    // [`CLAIMS`] stands in for jwt_auth: `x-test-tier` is the verified `tier`.
+    let free = p.start("/", &[("x-test-tier", "free")]);
+    assert_eq!(free.action, Action::Continue);
     // A second free-tier request is shed at 1 in flight; no token at all counts as free too.
-    let (_, a) = p.open(&[("x-test-tier", "bronze")]);
-    assert_eq!(a, Action::Pause);
-    let (_, a) = p.open(&[]);
-    assert_eq!(a, Action::Pause);
-    let (_, a) = p.open(&[("x-test-tier", "gold")]);
-    assert_eq!(a, Action::Continue);
+    let bronze = p.start("/", &[("x-test-tier", "bronze")]);
+    assert_eq!(bronze.action, Action::Pause);
+    let anonymous = p.start("/", &[]);
+    assert_eq!(anonymous.action, Action::Pause);
+    let gold = p.start("/", &[("x-test-tier", "gold")]);
+    assert_eq!(gold.action, Action::Continue);
     assert_eq!(p.stat("palisade.bulkhead.api.class.free.rejected"), 2);
     assert_eq!(p.stat("palisade.bulkhead.api.class.paid.admitted"), 1);
 }
 
 #[test]
 fn a_bad_priorities_config_is_rejected_naming_the_field() {
-    let (_, host) = host();
     let bad = json!({"rules": [{"name": "api", "max_concurrent": 2, "priorities": {
         "by": "route_name", "classes": [{"name": "a", "share": 100}], "default": "b"}}]});
-    match load_one(&host, &KIND, bad.to_string().as_bytes(), "edge") {
+    match FakeProxy::one(&KIND, &bad) {
         Ok(_) => panic!("accepted"),
         Err(e) => assert_eq!(e.field.as_str(), "rules[0].priorities.default", "{e}"),
     }
@@ -298,13 +204,13 @@ fn a_bad_priorities_config_is_rejected_naming_the_field() {
 /// slot), by operation.
 fn allow_path_hostcalls(config: &Value, headers: &[(&str, &str)]) -> Vec<(&'static str, usize)> {
     let p = standalone(config);
-    let (id, a) = p.open(headers);
-    assert_eq!(a, Action::Continue);
-    p.finish(id);
+    let first = p.start("/", headers);
+    assert_eq!(first.action, Action::Continue);
+    first.finish();
     let before: HashMap<&str, usize> = p.fake.hostcall_counts().into_iter().collect();
-    let (id, a) = p.open(headers);
-    assert_eq!(a, Action::Continue);
-    p.finish(id);
+    let second = p.start("/", headers);
+    assert_eq!(second.action, Action::Continue);
+    second.finish();
     p.fake
         .hostcall_counts()
         .into_iter()

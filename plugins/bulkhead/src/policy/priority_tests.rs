@@ -35,6 +35,12 @@ fn of(w: &Worker, class: &str) -> Option<Target> {
     w.bulkhead().classify(&req, &mut || None)
 }
 
+/// What a request of `class` on stream `c` at `ms` gets.
+fn ask(w: &mut Worker, store: &FakeStore, c: u32, class: &str, ms: u64) -> Admission {
+    let target = of(w, class);
+    w.on_request(c, target, store, t(ms)).0
+}
+
 fn in_flight(store: &FakeStore) -> u64 {
     permits::in_flight(store, "p/b/1/0", &LiveView::default()).unwrap_or(u64::MAX)
 }
@@ -139,15 +145,9 @@ fn a_critical_waiter_is_admitted_before_an_older_low_one() {
     // One permit: every class's threshold is 1, so only the queue order decides.
     let store = FakeStore::new();
     let mut w = worker(&classes(1, WAIT));
-    assert!(admitted(&w.on_request(1, of(&w, "normal"), &store, t(0)).0));
-    assert_eq!(
-        w.on_request(2, of(&w, "low"), &store, t(1)).0,
-        Admission::Wait
-    );
-    assert_eq!(
-        w.on_request(3, of(&w, "critical"), &store, t(2)).0,
-        Admission::Wait
-    );
+    assert!(admitted(&ask(&mut w, &store, 1, "normal", 0)));
+    assert_eq!(ask(&mut w, &store, 2, "low", 1), Admission::Wait);
+    assert_eq!(ask(&mut w, &store, 3, "critical", 2), Admission::Wait);
     let r = w.on_stream_end(1, &store, t(10));
     assert_eq!(r.wakes, vec![Wake::Resume(3)]);
     assert!(r.events.contains(&(0, Event::ClassAdmitted(CRITICAL))));
@@ -161,12 +161,9 @@ fn a_critical_waiter_is_admitted_before_an_older_low_one() {
 fn waiters_of_one_class_are_served_in_arrival_order() {
     let store = FakeStore::new();
     let mut w = worker(&classes(1, r#", "max_wait": "1s", "max_waiting": 4"#));
-    w.on_request(1, of(&w, "critical"), &store, t(0));
+    ask(&mut w, &store, 1, "critical", 0);
     for (c, class) in [(2, "low"), (3, "critical"), (4, "low"), (5, "critical")] {
-        assert_eq!(
-            w.on_request(c, of(&w, class), &store, t(c.into())).0,
-            Admission::Wait
-        );
+        assert_eq!(ask(&mut w, &store, c, class, c.into()), Admission::Wait);
     }
     let mut order = Vec::new();
     let mut ending = 1;
@@ -187,16 +184,10 @@ fn a_low_waiter_is_not_admitted_above_its_threshold_while_a_critical_one_is() {
     // 5 permits: low's threshold is 3.
     let mut w = worker(&classes(5, r#", "max_wait": "1s", "max_waiting": 4"#));
     for c in 1..=5 {
-        w.on_request(c, of(&w, "critical"), &store, t(0));
+        ask(&mut w, &store, c, "critical", 0);
     }
-    assert_eq!(
-        w.on_request(6, of(&w, "low"), &store, t(1)).0,
-        Admission::Wait
-    );
-    assert_eq!(
-        w.on_request(7, of(&w, "critical"), &store, t(2)).0,
-        Admission::Wait
-    );
+    assert_eq!(ask(&mut w, &store, 6, "low", 1), Admission::Wait);
+    assert_eq!(ask(&mut w, &store, 7, "critical", 2), Admission::Wait);
     // 4 in flight after this end: the critical waiter gets the permit; low stays (4 ≥ 3).
     assert_eq!(
         w.on_stream_end(1, &store, t(3)).wakes,
@@ -217,19 +208,11 @@ fn a_new_critical_request_overtakes_a_low_waiter_and_a_new_low_one_does_not_over
     let store = FakeStore::new();
     // 2 permits: low's threshold is 1.
     let mut w = worker(&classes(2, WAIT));
-    assert!(admitted(&w.on_request(1, of(&w, "low"), &store, t(0)).0));
-    assert_eq!(
-        w.on_request(2, of(&w, "low"), &store, t(1)).0,
-        Admission::Wait
-    );
+    assert!(admitted(&ask(&mut w, &store, 1, "low", 0)));
+    assert_eq!(ask(&mut w, &store, 2, "low", 1), Admission::Wait);
     // 1 in flight < 2: a new critical request goes ahead of the waiting low one.
-    assert!(admitted(
-        &w.on_request(3, of(&w, "critical"), &store, t(2)).0
-    ));
-    assert_eq!(
-        w.on_request(4, of(&w, "critical"), &store, t(3)).0,
-        Admission::Wait
-    );
+    assert!(admitted(&ask(&mut w, &store, 3, "critical", 2)));
+    assert_eq!(ask(&mut w, &store, 4, "critical", 3), Admission::Wait);
     // Both permits freed elsewhere (simulated: another worker's view releases ours).
     let me = w.id().unwrap_or(WorkerId {
         slot: 0,
@@ -253,18 +236,12 @@ fn a_new_critical_request_overtakes_a_low_waiter_and_a_new_low_one_does_not_over
 fn a_full_queue_makes_room_for_a_higher_class_by_displacing_its_lowest_newest_waiter() {
     let store = FakeStore::new();
     let mut w = worker(&classes(1, WAIT));
-    w.on_request(1, of(&w, "critical"), &store, t(0));
-    assert_eq!(
-        w.on_request(2, of(&w, "low"), &store, t(1)).0,
-        Admission::Wait
-    );
-    assert_eq!(
-        w.on_request(3, of(&w, "low"), &store, t(2)).0,
-        Admission::Wait
-    );
+    ask(&mut w, &store, 1, "critical", 0);
+    assert_eq!(ask(&mut w, &store, 2, "low", 1), Admission::Wait);
+    assert_eq!(ask(&mut w, &store, 3, "low", 2), Admission::Wait);
     // Full (2 waiters): a low request is rejected, a critical one displaces the newest low.
     assert!(matches!(
-        w.on_request(4, of(&w, "low"), &store, t(3)).0,
+        ask(&mut w, &store, 4, "low", 3),
         Admission::Reject(_)
     ));
     let (adm, r) = w.on_request(5, of(&w, "critical"), &store, t(4));
@@ -296,8 +273,8 @@ fn a_full_queue_makes_room_for_a_higher_class_by_displacing_its_lowest_newest_wa
 fn an_expired_waiter_is_counted_as_shed_for_its_class() {
     let store = FakeStore::new();
     let mut w = worker(&classes(1, WAIT));
-    w.on_request(1, of(&w, "critical"), &store, t(0));
-    w.on_request(2, of(&w, "low"), &store, t(0));
+    ask(&mut w, &store, 1, "critical", 0);
+    ask(&mut w, &store, 2, "low", 0);
     let r = w.on_tick(&store, t(1_000));
     assert!(matches!(r.wakes.as_slice(), [Wake::Reply(2, _)]));
     assert!(r.events.contains(&(0, Event::ClassRejected(LOW))));

@@ -365,15 +365,7 @@ impl Breaker {
         };
         match &mut self.window {
             Window::Time { bucket_ms, buckets } => {
-                let index = Window::bucket_index(*bucket_ms, now_ms);
-                let len = buckets.len().max(1);
-                if let Some(b) = buckets.get_mut(index as usize % len) {
-                    if b.index != index {
-                        *b = Bucket {
-                            index,
-                            ..Bucket::default()
-                        };
-                    }
+                if let Some(b) = Window::bucket_at(*bucket_ms, buckets, now_ms) {
                     b.calls = b.calls.saturating_add(cap);
                 }
             }

@@ -18,6 +18,14 @@ fn thresholds(window: WindowSpec) -> Thresholds {
     }
 }
 
+/// A time window of `buckets` buckets of `bucket_secs` each.
+fn time_window(buckets: u32, bucket_secs: u32) -> Thresholds {
+    thresholds(WindowSpec::Time {
+        buckets,
+        bucket_secs,
+    })
+}
+
 fn count10() -> Thresholds {
     thresholds(WindowSpec::Count { size: 10 })
 }
@@ -47,11 +55,38 @@ fn call(b: &mut Breaker, t: &Thresholds, now: u64, c: Call) -> Stepped<Recorded>
     b.record(t, p, c, now)
 }
 
+/// `call` with each of `cs` in turn, all at `now`.
+fn calls(b: &mut Breaker, t: &Thresholds, now: u64, cs: impl IntoIterator<Item = Call>) {
+    for c in cs {
+        call(b, t, now, c);
+    }
+}
+
+fn tally(calls: u32, failed: u32, slow: u32) -> Tally {
+    Tally {
+        calls,
+        failed,
+        slow,
+    }
+}
+
+/// A count-10 breaker opened at 0, and its thresholds.
+fn opened() -> (Thresholds, Breaker) {
+    let t = count10();
+    let b = open_breaker(&t, 0);
+    (t, b)
+}
+
+/// [`opened`], half-open at 5 s with both its probes taken.
+fn probing() -> (Thresholds, Breaker, [Permit; 2]) {
+    let (t, mut b) = opened();
+    let probes = [permit(&mut b, &t, 5_000), permit(&mut b, &t, 5_000)];
+    (t, b, probes)
+}
+
 fn open_breaker(t: &Thresholds, now: u64) -> Breaker {
     let mut b = Breaker::fresh(&t.window, 7);
-    for _ in 0..4 {
-        call(&mut b, t, now, FAIL);
-    }
+    calls(&mut b, t, now, [FAIL; 4]);
     assert_eq!(b.phase, Phase::Open);
     b
 }
@@ -94,9 +129,7 @@ fn nothing_is_evaluated_before_the_minimum_number_of_calls() {
 fn closed_opens_at_a_failure_rate_equal_to_the_threshold() {
     let t = count10();
     let mut b = Breaker::fresh(&t.window, 1);
-    for c in [OK, FAIL, OK] {
-        call(&mut b, &t, 0, c);
-    }
+    calls(&mut b, &t, 0, [OK, FAIL, OK]);
     assert_eq!(b.phase, Phase::Closed);
     call(&mut b, &t, 0, FAIL); // 2 of 4 = 50 %
     assert_eq!(b.phase, Phase::Open);
@@ -106,18 +139,9 @@ fn closed_opens_at_a_failure_rate_equal_to_the_threshold() {
 fn closed_stays_closed_below_the_threshold() {
     let t = count10();
     let mut b = Breaker::fresh(&t.window, 1);
-    for c in [OK, OK, FAIL, OK, OK, OK, FAIL, OK, OK, OK] {
-        call(&mut b, &t, 0, c);
-    }
+    calls(&mut b, &t, 0, [OK, OK, FAIL, OK, OK, OK, FAIL, OK, OK, OK]);
     assert_eq!(b.phase, Phase::Closed);
-    assert_eq!(
-        b.window.tally(0),
-        Tally {
-            calls: 10,
-            failed: 2,
-            slow: 0
-        }
-    );
+    assert_eq!(b.window.tally(0), tally(10, 2, 0));
 }
 
 #[test]
@@ -126,17 +150,11 @@ fn a_count_window_forgets_calls_older_than_its_size() {
     t.minimum_number_of_calls = 10;
     let mut b = Breaker::fresh(&t.window, 1);
     // 4 failures, then 10 successes push them out.
-    for _ in 0..4 {
-        call(&mut b, &t, 0, FAIL);
-    }
-    for _ in 0..10 {
-        call(&mut b, &t, 0, OK);
-    }
+    calls(&mut b, &t, 0, [FAIL; 4]);
+    calls(&mut b, &t, 0, [OK; 10]);
     assert_eq!(b.window.tally(0).failed, 0);
     assert_eq!(b.window.tally(0).calls, 10);
-    for _ in 0..4 {
-        call(&mut b, &t, 0, FAIL);
-    }
+    calls(&mut b, &t, 0, [FAIL; 4]);
     assert_eq!(b.phase, Phase::Closed, "4 of the last 10 is 40 %");
     call(&mut b, &t, 0, FAIL);
     assert_eq!(b.phase, Phase::Open, "5 of the last 10 is 50 %");
@@ -144,20 +162,13 @@ fn a_count_window_forgets_calls_older_than_its_size() {
 
 #[test]
 fn a_time_window_forgets_calls_older_than_its_duration() {
-    let t = thresholds(WindowSpec::Time {
-        buckets: 10,
-        bucket_secs: 1,
-    });
+    let t = time_window(10, 1);
     let mut b = Breaker::fresh(&t.window, 1);
-    for _ in 0..3 {
-        call(&mut b, &t, 1_000, FAIL);
-    }
+    calls(&mut b, &t, 1_000, [FAIL; 3]);
     assert_eq!(b.window.tally(1_000).calls, 3);
     // Ten seconds later those calls are out of the window: 3 more failures are not enough.
     assert_eq!(b.window.tally(11_000).calls, 0);
-    for _ in 0..3 {
-        call(&mut b, &t, 11_000, FAIL);
-    }
+    calls(&mut b, &t, 11_000, [FAIL; 3]);
     assert_eq!(b.phase, Phase::Closed);
     // Within the window they add up.
     call(&mut b, &t, 15_500, FAIL);
@@ -166,23 +177,13 @@ fn a_time_window_forgets_calls_older_than_its_duration() {
 
 #[test]
 fn a_time_window_reuses_a_stale_bucket_from_zero() {
-    let t = thresholds(WindowSpec::Time {
-        buckets: 2,
-        bucket_secs: 1,
-    });
+    let t = time_window(2, 1);
     let mut w = Window::fresh(&t.window);
     w.record(FAIL, 0);
     w.record(OK, 1_000);
     assert_eq!(w.tally(1_500).calls, 2);
     w.record(OK, 2_000); // bucket 2 replaces bucket 0
-    assert_eq!(
-        w.tally(2_000),
-        Tally {
-            calls: 2,
-            failed: 0,
-            slow: 0
-        }
-    );
+    assert_eq!(w.tally(2_000), tally(2, 0, 0));
 }
 
 #[test]
@@ -190,9 +191,7 @@ fn slow_calls_open_at_the_slow_call_rate_threshold() {
     let mut t = count10();
     t.slow_call_rate_threshold = 75.0;
     let mut b = Breaker::fresh(&t.window, 1);
-    for c in [SLOW, OK, SLOW] {
-        call(&mut b, &t, 0, c);
-    }
+    calls(&mut b, &t, 0, [SLOW, OK, SLOW]);
     call(&mut b, &t, 0, SLOW); // 3 of 4 = 75 % slow, 0 % failed
     assert_eq!(b.phase, Phase::Open);
 }
@@ -208,14 +207,7 @@ fn a_slow_failure_counts_as_both() {
         },
         0,
     );
-    assert_eq!(
-        w.tally(0),
-        Tally {
-            calls: 1,
-            failed: 1,
-            slow: 1
-        }
-    );
+    assert_eq!(w.tally(0), tally(1, 1, 1));
 }
 
 #[test]
@@ -224,9 +216,7 @@ fn consecutive_failures_open_before_the_minimum_and_a_success_resets_the_streak(
     t.minimum_number_of_calls = 10;
     t.consecutive_failures = Some(3);
     let mut b = Breaker::fresh(&t.window, 1);
-    for c in [FAIL, FAIL, OK, FAIL, FAIL] {
-        call(&mut b, &t, 0, c);
-    }
+    calls(&mut b, &t, 0, [FAIL, FAIL, OK, FAIL, FAIL]);
     assert_eq!(b.phase, Phase::Closed);
     call(&mut b, &t, 0, FAIL);
     assert_eq!(b.phase, Phase::Open);
@@ -251,8 +241,7 @@ fn open_rejects_with_the_time_left_until_half_open() {
 
 #[test]
 fn open_moves_to_half_open_after_the_wait_and_admits_only_the_probe_budget() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
+    let (t, mut b) = opened();
     let s = b.admit(&t, 5_000);
     assert_eq!(
         s.transitions,
@@ -274,10 +263,7 @@ fn open_moves_to_half_open_after_the_wait_and_admits_only_the_probe_budget() {
 
 #[test]
 fn half_open_closes_when_the_probes_succeed() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
-    let p1 = permit(&mut b, &t, 5_000);
-    let p2 = permit(&mut b, &t, 5_000);
+    let (t, mut b, [p1, p2]) = probing();
     assert!(b.record(&t, p1, OK, 5_100).transitions.is_empty());
     let s = b.record(&t, p2, OK, 5_200);
     assert_eq!(
@@ -297,10 +283,7 @@ fn half_open_closes_when_the_probes_succeed() {
 
 #[test]
 fn half_open_reopens_when_the_probes_fail_at_the_threshold() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
-    let p1 = permit(&mut b, &t, 5_000);
-    let p2 = permit(&mut b, &t, 5_000);
+    let (t, mut b, [p1, p2]) = probing();
     b.record(&t, p1, OK, 5_100);
     let s = b.record(&t, p2, FAIL, 5_200); // 1 of 2 = 50 %
     assert_eq!(s.transitions[0].to, Phase::Open);
@@ -337,18 +320,13 @@ fn repeated_openings_back_off_exponentially_up_to_the_cap() {
     b.record(&t, p1, OK, now);
     b.record(&t, p2, OK, now);
     assert_eq!(b.phase, Phase::Closed);
-    for _ in 0..4 {
-        call(&mut b, &t, now, FAIL);
-    }
+    calls(&mut b, &t, now, [FAIL; 4]);
     assert_eq!(b.open_until_ms - now, 5_000);
 }
 
 #[test]
 fn a_lost_probe_frees_its_slot_after_the_probe_timeout() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
-    let _lost1 = permit(&mut b, &t, 5_000);
-    let _lost2 = permit(&mut b, &t, 5_000);
+    let (t, mut b, [_lost1, _lost2]) = probing();
     // Both probes vanish (their worker died). Until the timeout, nothing else is admitted.
     match b.admit(&t, 14_999).output {
         Admission::Rejected { retry_after } => {
@@ -370,10 +348,7 @@ fn a_lost_probe_frees_its_slot_after_the_probe_timeout() {
 
 #[test]
 fn a_late_outcome_of_an_expired_probe_is_dropped() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
-    let late = permit(&mut b, &t, 5_000);
-    let _other = permit(&mut b, &t, 5_000);
+    let (t, mut b, [late, _other]) = probing();
     let fresh = permit(&mut b, &t, 15_000); // reissues the late probe's slot
     assert_eq!(b.record(&t, late, FAIL, 15_001).output, Recorded::Stale);
     assert_eq!(b.record(&t, fresh, OK, 15_002).output, Recorded::Counted);
@@ -382,10 +357,7 @@ fn a_late_outcome_of_an_expired_probe_is_dropped() {
 
 #[test]
 fn a_released_probe_can_be_taken_again_at_once() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
-    let p1 = permit(&mut b, &t, 5_000);
-    let _p2 = permit(&mut b, &t, 5_000);
+    let (t, mut b, [p1, _p2]) = probing();
     assert!(b.release(p1));
     assert!(!b.release(p1), "released once");
     assert!(matches!(b.admit(&t, 5_001).output, Admission::Allowed(_)));
@@ -396,9 +368,7 @@ fn outcomes_from_another_epoch_are_not_recorded() {
     let t = count10();
     let mut b = Breaker::fresh(&t.window, 1);
     let before = permit(&mut b, &t, 0);
-    for _ in 0..4 {
-        call(&mut b, &t, 0, FAIL);
-    }
+    calls(&mut b, &t, 0, [FAIL; 4]);
     assert_eq!(b.phase, Phase::Open);
     // A call admitted while closed finishes after the breaker opened.
     assert_eq!(b.record(&t, before, FAIL, 1).output, Recorded::Stale);
@@ -413,13 +383,7 @@ fn outcomes_from_another_epoch_are_not_recorded() {
 
 #[test]
 fn a_batch_of_successes_counts_like_single_successes() {
-    for t in [
-        count10(),
-        thresholds(WindowSpec::Time {
-            buckets: 10,
-            bucket_secs: 1,
-        }),
-    ] {
+    for t in [count10(), time_window(10, 1)] {
         let mut one_by_one = Breaker::fresh(&t.window, 1);
         let mut batched = Breaker::fresh(&t.window, 1);
         call(&mut one_by_one, &t, 0, FAIL);
@@ -437,17 +401,14 @@ fn a_batch_of_successes_counts_like_single_successes() {
 fn a_batch_of_successes_can_reach_the_minimum_and_trip() {
     let t = count10();
     let mut b = Breaker::fresh(&t.window, 1);
-    for _ in 0..3 {
-        call(&mut b, &t, 0, FAIL);
-    }
+    calls(&mut b, &t, 0, [FAIL; 3]);
     let s = b.record_successes(&t, 0, 1, 0); // 3 of 4 failed
     assert_eq!(s.transitions[0].to, Phase::Open);
 }
 
 #[test]
 fn a_batch_from_another_epoch_or_state_is_stale() {
-    let t = count10();
-    let mut b = open_breaker(&t, 0);
+    let (t, mut b) = opened();
     assert_eq!(b.record_successes(&t, 0, 3, 1).output, Recorded::Stale);
     assert!(!b.record_successes(&t, b.epoch, 3, 1).changed);
     let mut c = Breaker::fresh(&t.window, 1);
@@ -457,13 +418,7 @@ fn a_batch_from_another_epoch_or_state_is_stale() {
 
 #[test]
 fn encoding_round_trips_in_every_phase() {
-    for t in [
-        count10(),
-        thresholds(WindowSpec::Time {
-            buckets: 5,
-            bucket_secs: 2,
-        }),
-    ] {
+    for t in [count10(), time_window(5, 2)] {
         let mut b = Breaker::fresh(&t.window, 42);
         call(&mut b, &t, 100, SLOW);
         assert_eq!(Breaker::decode(&b.encode(), &t.window).as_ref(), Some(&b));

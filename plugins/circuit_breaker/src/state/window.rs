@@ -104,6 +104,25 @@ impl Window {
         u32::try_from(now_ms / bucket_ms.max(1)).unwrap_or(u32::MAX)
     }
 
+    /// The time bucket `now_ms` falls in, emptied first if it still holds an older index (from a
+    /// whole window ago or more).
+    pub(super) fn bucket_at(
+        bucket_ms: u64,
+        buckets: &mut [Bucket],
+        now_ms: u64,
+    ) -> Option<&mut Bucket> {
+        let index = Window::bucket_index(bucket_ms, now_ms);
+        let n = buckets.len().max(1);
+        let b = buckets.get_mut(index as usize % n)?;
+        if b.index != index {
+            *b = Bucket {
+                index,
+                ..Bucket::default()
+            };
+        }
+        Some(b)
+    }
+
     pub fn record(&mut self, call: Call, now_ms: u64) {
         match self {
             Window::Count {
@@ -119,15 +138,7 @@ impl Window {
                 *len = (*len + 1).min(*size);
             }
             Window::Time { bucket_ms, buckets } => {
-                let index = Window::bucket_index(*bucket_ms, now_ms);
-                let n = buckets.len().max(1);
-                if let Some(b) = buckets.get_mut(index as usize % n) {
-                    if b.index != index {
-                        *b = Bucket {
-                            index,
-                            ..Bucket::default()
-                        };
-                    }
+                if let Some(b) = Window::bucket_at(*bucket_ms, buckets, now_ms) {
                     b.calls = b.calls.saturating_add(1);
                     b.failed = b.failed.saturating_add(u32::from(call.failed));
                     b.slow = b.slow.saturating_add(u32::from(call.slow));

@@ -1,6 +1,6 @@
 //! jwt_auth's worker glue natively: the real policy in the skeleton, driven through `load_one` /
 //! `load_chain` against `FakeHost` exactly as the SDK adapter (`palisade-host`'s `skeleton.rs`)
-//! drives it. Two workers of one Envoy are two runtimes on two fakes sharing one shared-data map
+//! drives it ([`FakeProxy`]). Two workers of one Envoy are two runtimes on two fakes sharing one shared-data map
 //! (`FakeHost::sharing_data_with`), so the remote-JWKS cycle (fetch lease, publish, install,
 //! backoff, refetch deferral) and the paused requests are checked here in milliseconds, what the
 //! end-to-end suite (`tests/harness/tests/jwt_auth.rs`) checks through real Envoy in minutes.
@@ -8,16 +8,13 @@
 use super::{KIND, MAX_JWKS_BYTES, TICK};
 use crate::testkeys::{self, Signer};
 use crate::token::Alg;
-use palisade_core::fake_host::{FakeHost, SentReply};
+use palisade_core::fake_host::FakeHost;
+use palisade_core::fake_proxy::{Done, FakeProxy, OnRequest, Stream, CLIENT};
 use palisade_core::key::RequestView;
-use palisade_core::plugin::host::{code, HeaderMap, Host};
-use palisade_core::plugin::runtime::{with_chain, Action, Chain, Runtime};
-use palisade_core::plugin::{
-    load_chain, load_one, CallResponse, Flow, HostRef, Kind, Policy, Setup, StreamCx, StreamPolicy,
-};
+use palisade_core::plugin::host::{code, Host};
+use palisade_core::plugin::runtime::Action;
+use palisade_core::plugin::{Flow, Kind, Setup, StreamCx};
 use serde_json::{json, Value};
-use std::cell::{Cell, RefCell};
-use std::rc::Rc;
 use std::time::Duration;
 
 const ISSUER: &str = "https://issuer.test";
@@ -84,199 +81,100 @@ fn pause(max_wait: &str) -> Value {
 }
 
 /// One Envoy worker: its fake host (streams, clock, metrics, calls) and its runtime.
-struct Worker {
-    fake: Rc<FakeHost>,
-    runtime: Rc<Runtime>,
-    next_id: Cell<u32>,
+type Worker = FakeProxy;
+
+/// Two workers of one Envoy with this (remote-JWKS) config, once A fetched the test JWKS and B
+/// installed it on its tick.
+fn serving_two(config: &Value) -> (Worker, Worker) {
+    let a = worker(config);
+    let b = sibling(&a, config);
+    a.fetch_serving(&jwks());
+    b.tick();
+    (a, b)
 }
 
-fn standalone_on(fake: FakeHost, config: &Value) -> Worker {
-    let fake = Rc::new(fake);
-    let host: HostRef = fake.clone();
-    let runtime = load_one(&host, &KIND, config.to_string().as_bytes(), "edge")
-        .unwrap_or_else(|e| panic!("rejected: {e}"));
-    Worker {
-        fake,
-        runtime,
-        next_id: 1.into(),
-    }
+/// A worker of the default remote-JWKS config, with this `keys_unavailable`.
+fn remote(keys_unavailable: Value) -> Worker {
+    worker(&remote_config(json!({}), keys_unavailable))
+}
+
+/// [`remote`], its first JWKS fetch dispatched by its first tick and not answered yet.
+fn fetching(keys_unavailable: Value) -> Worker {
+    let a = remote(keys_unavailable);
+    a.tick();
+    a
 }
 
 /// The standalone module on a worker of its own.
 fn worker(config: &Value) -> Worker {
-    standalone_on(FakeHost::new(), config)
+    FakeProxy::one(&KIND, config).unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
 /// Another worker of the same Envoy (same shared data, same clock now), same config.
 fn sibling(of: &Worker, config: &Value) -> Worker {
-    standalone_on(FakeHost::sharing_data_with(&of.fake), config)
+    FakeProxy::one_on(FakeHost::sharing_data_with(&of.fake), &KIND, config)
+        .unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
 /// A stage after jwt_auth in a chain: copies what `RequestView::claim` gives it into request
 /// headers the upstream sees (`x-stage-sub`, `x-stage-scope`, or `x-stage-none`).
 const SEEN: Kind = Kind {
     name: "seen",
-    build: |_, _: &Setup<'_>| Ok(Box::new(Seen)),
+    build: |_, _: &Setup<'_>| Ok(Box::new(OnRequest(copy_claims))),
 };
 
-struct Seen;
-
-impl Policy for Seen {
-    fn stream(&self, _: u32) -> Box<dyn StreamPolicy> {
-        Box::new(Seen)
-    }
-}
-
-impl StreamPolicy for Seen {
-    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _: bool) -> Flow {
-        let sub = cx.claim("sub");
-        let scope = cx.claim("scope");
-        let result = match (sub, scope) {
-            (None, None) => cx.set_request_header("x-stage-none", Some("1")),
-            (sub, scope) => cx
-                .set_request_header("x-stage-sub", sub.as_deref())
-                .and_then(|()| cx.set_request_header("x-stage-scope", scope.as_deref())),
-        };
-        assert!(result.is_ok(), "{result:?}");
-        Flow::Continue
-    }
+fn copy_claims(cx: &mut StreamCx<'_>) -> Flow {
+    let sub = cx.claim("sub");
+    let scope = cx.claim("scope");
+    let result = match (sub, scope) {
+        (None, None) => cx.set_request_header("x-stage-none", Some("1")),
+        (sub, scope) => cx
+            .set_request_header("x-stage-sub", sub.as_deref())
+            .and_then(|()| cx.set_request_header("x-stage-scope", scope.as_deref())),
+    };
+    assert!(result.is_ok(), "{result:?}");
+    Flow::Continue
 }
 
 fn chained(config: &Value) -> Worker {
-    let fake = Rc::new(FakeHost::new());
-    let host: HostRef = fake.clone();
-    let runtime = load_chain(&host, &[KIND, SEEN], config.to_string().as_bytes(), "edge")
-        .unwrap_or_else(|e| panic!("rejected: {e}"));
-    Worker {
-        fake,
-        runtime,
-        next_id: 1.into(),
-    }
+    FakeProxy::chain(&[KIND, SEEN], config).unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
-/// One HTTP stream as the adapter holds it: every callback after `enter`, through `with_chain`;
-/// dropping it ends the chain, as the adapter's `Drop` does.
-struct Stream {
-    id: u32,
-    fake: Rc<FakeHost>,
-    chain: Rc<RefCell<Chain>>,
-    action: Action,
+/// Still held: neither answered, resumed nor reset.
+fn waiting(s: &Stream) -> bool {
+    s.action == Action::Pause && s.reply().is_none() && s.resumed() == 0 && !s.reset()
 }
 
-impl Stream {
-    fn run(&self, f: impl FnOnce(&mut Chain) -> Action) -> Action {
-        self.fake.enter(self.id);
-        with_chain(&self.chain, f).expect("the chain is not re-entered")
-    }
-
-    fn reply(&self) -> Option<SentReply> {
-        self.fake.reply_of(self.id)
-    }
-
-    fn resumed(&self) -> u32 {
-        self.fake.stream(self.id).map_or(0, |s| s.resumed)
-    }
-
-    fn reset(&self) -> bool {
-        self.fake.stream(self.id).is_some_and(|s| s.reset)
-    }
-
-    /// Still held: neither answered, resumed nor reset.
-    fn waiting(&self) -> bool {
-        self.action == Action::Pause
-            && self.reply().is_none()
-            && self.resumed() == 0
-            && !self.reset()
-    }
-
-    /// The request header as the upstream would get it.
-    fn upstream(&self, name: &str) -> Option<String> {
-        self.fake.request_header_of(self.id, name)
-    }
-
-    /// Envoy's `on_log`, `on_done`, then the context dropped.
-    fn finish(self) {
-        self.fake.enter(self.id);
-        let _ = with_chain(&self.chain, Chain::end);
-        let _ = with_chain(&self.chain, Chain::end);
-        self.fake.close_stream(self.id);
-    }
+/// The challenge a request was answered with.
+fn www(r: &Done) -> Option<&str> {
+    r.reply.as_ref().and_then(|r| r.header("www-authenticate"))
 }
 
-impl Drop for Stream {
-    fn drop(&mut self) {
-        let _ = with_chain(&self.chain, Chain::end);
-    }
-}
-
-/// What a request came to, once it is over.
-#[derive(Debug)]
-struct Done {
-    status: u16,
-    reply: Option<SentReply>,
-    upstream: Vec<(String, String)>,
-}
-
-impl Done {
-    fn upstream(&self, name: &str) -> Option<&str> {
-        self.upstream
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| v.as_str())
-    }
-
-    fn www(&self) -> Option<&str> {
-        self.reply
-            .as_ref()
-            .and_then(|r| r.header("www-authenticate"))
-    }
-}
-
-impl Worker {
-    /// Request headers (`:method GET`, `:authority api`, this path, these headers) arrive.
-    fn start(&self, path: &str, headers: &[(&str, &str)]) -> Stream {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        let mut all = vec![(":method", "GET"), (":path", path), (":authority", "api")];
-        all.extend_from_slice(headers);
-        self.fake.open_stream(id, &all);
-        let mut s = Stream {
-            id,
-            fake: Rc::clone(&self.fake),
-            chain: self.runtime.stream(id),
-            action: Action::Continue,
-        };
-        s.action = s.run(|c| c.on_request_headers(true));
-        s
-    }
-
+/// What these tests do with a worker: requests, ticks, and the JWKS calls.
+trait Client {
     /// A whole request that is decided at once (not paused).
+    fn request(&self, path: &str, headers: &[(&str, &str)]) -> Done;
+    fn bearer(&self, path: &str, token: &str) -> Done;
+    fn start_bearer(&self, token: &str) -> Stream;
+    /// `d` passes on this worker's clock, with a tick every 250 ms (and one at the end).
+    fn run_for(&self, d: Duration);
+    /// The JWKS calls this worker dispatched so far.
+    fn fetches(&self) -> usize;
+    fn last_call_token(&self) -> u32;
+    /// Envoy delivers the response to the last call: headers, body, then `on_http_call_response`
+    /// with the body size, the status read back from the headers as the adapter does.
+    fn respond(&self, status: Option<u16>, body: &[u8]);
+    fn respond_sized(&self, status: Option<u16>, body: &[u8], body_size: usize);
+    /// Tick, then answer the JWKS call that tick dispatched with this document.
+    fn fetch_serving(&self, doc: &Value);
+    fn stat(&self, name: &str) -> i64;
+    fn stats(&self, names: &[&str]) -> Vec<i64>;
+}
+
+impl Client for Worker {
     fn request(&self, path: &str, headers: &[(&str, &str)]) -> Done {
-        let s = self.start(path, headers);
-        let reply = s.reply();
-        let status = match (s.action, &reply) {
-            (Action::Continue, None) => 200,
-            (Action::Pause, Some(r)) => r.status,
-            (a, r) => panic!("neither answered nor let through: {a:?} {r:?}"),
-        };
-        let upstream = self
-            .fake
-            .stream(s.id)
-            .map(|st| st.request)
-            .unwrap_or_default()
-            .into_iter()
-            .map(|(n, v)| (n, String::from_utf8_lossy(&v).into_owned()))
-            .collect();
-        if status == 200 {
-            self.fake.set_response(s.id, &[(":status", "200")]);
-            assert_eq!(s.run(|c| c.on_response_headers(true)), Action::Continue);
-        }
-        s.finish();
-        Done {
-            status,
-            reply,
-            upstream,
-        }
+        self.request_from(CLIENT, path, headers)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn bearer(&self, path: &str, token: &str) -> Done {
@@ -287,24 +185,15 @@ impl Worker {
         self.start("/r", &[("authorization", &format!("Bearer {token}"))])
     }
 
-    /// The VM's tick, in the root context.
-    fn tick(&self) {
-        self.fake.enter(0);
-        self.runtime.on_tick();
-    }
-
-    /// `d` passes on this worker's clock, with a tick every 250 ms (and one at the end).
     fn run_for(&self, d: Duration) {
         let mut left = d;
         while left > Duration::ZERO {
             let step = left.min(TICK);
-            self.fake.advance(step);
             left -= step;
-            self.tick();
+            self.tick_after(step);
         }
     }
 
-    /// The JWKS calls this worker dispatched so far.
     fn fetches(&self) -> usize {
         self.fake.calls().len()
     }
@@ -313,8 +202,6 @@ impl Worker {
         self.fake.calls().last().expect("a JWKS call").token
     }
 
-    /// Envoy delivers the response to the last call: headers, body, then `on_http_call_response`
-    /// with the body size, the status read back from the headers as the adapter does.
     fn respond(&self, status: Option<u16>, body: &[u8]) {
         self.respond_sized(status, body, body.len());
     }
@@ -326,23 +213,11 @@ impl Worker {
             .as_deref()
             .map(|s| vec![(":status", s), ("content-type", "application/json")])
             .unwrap_or_default();
-        self.fake.deliver_call_response(&headers, body);
-        self.fake.enter(0);
-        let read = self
-            .fake
-            .header(HeaderMap::CallResponse, ":status")
-            .unwrap()
-            .and_then(|s| String::from_utf8(s).ok())
-            .and_then(|s| s.parse().ok());
-        assert_eq!(read, status);
-        assert!(self.runtime.on_call_response(CallResponse {
-            token,
-            status: read,
-            body_size,
-        }));
+        let (response, taken) = self.call_response(token, &headers, body, body_size);
+        assert_eq!(response.status, status);
+        assert!(taken);
     }
 
-    /// Tick, then answer the JWKS call that tick dispatched with this document.
     fn fetch_serving(&self, doc: &Value) {
         let before = self.fetches();
         self.tick();
@@ -417,21 +292,21 @@ fn a_valid_token_goes_upstream_with_claim_headers_set_and_spoofed_ones_and_the_t
         ],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("x-jwt-sub"), Some("alice"));
+    assert_eq!(r.upstream_header("x-jwt-sub"), Some("alice"));
     let subs: Vec<_> = r
         .upstream
         .iter()
         .filter(|(n, _)| n == "x-jwt-sub")
         .collect();
     assert_eq!(subs.len(), 1, "every spoofed value is gone: {subs:?}");
-    assert_eq!(r.upstream("x-jwt-roles"), Some("reader,writer"));
-    assert_eq!(r.upstream("x-jwt-payload"), Some(payload.as_str()));
+    assert_eq!(r.upstream_header("x-jwt-roles"), Some("reader,writer"));
+    assert_eq!(r.upstream_header("x-jwt-payload"), Some(payload.as_str()));
     assert_eq!(
-        r.upstream("authorization"),
+        r.upstream_header("authorization"),
         None,
         "the token is not forwarded"
     );
-    assert_eq!(r.upstream(":path"), Some("/x"));
+    assert_eq!(r.upstream_header(":path"), Some("/x"));
     assert_eq!(
         w.stats(&["allowed", "cache_hits", "rewrite_failures"]),
         [1, 0, 0]
@@ -446,8 +321,8 @@ fn spoofed_claim_headers_are_removed_from_bypassed_requests_too() {
         &[("x-jwt-sub", "mallory"), ("x-jwt-roles", "admin")],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("x-jwt-sub"), None);
-    assert_eq!(r.upstream("x-jwt-roles"), None);
+    assert_eq!(r.upstream_header("x-jwt-sub"), None);
+    assert_eq!(r.upstream_header("x-jwt-roles"), None);
     assert_eq!(w.stats(&["bypassed", "allowed"]), [1, 0]);
 }
 
@@ -545,9 +420,7 @@ fn every_denial_is_answered_with_its_status_and_challenge_and_counted_under_its_
         assert_eq!(r.status, row.status, "{}", row.name);
         let reply = r.reply.as_ref().unwrap();
         assert_eq!(reply.details, row.details, "{}", row.name);
-        let www = r
-            .www()
-            .unwrap_or_else(|| panic!("{}: no challenge", row.name));
+        let www = www(&r).unwrap_or_else(|| panic!("{}: no challenge", row.name));
         assert!(www.starts_with(realm), "{}: {www}", row.name);
         assert!(www.contains(row.www.unwrap()), "{}: {www}", row.name);
         if row.name == "no token" {
@@ -584,13 +457,13 @@ fn a_request_no_rule_matches_is_403_without_a_challenge_unless_unmatched_is_allo
     let w = worker(&config);
     let r = w.request("/other", &[]);
     assert_eq!(r.status, 403);
-    assert_eq!(r.www(), None);
+    assert_eq!(www(&r), None);
     assert_eq!(w.stat("denied.no_rule"), 1);
     config["unmatched"] = json!("allow");
     let w = worker(&config);
     assert_eq!(
         w.request("/other", &[("x-jwt-sub", "mallory")])
-            .upstream("x-jwt-sub"),
+            .upstream_header("x-jwt-sub"),
         None
     );
     assert_eq!(w.stats(&["unmatched", "denied.no_rule"]), [1, 0]);
@@ -606,9 +479,9 @@ fn a_repeated_token_is_verified_once_per_worker_then_served_from_that_workers_ca
         let r = a.bearer("/c", &token);
         assert_eq!(r.status, 200);
         // A cache hit sets the same outputs as a verification.
-        assert_eq!(r.upstream("x-jwt-payload"), Some(payload));
-        assert_eq!(r.upstream("x-jwt-sub"), Some("alice"));
-        assert_eq!(r.upstream("authorization"), None);
+        assert_eq!(r.upstream_header("x-jwt-payload"), Some(payload));
+        assert_eq!(r.upstream_header("x-jwt-sub"), Some("alice"));
+        assert_eq!(r.upstream_header("authorization"), None);
     }
     assert_eq!(a.stats(&["allowed", "cache_hits"]), [3, 2]);
     // The other worker has its own cache: it verifies once too.
@@ -644,20 +517,20 @@ fn verified_claims_reach_the_later_stages_of_the_chain_and_only_for_their_own_re
     let token = testkeys::token(Alg::EdDsa, &claims);
     let r = w.bearer("/admin/x", &token);
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("x-stage-sub"), Some("alice"));
-    assert_eq!(r.upstream("x-stage-scope"), Some("read admin"));
+    assert_eq!(r.upstream_header("x-stage-sub"), Some("alice"));
+    assert_eq!(r.upstream_header("x-stage-scope"), Some("read admin"));
     // The claim headers stay available too.
-    assert_eq!(r.upstream("x-jwt-sub"), Some("alice"));
+    assert_eq!(r.upstream_header("x-jwt-sub"), Some("alice"));
     // The next request (a bypass, no token) sees no claims: nothing leaks between streams, and
     // a client-sent claim header is not a claim.
     let r = w.request("/public", &[("x-jwt-sub", "mallory")]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("x-stage-none"), Some("1"));
-    assert_eq!(r.upstream("x-stage-sub"), None);
+    assert_eq!(r.upstream_header("x-stage-none"), Some("1"));
+    assert_eq!(r.upstream_header("x-stage-sub"), None);
     // A denial ends the chain: the later stage never sees the request.
     let r = w.request("/x", &[]);
     assert_eq!(r.status, 401);
-    assert_eq!(r.upstream("x-stage-none"), None);
+    assert_eq!(r.upstream_header("x-stage-none"), None);
     // In a chain, jwt_auth counts under its own name.
     assert_eq!(
         w.stats(&["allowed", "bypassed", "denied.missing"]),
@@ -792,11 +665,7 @@ fn a_lost_fetch_response_blocks_no_one_after_the_lease_expires() {
 
 #[test]
 fn a_failed_refresh_keeps_the_last_good_keys_and_retries_back_off_across_workers() {
-    let config = remote_config(json!({"cache_duration": "10s"}), reject());
-    let a = worker(&config);
-    let b = sibling(&a, &config);
-    a.fetch_serving(&jwks());
-    b.tick();
+    let (a, b) = serving_two(&remote_config(json!({"cache_duration": "10s"}), reject()));
     // The refresh is due at 80 % of cache_duration: 8 s.
     a.run_for(Duration::from_millis(7750));
     assert_eq!(a.fetches(), 1);
@@ -846,8 +715,7 @@ fn a_failed_refresh_keeps_the_last_good_keys_and_retries_back_off_across_workers
 
 #[test]
 fn a_dispatch_the_host_refuses_is_a_failure_with_backoff() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
+    let a = remote(reject());
     a.fake.fail("http_call", code::BAD_ARGUMENT);
     a.tick();
     assert_eq!(a.fake.hostcalls("http_call"), 1);
@@ -861,8 +729,7 @@ fn a_dispatch_the_host_refuses_is_a_failure_with_backoff() {
 
 #[test]
 fn a_shared_data_outage_fetches_nothing_and_the_next_tick_after_it_does() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
+    let a = remote(reject());
     a.fake.fail("shared_data", code::INTERNAL_FAILURE);
     a.run_for(SECOND);
     assert_eq!(a.fake.hostcalls("http_call"), 0, "no lease, no fetch");
@@ -875,9 +742,7 @@ fn a_shared_data_outage_fetches_nothing_and_the_next_tick_after_it_does() {
 
 #[test]
 fn an_oversized_jwks_is_a_failed_fetch_whose_body_is_never_read() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(reject());
     let reads = a.fake.hostcalls("buffer");
     a.respond_sized(Some(200), jwks().to_string().as_bytes(), MAX_JWKS_BYTES + 1);
     assert_eq!(
@@ -904,9 +769,7 @@ fn an_oversized_jwks_is_a_failed_fetch_whose_body_is_never_read() {
 
 #[test]
 fn a_jwks_body_the_host_cannot_hand_over_is_a_failed_fetch() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(reject());
     a.fake.fail("buffer", code::INTERNAL_FAILURE);
     a.respond(Some(200), jwks().to_string().as_bytes());
     assert_eq!(
@@ -923,11 +786,7 @@ fn a_jwks_body_the_host_cannot_hand_over_is_a_failed_fetch() {
 
 #[test]
 fn a_refreshed_key_set_replaces_the_old_one_and_its_cached_verifications() {
-    let config = remote_config(json!({"cache_duration": "10s"}), reject());
-    let a = worker(&config);
-    let b = sibling(&a, &config);
-    a.fetch_serving(&jwks());
-    b.tick();
+    let (a, b) = serving_two(&remote_config(json!({"cache_duration": "10s"}), reject()));
     let old = token_at(&a, Alg::EdDsa);
     assert_eq!(b.bearer("/r", &old).status, 200);
     assert_eq!(b.bearer("/r", &old).status, 200);
@@ -944,19 +803,15 @@ fn a_refreshed_key_set_replaces_the_old_one_and_its_cached_verifications() {
 
 #[test]
 fn an_unknown_kid_asks_for_one_refetch_and_later_asks_are_deferred_and_counted() {
-    let config = remote_config(
+    let (a, b) = serving_two(&remote_config(
         json!({"cache_duration": "1h", "min_refetch_interval": "30s"}),
         reject(),
-    );
-    let a = worker(&config);
-    let b = sibling(&a, &config);
-    a.fetch_serving(&jwks());
-    b.tick();
+    ));
     // The IdP added a key; a token signed with it arrives before any refresh.
     let rotated = rotated_token(&a);
     let r = a.bearer("/r", &rotated);
     assert_eq!(r.status, 401);
-    assert!(r.www().unwrap().contains("error=\"invalid_token\""));
+    assert!(www(&r).unwrap().contains("error=\"invalid_token\""));
     assert_eq!(a.stat("denied.unknown_kid"), 1);
     a.run_for(TICK);
     assert_eq!(a.fetches(), 2, "one forced refetch on the next tick");
@@ -997,9 +852,7 @@ fn an_unknown_kid_asks_for_one_refetch_and_later_asks_are_deferred_and_counted()
 
 #[test]
 fn a_request_before_the_first_key_set_waits_and_goes_on_when_its_workers_fetch_completes() {
-    let config = remote_config(json!({}), pause("3s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(pause("3s"));
     let token = token_at(&a, Alg::EdDsa);
     let s1 = a.start(
         "/r",
@@ -1009,16 +862,16 @@ fn a_request_before_the_first_key_set_waits_and_goes_on_when_its_workers_fetch_c
         ],
     );
     let s2 = a.start_bearer(&token_at(&a, Alg::Es256));
-    assert!(s1.waiting() && s2.waiting());
+    assert!(waiting(&s1) && waiting(&s2));
     assert_eq!(a.stat("paused"), 2);
     a.run_for(SECOND);
-    assert!(s1.waiting() && s2.waiting(), "no keys yet: still held");
+    assert!(waiting(&s1) && waiting(&s2), "no keys yet: still held");
     a.respond(Some(200), jwks().to_string().as_bytes());
     assert_eq!((s1.resumed(), s2.resumed()), (1, 1));
     assert_eq!((s1.reply(), s2.reply()), (None, None));
     // Decided with the keys: claim headers set, spoofed ones and the token gone.
-    assert_eq!(s1.upstream("x-jwt-sub").as_deref(), Some("alice"));
-    assert_eq!(s1.upstream("authorization"), None);
+    assert_eq!(s1.upstream_header("x-jwt-sub").as_deref(), Some("alice"));
+    assert_eq!(s1.upstream_header("authorization"), None);
     assert_eq!(
         a.stats(&["allowed", "pause_timeouts", "denied.no_keys"]),
         [2, 0, 0]
@@ -1038,9 +891,9 @@ fn a_request_waiting_on_another_worker_goes_on_at_that_workers_next_tick() {
     a.tick();
     b.tick();
     let s = b.start_bearer(&token_at(&b, Alg::EdDsa));
-    assert!(s.waiting());
+    assert!(waiting(&s));
     a.respond(Some(200), jwks().to_string().as_bytes());
-    assert!(s.waiting(), "only its own worker can resume it");
+    assert!(waiting(&s), "only its own worker can resume it");
     b.run_for(TICK);
     assert_eq!(s.resumed(), 1);
     assert_eq!(b.stats(&["paused", "allowed", "pause_timeouts"]), [1, 1, 0]);
@@ -1048,16 +901,14 @@ fn a_request_waiting_on_another_worker_goes_on_at_that_workers_next_tick() {
 
 #[test]
 fn a_paused_request_is_still_checked_when_the_keys_arrive_and_denied_if_bad() {
-    let config = remote_config(json!({}), pause("3s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(pause("3s"));
     let now = now_secs(&a);
     let expired = testkeys::token(
         Alg::EdDsa,
         &json!({"iss": ISSUER, "aud": "api", "sub": "a", "exp": now - 3600}),
     );
     let s = a.start_bearer(&expired);
-    assert!(s.waiting());
+    assert!(waiting(&s));
     a.respond(Some(200), jwks().to_string().as_bytes());
     let reply = s.reply().expect("answered");
     assert_eq!(reply.status, 401);
@@ -1071,14 +922,12 @@ fn a_paused_request_is_still_checked_when_the_keys_arrive_and_denied_if_bad() {
 
 #[test]
 fn a_paused_request_is_answered_503_when_no_keys_arrive_within_max_wait() {
-    let config = remote_config(json!({}), pause("1s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(pause("1s"));
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     a.respond(Some(503), b"down");
     assert_eq!(a.stat("jwks_fetch.failure"), 1);
     a.run_for(Duration::from_millis(750));
-    assert!(s.waiting(), "before max_wait");
+    assert!(waiting(&s), "before max_wait");
     a.run_for(TICK);
     let reply = s.reply().expect("503 after max_wait");
     assert_eq!(reply.status, 503);
@@ -1097,9 +946,7 @@ fn a_paused_request_is_answered_503_when_no_keys_arrive_within_max_wait() {
 
 #[test]
 fn a_paused_request_whose_timeout_reply_cannot_be_sent_is_reset() {
-    let config = remote_config(json!({}), pause("1s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(pause("1s"));
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     a.fake.fail("send_reply", code::INTERNAL_FAILURE);
     a.run_for(SECOND);
@@ -1110,9 +957,7 @@ fn a_paused_request_whose_timeout_reply_cannot_be_sent_is_reset() {
 
 #[test]
 fn a_client_that_leaves_while_paused_is_forgotten_and_never_woken() {
-    let config = remote_config(json!({}), pause("3s"));
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(pause("3s"));
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     let id = s.id;
     s.finish();
@@ -1131,9 +976,7 @@ fn a_client_that_leaves_while_paused_is_forgotten_and_never_woken() {
 
 #[test]
 fn reject_mode_answers_503_at_once_without_pausing() {
-    let config = remote_config(json!({}), reject());
-    let a = worker(&config);
-    a.tick();
+    let a = fetching(reject());
     let s = a.start_bearer(&token_at(&a, Alg::EdDsa));
     assert_eq!(s.reply().map(|r| r.status), Some(503));
     assert_eq!(a.stats(&["paused", "denied.no_keys"]), [0, 1]);
@@ -1174,14 +1017,10 @@ fn a_spoofed_header_that_cannot_be_removed_never_goes_upstream() {
 
 #[test]
 fn an_unknown_kid_ask_is_settled_by_a_newer_key_set_whichever_worker_fetched_it() {
-    let config = remote_config(
+    let (a, b) = serving_two(&remote_config(
         json!({"cache_duration": "1h", "min_refetch_interval": "30s"}),
         reject(),
-    );
-    let a = worker(&config);
-    let b = sibling(&a, &config);
-    a.fetch_serving(&jwks());
-    b.tick();
+    ));
     let token = unknown_kid_token(&a);
     // Both workers see the token; A refetches, B's ask is declined while A holds the lease.
     assert_eq!(a.bearer("/r", &token).status, 401);
@@ -1223,29 +1062,29 @@ fn query_and_cookie_tokens_are_cut_out_before_the_upstream_keeping_everything_el
     let token = token_at(&w, Alg::Es256);
     let r = w.request(&format!("/q?a=1&access_token={token}&b=%2F"), &[]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream(":path"), Some("/q?a=1&b=%2F"));
-    assert_eq!(r.upstream("x-jwt-sub"), Some("alice"));
+    assert_eq!(r.upstream_header(":path"), Some("/q?a=1&b=%2F"));
+    assert_eq!(r.upstream_header("x-jwt-sub"), Some("alice"));
     let r = w.request("/c", &[("cookie", &format!("theme=dark; session={token}"))]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("cookie"), Some("theme=dark"));
+    assert_eq!(r.upstream_header("cookie"), Some("theme=dark"));
     let r = w.request("/c", &[("cookie", &format!("session={token}"))]);
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("cookie"), None);
+    assert_eq!(r.upstream_header("cookie"), None);
     // The same token in two locations is one token, removed from both.
     let r = w.request(
         &format!("/q?access_token={token}"),
         &[("authorization", &format!("Bearer {token}"))],
     );
     assert_eq!(r.status, 200);
-    assert_eq!(r.upstream("authorization"), None);
-    assert_eq!(r.upstream(":path"), Some("/q"));
+    assert_eq!(r.upstream_header("authorization"), None);
+    assert_eq!(r.upstream_header(":path"), Some("/q"));
     // Two different tokens: 400 invalid_request.
     let r = w.request(
         &format!("/q?access_token={}", token_at(&w, Alg::EdDsa)),
         &[("authorization", &format!("Bearer {token}"))],
     );
     assert_eq!(r.status, 400);
-    assert!(r.www().unwrap().contains("error=\"invalid_request\""));
+    assert!(www(&r).unwrap().contains("error=\"invalid_request\""));
     assert_eq!(w.stats(&["allowed", "denied.malformed"]), [4, 1]);
 }
 
@@ -1284,7 +1123,7 @@ fn a_signature_of_the_wrong_length_is_401_and_the_worker_keeps_serving() {
         );
         let r = w.bearer("/r", &format!("{input}.{sig}"));
         assert_eq!(r.status, 401, "{len}-byte signature");
-        assert!(r.www().unwrap().contains("invalid_token"));
+        assert!(www(&r).unwrap().contains("invalid_token"));
     }
     assert_eq!(w.bearer("/r", &valid).status, 200);
     assert_eq!(w.stats(&["denied.bad_signature", "allowed"]), [4, 1]);

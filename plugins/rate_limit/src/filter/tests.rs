@@ -1,168 +1,76 @@
 //! The real rate_limit policy in the skeleton, driven through `load_one` / `load_chain` against
-//! `FakeHost` as the SDK adapter drives it: what reaches the client, the upstream and the metrics.
+//! `FakeHost` as the SDK adapter drives it ([`FakeProxy`]): what reaches the client, the upstream
+//! and the metrics.
 
 use super::KIND;
-use palisade_core::fake_host::{FakeHost, SentReply};
+use crate::policy::QUOTA_HEADERS;
+use palisade_core::fake_host::FakeHost;
+use palisade_core::fake_proxy::{Done, FakeProxy, Stream, CLAIMS};
 use palisade_core::plugin::host::code;
-use palisade_core::plugin::runtime::{with_chain, Action, Chain, Runtime};
-use palisade_core::plugin::{
-    load_chain, load_one, Flow, HostRef, Kind, Policy, Setup, StreamCx, StreamPolicy,
-};
+use palisade_core::plugin::runtime::Action;
+use palisade_core::plugin::Kind;
 use palisade_core::ConfigError;
-use serde_json::{json, Map, Value};
-use std::rc::Rc;
+use serde_json::{json, Value};
 use std::time::Duration;
 
 /// `global` rules (the rate limit service).
 mod global;
 
-/// A stage standing in for jwt_auth: publishes `{"sub": <x-test-sub>}` as verified claims.
-const CLAIMS: Kind = Kind {
-    name: "claims",
-    build: |_, _: &Setup<'_>| Ok(Box::new(Claims)),
-};
+/// [`CLAIMS`] stands in for jwt_auth: `x-test-sub` is the verified `sub`.
 const KINDS: [Kind; 2] = [CLAIMS, KIND];
 
-struct Claims;
-
-impl Policy for Claims {
-    fn stream(&self, _: u32) -> Box<dyn StreamPolicy> {
-        Box::new(Claims)
-    }
-}
-
-impl StreamPolicy for Claims {
-    fn on_request_headers(&mut self, cx: &mut StreamCx<'_>, _: bool) -> Flow {
-        if let Ok(Some(sub)) = cx.request_header("x-test-sub") {
-            let mut claims = Map::new();
-            claims.insert("sub".to_owned(), Value::String(sub));
-            cx.set_claims(Rc::new(claims));
-        }
-        Flow::Continue
-    }
-}
-
-struct Proxy {
-    fake: Rc<FakeHost>,
-    runtime: Rc<Runtime>,
-    next_id: std::cell::Cell<u32>,
-}
-
-fn host() -> (Rc<FakeHost>, HostRef) {
-    let fake = Rc::new(FakeHost::new());
-    let host: HostRef = fake.clone();
-    (fake, host)
-}
-
 /// The standalone module with this config.
-fn standalone(config: &Value) -> Proxy {
-    let (fake, host) = host();
-    let runtime = load_one(&host, &KIND, config.to_string().as_bytes(), "edge")
-        .unwrap_or_else(|e| panic!("rejected: {e}"));
-    Proxy {
-        fake,
-        runtime,
-        next_id: 1.into(),
-    }
+fn standalone(config: &Value) -> FakeProxy {
+    FakeProxy::one(&KIND, config).unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
 /// The chain module with this config.
-fn chained(config: &Value) -> Proxy {
-    let (fake, host) = host();
-    let runtime = load_chain(&host, &KINDS, config.to_string().as_bytes(), "edge")
-        .unwrap_or_else(|e| panic!("rejected: {e}"));
-    Proxy {
-        fake,
-        runtime,
-        next_id: 1.into(),
-    }
+fn chained(config: &Value) -> FakeProxy {
+    FakeProxy::chain(&KINDS, config).unwrap_or_else(|e| panic!("rejected: {e}"))
 }
 
 fn chain_error(config: &Value) -> ConfigError {
-    let (_, host) = host();
-    match load_chain(&host, &KINDS, config.to_string().as_bytes(), "edge") {
+    match FakeProxy::chain(&KINDS, config) {
         Ok(_) => panic!("accepted: {config}"),
         Err(e) => e,
     }
 }
 
-/// What one request came to.
-struct Outcome {
-    action: Action,
-    reply: Option<SentReply>,
-    /// The request headers as the upstream gets them (when the request went on).
-    upstream: Vec<(String, Vec<u8>)>,
-    /// The response headers as the client gets them (when the request went on).
-    response: Vec<(String, Vec<u8>)>,
-}
-
-impl Outcome {
-    fn status(&self) -> u16 {
-        match (&self.action, &self.reply) {
-            (Action::Continue, None) => 200,
-            (Action::Pause, Some(r)) => r.status,
-            (a, r) => panic!("neither answered nor let through: {a:?} {r:?}"),
-        }
-    }
-
-    fn upstream_header(&self, name: &str) -> Option<String> {
-        self.upstream
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    }
-
-    fn response_header(&self, name: &str) -> Option<String> {
-        self.response
-            .iter()
-            .find(|(n, _)| n == name)
-            .map(|(_, v)| String::from_utf8_lossy(v).into_owned())
-    }
-}
-
-impl Proxy {
+/// What these tests do with a worker.
+trait Client {
     /// One whole request from `ip` with these headers, through to its end.
-    fn request(&self, ip: &str, headers: &[(&str, &str)]) -> Outcome {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        let mut all = vec![(":method", "GET"), (":path", "/"), (":authority", "api")];
-        all.extend_from_slice(headers);
-        self.fake.open_stream(id, &all);
-        self.fake
-            .set_stream_property(id, &["source", "address"], &format!("{ip}:40000"));
-        let chain = self.runtime.stream(id);
-        let run = |f: &dyn Fn(&mut Chain) -> Action| {
-            self.fake.enter(id);
-            with_chain(&chain, |c| f(c)).expect("not re-entered")
-        };
-        let action = run(&|c| c.on_request_headers(true));
-        let reply = self.fake.reply_of(id);
-        let upstream = self.fake.stream(id).map(|s| s.request).unwrap_or_default();
-        if action == Action::Continue {
-            self.fake.set_response(id, &[(":status", "200")]);
-            assert_eq!(run(&|c| c.on_response_headers(false)), Action::Continue);
-        }
-        let response = self.fake.stream(id).map(|s| s.response).unwrap_or_default();
-        self.fake.enter(id);
-        let _ = with_chain(&chain, Chain::end);
-        self.fake.close_stream(id);
-        Outcome {
-            action,
-            reply,
-            upstream,
-            response,
-        }
+    fn request(&self, ip: &str, headers: &[(&str, &str)]) -> Done;
+    fn statuses(&self, ip: &str, n: usize) -> Vec<u16>;
+    fn stat(&self, name: &str) -> i64;
+    /// A rule's `allowed` and `limited` counts, by its metrics' prefix (`rate_limit_2.inner`).
+    fn decided(&self, rule: &str) -> [i64; 2];
+    /// A request with this `x-key`, still in flight: its headers were run, its end is up to
+    /// the test.
+    fn open(&self, key: &str) -> Stream;
+}
+
+impl Client for FakeProxy {
+    fn request(&self, ip: &str, headers: &[(&str, &str)]) -> Done {
+        self.request_from(ip, "/", headers)
+            .unwrap_or_else(|e| panic!("{e}"))
     }
 
     fn statuses(&self, ip: &str, n: usize) -> Vec<u16> {
-        (0..n).map(|_| self.request(ip, &[]).status()).collect()
+        (0..n).map(|_| self.request(ip, &[]).status).collect()
     }
 
     fn stat(&self, name: &str) -> i64 {
         self.fake.stat(name).unwrap_or_else(|e| panic!("{e}"))
     }
-}
 
+    fn decided(&self, rule: &str) -> [i64; 2] {
+        ["allowed", "limited"].map(|e| self.stat(&format!("palisade.{rule}.{e}")))
+    }
+
+    fn open(&self, key: &str) -> Stream {
+        self.start("/", &[("x-key", key)])
+    }
+}
 fn rule(name: &str, capacity: u64) -> Value {
     json!({"name": name, "key": ["client_ip"],
         "limits": [{"capacity": capacity, "refill": 1, "period": "1s"}]})
@@ -180,10 +88,10 @@ fn requests_are_allowed_up_to_capacity_then_answered_429_with_retry_after_and_qu
     assert_eq!(reply.details, "palisade_rate_limited");
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
-    assert_eq!(reply.header("ratelimit-limit"), Some("3"));
-    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(reply.header("ratelimit-reset"), Some("3"));
-    assert_eq!(reply.header("ratelimit-policy"), Some("3;w=3"));
+    assert_eq!(
+        QUOTA_HEADERS.map(|n| reply.header(n)),
+        [Some("3"), Some("0"), Some("3"), Some("3;w=3")]
+    );
     assert_eq!(reply.body, b"rate limit exceeded\n".to_vec());
     // Another client has its own bucket.
     assert_eq!(p.statuses("192.0.2.2", 1), vec![200]);
@@ -210,19 +118,10 @@ fn every_decision_is_counted_in_its_rule_metric_exactly() {
 fn allowed_responses_carry_the_quota_headers_when_configured() {
     let p = standalone(&json!({"headers_on_allowed": true, "rules": [rule("per-ip", 3)]}));
     let first = p.request("192.0.2.1", &[]);
-    assert_eq!(first.status(), 200);
-    assert_eq!(
-        first.response_header("ratelimit-limit").as_deref(),
-        Some("3")
-    );
-    assert_eq!(
-        first.response_header("ratelimit-remaining").as_deref(),
-        Some("2")
-    );
-    assert_eq!(
-        first.response_header("ratelimit-policy").as_deref(),
-        Some("3;w=3")
-    );
+    assert_eq!(first.status, 200);
+    assert_eq!(first.response_header("ratelimit-limit"), Some("3"));
+    assert_eq!(first.response_header("ratelimit-remaining"), Some("2"));
+    assert_eq!(first.response_header("ratelimit-policy"), Some("3;w=3"));
     let quiet = standalone(&json!({"rules": [rule("per-ip", 3)]}));
     let r = quiet.request("192.0.2.1", &[]);
     assert_eq!(r.response_header("ratelimit-limit"), None);
@@ -235,14 +134,12 @@ fn a_shadow_rule_marks_the_request_it_would_limit_and_strips_a_client_sent_mark(
     let p = standalone(&json!({"rules": [trial]}));
     let spoof = [("x-palisade-ratelimit-shadow", "forged")];
     let first = p.request("192.0.2.1", &spoof);
-    assert_eq!(first.status(), 200);
+    assert_eq!(first.status, 200);
     assert_eq!(first.upstream_header("x-palisade-ratelimit-shadow"), None);
     let second = p.request("192.0.2.1", &spoof);
-    assert_eq!(second.status(), 200, "shadow rules never reject");
+    assert_eq!(second.status, 200, "shadow rules never reject");
     assert_eq!(
-        second
-            .upstream_header("x-palisade-ratelimit-shadow")
-            .as_deref(),
+        second.upstream_header("x-palisade-ratelimit-shadow"),
         Some("trial")
     );
     assert_eq!(p.stat("palisade.rate_limit.trial.allowed"), 1);
@@ -266,7 +163,7 @@ fn a_shared_data_outage_fails_closed_when_the_rule_says_deny() {
     let p = standalone(&json!({"rules": [strict]}));
     p.fake.fail("set_shared_data", code::INTERNAL_FAILURE);
     let r = p.request("192.0.2.1", &[]);
-    assert_eq!(r.status(), 429);
+    assert_eq!(r.status, 429);
     assert_eq!(r.reply.unwrap().header("retry-after"), Some("1"));
     assert_eq!(p.stat("palisade.rate_limit.strict.store_failures"), 1);
 }
@@ -291,18 +188,21 @@ fn the_buckets_live_under_the_instance_namespace() {
     );
 }
 
+/// A chain of two rate_limit stages, with one rule each.
+fn two_instances(first: Value, second: Value) -> FakeProxy {
+    chained(&json!({"chain": [
+        {"rate_limit": {"rules": [first]}},
+        {"rate_limit": {"rules": [second]}},
+    ]}))
+}
+
 #[test]
 fn two_rate_limit_instances_in_one_chain_keep_separate_buckets_and_metrics() {
-    let p = chained(&json!({"chain": [
-        {"rate_limit": {"rules": [rule("r", 2)]}},
-        {"rate_limit": {"rules": [rule("r", 2)]}},
-    ]}));
+    let p = two_instances(rule("r", 2), rule("r", 2));
     // One shared bucket would be drained by both stages: two tokens a request.
     assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 200, 429]);
-    assert_eq!(p.stat("palisade.rate_limit.r.allowed"), 2);
-    assert_eq!(p.stat("palisade.rate_limit.r.limited"), 1);
-    assert_eq!(p.stat("palisade.rate_limit_2.r.allowed"), 2);
-    assert_eq!(p.stat("palisade.rate_limit_2.r.limited"), 0);
+    assert_eq!(p.decided("rate_limit.r"), [2, 1]);
+    assert_eq!(p.decided("rate_limit_2.r"), [2, 0]);
     let keys = p.fake.shared_keys();
     assert_eq!(keys.len(), 2, "{keys:?}");
     assert!(keys[0].starts_with("palisade/rate_limit/edge#2/default/r/"));
@@ -311,13 +211,10 @@ fn two_rate_limit_instances_in_one_chain_keep_separate_buckets_and_metrics() {
 
 #[test]
 fn the_second_instance_sees_only_requests_the_first_let_through() {
-    let p = chained(&json!({"chain": [
-        {"rate_limit": {"rules": [rule("outer", 1)]}},
-        {"rate_limit": {"rules": [rule("inner", 5)]}},
-    ]}));
+    let p = two_instances(rule("outer", 1), rule("inner", 5));
     assert_eq!(p.statuses("192.0.2.1", 3), vec![200, 429, 429]);
-    assert_eq!(p.stat("palisade.rate_limit.outer.limited"), 2);
-    assert_eq!(p.stat("palisade.rate_limit_2.inner.allowed"), 1);
+    assert_eq!(p.decided("rate_limit.outer"), [1, 2]);
+    assert_eq!(p.decided("rate_limit_2.inner"), [1, 0]);
 }
 
 #[test]
@@ -350,12 +247,12 @@ fn a_claim_key_part_reads_the_claims_an_earlier_stage_published() {
         {"rate_limit": {"rules": [{"name": "per-user", "key": [{"claim": "sub"}],
             "limits": [{"capacity": 1, "refill": 1, "period": "1m"}]}]}},
     ]}));
-    let as_user = |sub: &str| p.request("192.0.2.1", &[("x-test-sub", sub)]).status();
+    let as_user = |sub: &str| p.request("192.0.2.1", &[("x-test-sub", sub)]).status;
     assert_eq!(as_user("alice"), 200);
     assert_eq!(as_user("alice"), 429);
     assert_eq!(as_user("bob"), 200, "another subject, same client address");
     // No verified token: no claim, the rule is skipped (and says so).
-    assert_eq!(p.request("192.0.2.1", &[]).status(), 200);
+    assert_eq!(p.request("192.0.2.1", &[]).status, 200);
     assert_eq!(p.stat("palisade.rate_limit.per-user.allowed"), 2);
     assert_eq!(p.stat("palisade.rate_limit.per-user.limited"), 1);
     assert_eq!(
@@ -371,8 +268,8 @@ fn a_claim_key_part_in_a_standalone_module_finds_no_claims() {
         "limits": [{"capacity": 1, "refill": 1, "period": "1m"}]}]}),
     );
     // A client-sent header is not a verified claim.
-    assert_eq!(p.request("192.0.2.1", &[("sub", "alice")]).status(), 200);
-    assert_eq!(p.request("192.0.2.1", &[("sub", "alice")]).status(), 200);
+    assert_eq!(p.request("192.0.2.1", &[("sub", "alice")]).status, 200);
+    assert_eq!(p.request("192.0.2.1", &[("sub", "alice")]).status, 200);
     assert_eq!(
         p.stat("palisade.rate_limit.per-user.skipped_missing_key"),
         2
@@ -388,49 +285,6 @@ fn shaped(max_delay: &str, max_queued: u32) -> Value {
         "refill": 10, "period": "1s", "shape": {"max_delay": max_delay, "max_queued": max_queued}}]}]})
 }
 
-/// A request still in flight: its headers were run, its end is up to the test.
-struct Open {
-    id: u32,
-    chain: Rc<std::cell::RefCell<Chain>>,
-    action: Action,
-}
-
-impl Proxy {
-    fn open(&self, key: &str) -> Open {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        self.fake.open_stream(
-            id,
-            &[
-                (":method", "GET"),
-                (":path", "/"),
-                (":authority", "api"),
-                ("x-key", key),
-            ],
-        );
-        let chain = self.runtime.stream(id);
-        self.fake.enter(id);
-        let action = with_chain(&chain, |c| c.on_request_headers(true)).expect("not re-entered");
-        Open { id, chain, action }
-    }
-
-    /// The client goes away (or the request completes): the stream's end, as Envoy delivers it.
-    fn end(&self, open: &Open) {
-        self.fake.enter(open.id);
-        let _ = with_chain(&open.chain, Chain::end);
-        self.fake.close_stream(open.id);
-    }
-
-    fn tick_at(&self, d: Duration) {
-        self.fake.advance(d);
-        self.runtime.on_tick();
-    }
-
-    fn resumed(&self, open: &Open) -> u32 {
-        self.fake.stream(open.id).map_or(0, |s| s.resumed)
-    }
-}
-
 #[test]
 fn a_request_without_a_token_is_paused_and_the_tick_resumes_it_at_its_slot() {
     let p = standalone(&shaped("1s", 10));
@@ -440,16 +294,16 @@ fn a_request_without_a_token_is_paused_and_the_tick_resumes_it_at_its_slot() {
     let second = p.open("a");
     assert_eq!(second.action, Action::Pause);
     assert_eq!(p.fake.reply_of(second.id), None, "paused, not answered");
-    p.tick_at(Duration::from_millis(95));
-    assert_eq!(p.resumed(&second), 0, "not before its slot");
-    p.tick_at(Duration::from_millis(5));
+    p.tick_after(Duration::from_millis(95));
+    assert_eq!(second.resumed(), 0, "not before its slot");
+    p.tick_after(Duration::from_millis(5));
     assert_eq!(
-        p.resumed(&second),
+        second.resumed(),
         1,
         "resumed at its slot, 100 ms after the first"
     );
-    p.tick_at(Duration::from_millis(5));
-    assert_eq!(p.resumed(&second), 1, "once");
+    p.tick_after(Duration::from_millis(5));
+    assert_eq!(second.resumed(), 1, "once");
     assert_eq!(p.stat("palisade.rate_limit.shaped.allowed"), 2);
     assert_eq!(p.stat("palisade.rate_limit.shaped.delayed"), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.released"), 1);
@@ -460,8 +314,8 @@ fn a_request_without_a_token_is_paused_and_the_tick_resumes_it_at_its_slot() {
             .unwrap(),
         vec![100]
     );
-    p.end(&first);
-    p.end(&second);
+    first.finish();
+    second.finish();
 }
 
 #[test]
@@ -476,7 +330,7 @@ fn a_rule_without_shape_never_ticks_and_never_pauses() {
 fn waiters_of_one_key_leave_in_order_one_slot_apart_and_past_max_delay_is_429() {
     let p = standalone(&shaped("300ms", 10));
     let _first = p.open("a");
-    let waiting: Vec<Open> = (0..3).map(|_| p.open("a")).collect();
+    let waiting: Vec<Stream> = (0..3).map(|_| p.open("a")).collect();
     assert!(waiting.iter().all(|o| o.action == Action::Pause));
     // The fifth would wait 400 ms: answered as limited, with today's headers.
     let over = p.open("a");
@@ -487,8 +341,8 @@ fn waiters_of_one_key_leave_in_order_one_slot_apart_and_past_max_delay_is_429() 
     assert_eq!(reply.header("ratelimit-limit"), Some("1"));
     assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
     for (k, _) in waiting.iter().enumerate() {
-        p.tick_at(Duration::from_millis(100));
-        let resumed: Vec<u32> = waiting.iter().map(|o| p.resumed(o)).collect();
+        p.tick_after(Duration::from_millis(100));
+        let resumed: Vec<u32> = waiting.iter().map(Stream::resumed).collect();
         let want: Vec<u32> = (0..3).map(|i| u32::from(i <= k)).collect();
         assert_eq!(resumed, want, "after {} ms", (k + 1) * 100);
     }
@@ -508,20 +362,20 @@ fn a_client_hanging_up_leaves_the_queue_and_the_last_slot_is_given_back() {
     let at_100 = p.open("a");
     let at_200 = p.open("a");
     // The last in line hangs up: its slot is given back, the next request gets it.
-    p.end(&at_200);
+    at_200.finish();
     assert_eq!(p.stat("palisade.rate_limit.shaped.abandoned"), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 1);
     let again_200 = p.open("a");
     // One in the middle hangs up: later slots keep their times; its own stays a gap.
-    p.end(&at_100);
+    at_100.finish();
     assert_eq!(p.stat("palisade.rate_limit.shaped.abandoned"), 2);
     assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.waiting"), 1);
-    p.tick_at(Duration::from_millis(150));
-    assert_eq!(p.resumed(&again_200), 0, "its slot did not move up");
-    assert_eq!(p.resumed(&at_100), 0, "gone streams are never resumed");
-    p.tick_at(Duration::from_millis(50));
-    assert_eq!(p.resumed(&again_200), 1);
+    p.tick_after(Duration::from_millis(150));
+    assert_eq!(again_200.resumed(), 0, "its slot did not move up");
+    assert_eq!(at_100.resumed(), 0, "gone streams are never resumed");
+    p.tick_after(Duration::from_millis(50));
+    assert_eq!(again_200.resumed(), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.released"), 1);
 }
 
@@ -542,8 +396,8 @@ fn max_queued_bounds_each_workers_waiters_and_the_overflow_is_limited() {
     assert_eq!(p.stat("palisade.rate_limit.shaped.queue_full"), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.limited"), 1);
     // A refused request reserved nothing: once a waiter leaves, the next one gets the first slot.
-    p.tick_at(Duration::from_millis(100));
-    assert_eq!((p.resumed(&w1), p.resumed(&w3)), (1, 1));
+    p.tick_after(Duration::from_millis(100));
+    assert_eq!((w1.resumed(), w3.resumed()), (1, 1));
     let later = p.open("c");
     assert_eq!(
         later.action,
@@ -555,19 +409,13 @@ fn max_queued_bounds_each_workers_waiters_and_the_overflow_is_limited() {
 #[test]
 fn two_workers_sharing_data_hold_interleaved_slots_and_each_releases_its_own() {
     let a = standalone(&shaped("1s", 10));
-    let fake_b = Rc::new(FakeHost::sharing_data_with(&a.fake));
-    let host_b: HostRef = fake_b.clone();
-    let b = Proxy {
-        runtime: load_one(
-            &host_b,
-            &KIND,
-            shaped("1s", 10).to_string().as_bytes(),
-            "edge",
-        )
-        .unwrap(),
-        fake: fake_b,
-        next_id: 100.into(),
-    };
+    let b = FakeProxy::one_on(
+        FakeHost::sharing_data_with(&a.fake),
+        &KIND,
+        &shaped("1s", 10),
+    )
+    .unwrap()
+    .streams_from(100);
     let _first = a.open("k");
     let on_b = b.open("k");
     let on_a = a.open("k");
@@ -575,10 +423,10 @@ fn two_workers_sharing_data_hold_interleaved_slots_and_each_releases_its_own() {
     // Slots 100 (b), 200 (a), 300 (b): each worker's tick releases only its own, at its time.
     let (mut a_t, mut b_t) = (0, 0);
     let mut step = |ms: u64| {
-        a.tick_at(Duration::from_millis(ms - a_t));
-        b.tick_at(Duration::from_millis(ms - b_t));
+        a.tick_after(Duration::from_millis(ms - a_t));
+        b.tick_after(Duration::from_millis(ms - b_t));
         (a_t, b_t) = (ms, ms);
-        (b.resumed(&on_b), a.resumed(&on_a), b.resumed(&on_b2))
+        (on_b.resumed(), on_a.resumed(), on_b2.resumed())
     };
     assert_eq!(step(100), (1, 0, 0));
     assert_eq!(step(200), (1, 1, 0));
@@ -596,7 +444,7 @@ fn in_a_chain_a_shaped_stage_pauses_and_the_later_stage_runs_on_release() {
     let second = p.open("a");
     assert_eq!(second.action, Action::Pause);
     assert_eq!(p.stat("palisade.rate_limit_2.inner.allowed"), 1, "not yet");
-    p.tick_at(Duration::from_millis(100));
+    p.tick_after(Duration::from_millis(100));
     // Released: on to the second stage, whose bucket of 1 is spent (same key).
     assert_eq!(p.stat("palisade.rate_limit_2.inner.limited"), 1);
     assert_eq!(p.fake.reply_of(second.id).map(|r| r.status), Some(429));

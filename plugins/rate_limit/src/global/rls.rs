@@ -134,3 +134,49 @@ pub struct HeaderValue {
     #[prost(bytes = "vec", tag = "3")]
     pub raw_value: Vec<u8>,
 }
+
+// Test builders: messages as a rate limit service sends them.
+
+#[cfg(test)]
+impl RateLimitResponse {
+    /// An answer with this overall code and nothing else.
+    pub(crate) fn of(code: Code) -> Self {
+        RateLimitResponse {
+            overall_code: code as i32,
+            ..RateLimitResponse::default()
+        }
+    }
+}
+
+#[cfg(test)]
+impl DescriptorStatus {
+    /// A descriptor's status: its code, its limit (`limit` a `unit`), what remains of it and
+    /// the seconds until it resets.
+    pub(crate) fn of(code: Code, limit: u32, unit: Unit, remaining: u32, reset: i64) -> Self {
+        DescriptorStatus {
+            code: code as i32,
+            current_limit: Some(RateLimit {
+                requests_per_unit: limit,
+                unit: unit as i32,
+                name: String::new(),
+            }),
+            limit_remaining: remaining,
+            duration_until_reset: Some(ProtoDuration {
+                seconds: reset,
+                nanos: 0,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+impl HeaderValue {
+    /// A header with a string value (no `raw_value`).
+    pub(crate) fn text(key: &str, value: &str) -> Self {
+        HeaderValue {
+            key: key.to_owned(),
+            value: value.to_owned(),
+            raw_value: Vec::new(),
+        }
+    }
+}

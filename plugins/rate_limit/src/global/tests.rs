@@ -1,11 +1,11 @@
 //! The pure side of `global` rules: config, descriptor, messages, answers, steps, replies.
 
 use super::rls::{
-    Code, DescriptorStatus, HeaderValue, ProtoDuration, RateLimit, RateLimitRequest,
-    RateLimitResponse, Unit,
+    Code, DescriptorStatus, HeaderValue, ProtoDuration, RateLimitRequest, RateLimitResponse, Unit,
 };
 use super::*;
 use crate::config::Config;
+use crate::policy::QUOTA_HEADERS;
 use palisade_core::testing::FakeRequest;
 use prost::Message;
 
@@ -259,20 +259,9 @@ fn the_request_message_decodes_as_envoys_rate_limit_request() {
     assert_eq!(&bytes[bytes.len() - 2..], b"\x18\x04");
 }
 
-fn response(code: Code) -> RateLimitResponse {
-    RateLimitResponse {
-        overall_code: code as i32,
-        ..RateLimitResponse::default()
-    }
-}
-
-/// A `response_headers_to_add` entry with a string value.
-fn header(key: &str, value: &str) -> HeaderValue {
-    HeaderValue {
-        key: key.to_owned(),
-        value: value.to_owned(),
-        raw_value: Vec::new(),
-    }
+/// How many lines of header `name` a reply carries.
+fn lines(reply: &LocalReply, name: &str) -> usize {
+    reply.headers.iter().filter(|(n, _)| n == name).count()
 }
 
 fn answer_of(r: &RateLimitResponse) -> Answer {
@@ -282,12 +271,18 @@ fn answer_of(r: &RateLimitResponse) -> Answer {
 
 #[test]
 fn an_answer_is_classified_by_status_size_and_overall_code() {
-    assert!(matches!(answer_of(&response(Code::Ok)), Answer::Ok(_)));
     assert!(matches!(
-        answer_of(&response(Code::OverLimit)),
+        answer_of(&RateLimitResponse::of(Code::Ok)),
+        Answer::Ok(_)
+    ));
+    assert!(matches!(
+        answer_of(&RateLimitResponse::of(Code::OverLimit)),
         Answer::OverLimit(_)
     ));
-    assert_eq!(answer_of(&response(Code::Unknown)), Answer::Unknown);
+    assert_eq!(
+        answer_of(&RateLimitResponse::of(Code::Unknown)),
+        Answer::Unknown
+    );
     // An empty message is a response with every field at its default: UNKNOWN.
     assert_eq!(classify(0, 0, false, |_| Some(Vec::new())), Answer::Unknown);
     // A code the protocol does not define reads as UNKNOWN.
@@ -336,7 +331,9 @@ fn an_answer_is_classified_by_status_size_and_overall_code() {
     }
     // A timely OK is an answer even when read late.
     assert!(matches!(
-        classify(0, 2, true, |_| Some(response(Code::Ok).encode_to_vec())),
+        classify(0, 2, true, |_| Some(
+            RateLimitResponse::of(Code::Ok).encode_to_vec()
+        )),
         Answer::Ok(_)
     ));
 }
@@ -361,22 +358,6 @@ fn bytes_that_do_not_decode_or_cannot_be_read_are_malformed() {
     );
 }
 
-fn status(code: Code, limit: u32, unit: Unit, remaining: u32, reset: i64) -> DescriptorStatus {
-    DescriptorStatus {
-        code: code as i32,
-        current_limit: Some(RateLimit {
-            requests_per_unit: limit,
-            unit: unit as i32,
-            name: String::new(),
-        }),
-        limit_remaining: remaining,
-        duration_until_reset: Some(ProtoDuration {
-            seconds: reset,
-            nanos: 0,
-        }),
-    }
-}
-
 fn global_rule(extra: &str) -> Rule {
     let json = format!(
         r#"{{"rules": [{{"name": "g", "key": ["client_ip"], "limits": [{{"capacity": 5, "refill": 5, "period": "1s"}}],
@@ -388,12 +369,12 @@ fn global_rule(extra: &str) -> Rule {
 #[test]
 fn over_limit_with_statuses_replies_with_quota_headers_from_the_binding_status() {
     let rule = global_rule("");
-    let mut r = response(Code::OverLimit);
+    let mut r = RateLimitResponse::of(Code::OverLimit);
     r.statuses = vec![
-        status(Code::Ok, 1000, Unit::Hour, 400, 1800),
-        status(Code::OverLimit, 10, Unit::Minute, 0, 42),
+        DescriptorStatus::of(Code::Ok, 1000, Unit::Hour, 400, 1800),
+        DescriptorStatus::of(Code::OverLimit, 10, Unit::Minute, 0, 42),
     ];
-    r.response_headers_to_add = vec![header("x-ratelimit-limit", "10")];
+    r.response_headers_to_add = vec![HeaderValue::text("x-ratelimit-limit", "10")];
     let Step::Limit(reply) = step(&rule, &answer_of(&r), false) else {
         panic!("expected a reply")
     };
@@ -401,12 +382,14 @@ fn over_limit_with_statuses_replies_with_quota_headers_from_the_binding_status()
     assert_eq!(reply.details, "palisade_rate_limited");
     assert_eq!(reply.rule.as_deref(), Some("g"));
     assert_eq!(reply.header_value("retry-after"), Some("42"));
-    assert_eq!(reply.header_value("ratelimit-limit"), Some("10"));
-    assert_eq!(reply.header_value("ratelimit-remaining"), Some("0"));
-    assert_eq!(reply.header_value("ratelimit-reset"), Some("42"));
     assert_eq!(
-        reply.header_value("ratelimit-policy"),
-        Some("1000;w=3600, 10;w=60")
+        QUOTA_HEADERS.map(|n| reply.header_value(n)),
+        [
+            Some("10"),
+            Some("0"),
+            Some("42"),
+            Some("1000;w=3600, 10;w=60")
+        ]
     );
     assert_eq!(reply.header_value("x-envoy-ratelimited"), Some("true"));
     // Statuses present: the service's own headers are not added as well.
@@ -416,15 +399,15 @@ fn over_limit_with_statuses_replies_with_quota_headers_from_the_binding_status()
 #[test]
 fn over_limit_without_statuses_passes_on_the_services_headers_and_retry_after_defaults_to_1() {
     let rule = global_rule("");
-    let mut r = response(Code::OverLimit);
+    let mut r = RateLimitResponse::of(Code::OverLimit);
     r.response_headers_to_add = vec![
-        header("X-RateLimit-Limit", "10, 10;w=60"),
-        header("x-ratelimit-remaining", "0"),
-        header(":status", "200"),
-        header("content-length", "99"),
-        header("content-type", "text/evil"),
-        header("bad name", "v"),
-        header("x-crlf", "a\r\nset-cookie: x"),
+        HeaderValue::text("X-RateLimit-Limit", "10, 10;w=60"),
+        HeaderValue::text("x-ratelimit-remaining", "0"),
+        HeaderValue::text(":status", "200"),
+        HeaderValue::text("content-length", "99"),
+        HeaderValue::text("content-type", "text/evil"),
+        HeaderValue::text("bad name", "v"),
+        HeaderValue::text("x-crlf", "a\r\nset-cookie: x"),
         HeaderValue {
             key: "x-raw".to_owned(),
             value: "ignored".to_owned(),
@@ -445,32 +428,20 @@ fn over_limit_without_statuses_passes_on_the_services_headers_and_retry_after_de
         reply.header_value("content-type"),
         Some("text/plain; charset=utf-8")
     );
-    assert_eq!(
-        reply
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "content-type")
-            .count(),
-        1
-    );
+    assert_eq!(lines(&reply, "content-type"), 1);
     // A service-sent retry-after is kept, and ours not added.
-    let mut r = response(Code::OverLimit);
-    r.response_headers_to_add = vec![header("retry-after", "30")];
+    let mut r = RateLimitResponse::of(Code::OverLimit);
+    r.response_headers_to_add = vec![HeaderValue::text("retry-after", "30")];
     let Step::Limit(reply) = step(&rule, &answer_of(&r), false) else {
         panic!("expected a reply")
     };
     assert_eq!(reply.header_value("retry-after"), Some("30"));
-    assert_eq!(
-        reply
-            .headers
-            .iter()
-            .filter(|(n, _)| n == "retry-after")
-            .count(),
-        1
-    );
+    assert_eq!(lines(&reply, "retry-after"), 1);
     // At most MAX_PASSED_HEADERS.
-    let mut r = response(Code::OverLimit);
-    r.response_headers_to_add = (0..40).map(|i| header(&format!("x-h{i}"), "v")).collect();
+    let mut r = RateLimitResponse::of(Code::OverLimit);
+    r.response_headers_to_add = (0..40)
+        .map(|i| HeaderValue::text(&format!("x-h{i}"), "v"))
+        .collect();
     let Step::Limit(reply) = step(&rule, &answer_of(&r), false) else {
         panic!("expected a reply")
     };
@@ -486,32 +457,25 @@ fn over_limit_without_statuses_passes_on_the_services_headers_and_retry_after_de
 fn without_statuses_retry_after_is_the_seconds_of_the_services_reset_header() {
     let rule = global_rule("");
     let retry_after = |headers: Vec<HeaderValue>| {
-        let mut r = response(Code::OverLimit);
+        let mut r = RateLimitResponse::of(Code::OverLimit);
         r.response_headers_to_add = headers;
         let Step::Limit(reply) = step(&rule, &answer_of(&r), false) else {
             panic!("expected a reply")
         };
-        assert_eq!(
-            reply
-                .headers
-                .iter()
-                .filter(|(n, _)| n == "retry-after")
-                .count(),
-            1
-        );
+        assert_eq!(lines(&reply, "retry-after"), 1);
         reply.header_value("retry-after").map(str::to_owned)
     };
     // Limitador's DRAFT_VERSION_03 headers.
     let draft = |reset: &str| {
         vec![
-            header("X-RateLimit-Limit", "4, 4;w=10"),
-            header("X-RateLimit-Remaining", "0"),
-            header("X-RateLimit-Reset", reset),
+            HeaderValue::text("X-RateLimit-Limit", "4, 4;w=10"),
+            HeaderValue::text("X-RateLimit-Remaining", "0"),
+            HeaderValue::text("X-RateLimit-Reset", reset),
         ]
     };
     assert_eq!(retry_after(draft("9")).as_deref(), Some("9"));
     assert_eq!(
-        retry_after(vec![header("RateLimit-Reset", " 42 ")]).as_deref(),
+        retry_after(vec![HeaderValue::text("RateLimit-Reset", " 42 ")]).as_deref(),
         Some("42")
     );
     // Never 0 (the window just ended: come back in a second), never beyond a day.
@@ -526,15 +490,15 @@ fn without_statuses_retry_after_is_the_seconds_of_the_services_reset_header() {
     }
     // The service's own retry-after wins over its reset header.
     let mut with_retry = draft("9");
-    with_retry.push(header("retry-after", "30"));
+    with_retry.push(HeaderValue::text("retry-after", "30"));
     assert_eq!(retry_after(with_retry).as_deref(), Some("30"));
 }
 
 #[test]
 fn a_reset_duration_rounds_up_and_a_missing_one_leaves_retry_after_at_1() {
     let rule = global_rule("");
-    let mut r = response(Code::OverLimit);
-    let mut s = status(Code::OverLimit, 5, Unit::Second, 0, 0);
+    let mut r = RateLimitResponse::of(Code::OverLimit);
+    let mut s = DescriptorStatus::of(Code::OverLimit, 5, Unit::Second, 0, 0);
     s.duration_until_reset = Some(ProtoDuration {
         seconds: 2,
         nanos: 1,
@@ -558,8 +522,8 @@ fn a_reset_duration_rounds_up_and_a_missing_one_leaves_retry_after_at_1() {
 #[test]
 fn ok_and_unknown_let_the_request_go_on_with_quota_headers_when_asked() {
     let rule = global_rule("");
-    let mut r = response(Code::Ok);
-    r.statuses = vec![status(Code::Ok, 10, Unit::Minute, 7, 30)];
+    let mut r = RateLimitResponse::of(Code::Ok);
+    r.statuses = vec![DescriptorStatus::of(Code::Ok, 10, Unit::Minute, 7, 30)];
     assert_eq!(step(&rule, &answer_of(&r), false), Step::Allow(Vec::new()));
     let Step::Allow(headers) = step(&rule, &answer_of(&r), true) else {
         panic!()
@@ -584,7 +548,11 @@ fn a_shadow_rule_never_limits_on_over_limit() {
     );
     let rule = Config::parse(json.as_bytes()).unwrap().rules.remove(0);
     assert_eq!(
-        step(&rule, &answer_of(&response(Code::OverLimit)), false),
+        step(
+            &rule,
+            &answer_of(&RateLimitResponse::of(Code::OverLimit)),
+            false
+        ),
         Step::ShadowLimited
     );
 }
@@ -622,9 +590,12 @@ fn every_failure_falls_back_to_the_rules_on_error() {
 fn each_answer_has_its_counter_and_each_fallback_its_own() {
     use palisade_core::plugin::MetricEvent;
     let name = |e: GlobalEvent| GlobalEvent::NAMES[e.index()];
-    assert_eq!(name(answer_of(&response(Code::Ok)).event()), "global_ok");
     assert_eq!(
-        name(answer_of(&response(Code::OverLimit)).event()),
+        name(answer_of(&RateLimitResponse::of(Code::Ok)).event()),
+        "global_ok"
+    );
+    assert_eq!(
+        name(answer_of(&RateLimitResponse::of(Code::OverLimit)).event()),
         "global_over_limit"
     );
     assert_eq!(name(Answer::Unknown.event()), "global_unknown");

@@ -46,6 +46,15 @@ fn ten_per_second(max_delay: &str) -> RateLimiter {
     RateLimiter::new(Config::parse(json.as_bytes()).unwrap())
 }
 
+/// [`ten_per_second`] (`max_delay` 1 s) once key `a` has taken its token: its next requests are
+/// shaped.
+fn token_taken() -> (RateLimiter, FakeStore) {
+    let l = ten_per_second("1s");
+    let store = FakeStore::new();
+    l.check(&req("a"), &store, t0());
+    (l, store)
+}
+
 fn req(key: &str) -> FakeRequest {
     FakeRequest::new("GET", "/").header("x-key", key)
 }
@@ -208,9 +217,7 @@ fn a_full_queue_refuses_without_reserving() {
         slot(&limits, &[shape(1000)], &tats, t0(), &|_| false),
         Err(Refused::QueueFull)
     );
-    let l = ten_per_second("1s");
-    let store = FakeStore::new();
-    l.check(&req("a"), &store, t0());
+    let (l, store) = token_taken();
     let before = store.sets_attempted();
     let v = l.check_shaped(&req("a"), &store, t0(), &|_, _| false);
     assert_eq!(outcome(&v), Err(429));
@@ -222,9 +229,7 @@ fn a_full_queue_refuses_without_reserving() {
 
 #[test]
 fn the_last_reservation_is_given_back_and_an_earlier_one_stays_a_gap() {
-    let l = ten_per_second("1s");
-    let store = FakeStore::new();
-    l.check(&req("a"), &store, t0());
+    let (l, store) = token_taken();
     let first = l.check(&req("a"), &store, t0()).shaping.unwrap();
     let second = l.check(&req("a"), &store, t0()).shaping.unwrap();
     assert_eq!(second.departure(), Some(at_ms(200)));
@@ -242,9 +247,7 @@ fn the_last_reservation_is_given_back_and_an_earlier_one_stays_a_gap() {
 
 #[test]
 fn a_give_back_that_meets_cas_conflicts_still_lands() {
-    let l = ten_per_second("1s");
-    let store = FakeStore::new();
-    l.check(&req("a"), &store, t0());
+    let (l, store) = token_taken();
     let r = l.check(&req("a"), &store, t0()).shaping.unwrap();
     store.inject_conflicts(DEFAULT_MAX_ATTEMPTS - 1);
     assert_eq!(give_back(&store, &r.reservations[0]), Ok(true));

@@ -1,55 +1,37 @@
 //! `global` rules in the skeleton against `FakeHost`: the request pauses while the rate limit
 //! service answers; every answer, failure and `on_error` gives what Envoy would show the client.
 
-use super::{chained, standalone, Proxy};
+use super::{chained, standalone, Client};
 use crate::global::rls::{
-    Code, DescriptorStatus, HeaderValue, ProtoDuration, RateLimit, RateLimitRequest,
-    RateLimitResponse, Unit, METHOD, SERVICE,
+    Code, DescriptorStatus, HeaderValue, RateLimitRequest, RateLimitResponse, Unit, METHOD, SERVICE,
 };
 use crate::global::MAX_RESPONSE_BYTES;
+use crate::policy::QUOTA_HEADERS;
 use palisade_core::fake_host::{FakeGrpcCall, GrpcReply, SentReply};
+use palisade_core::fake_proxy::{FakeProxy, Stream};
 use palisade_core::plugin::host::grpc_status;
-use palisade_core::plugin::runtime::{with_chain, Action, Chain};
+use palisade_core::plugin::runtime::Action;
 use prost::Message;
 use serde_json::{json, Value};
-use std::cell::RefCell;
-use std::rc::Rc;
 use std::time::Duration;
 
-/// A request in flight through the fake proxy.
-struct Req<'a> {
-    p: &'a Proxy,
-    id: u32,
-    chain: Rc<RefCell<Chain>>,
-    action: Action,
+/// What these tests do with a worker and the rate limit service.
+trait Service {
+    /// Request headers from `ip`, as Envoy delivers them.
+    fn begin(&self, ip: &str, headers: &[(&str, &str)]) -> Stream;
+    /// The call the last request dispatched (the newest open one).
+    fn last_call(&self) -> FakeGrpcCall;
+    /// End a call as Envoy does (with the root context current), as the SDK adapter hands it on.
+    fn end_call(&self, token: u32, reply: GrpcReply);
+    /// One request answered by the service with `reply`: the status the client gets.
+    fn through(&self, reply: GrpcReply) -> (u16, Option<SentReply>);
 }
 
-impl Proxy {
-    /// Request headers from `ip`, as Envoy delivers them.
-    fn begin(&self, ip: &str, headers: &[(&str, &str)]) -> Req<'_> {
-        let id = self.next_id.get();
-        self.next_id.set(id + 1);
-        let mut all = vec![
-            (":method", "GET"),
-            (":path", "/api/items"),
-            (":authority", "api"),
-        ];
-        all.extend_from_slice(headers);
-        self.fake.open_stream(id, &all);
-        self.fake
-            .set_stream_property(id, &["source", "address"], &format!("{ip}:40000"));
-        let chain = self.runtime.stream(id);
-        self.fake.enter(id);
-        let action = with_chain(&chain, |c| c.on_request_headers(true)).expect("not re-entered");
-        Req {
-            p: self,
-            id,
-            chain,
-            action,
-        }
+impl Service for FakeProxy {
+    fn begin(&self, ip: &str, headers: &[(&str, &str)]) -> Stream {
+        self.start_from(ip, "/api/items", headers)
     }
 
-    /// The call the last request dispatched (the newest open one).
     fn last_call(&self) -> FakeGrpcCall {
         self.fake
             .grpc_calls_open()
@@ -57,62 +39,30 @@ impl Proxy {
             .expect("a gRPC call in flight")
     }
 
-    /// End a call as Envoy does (with the root context current), as the SDK adapter hands it on.
     fn end_call(&self, token: u32, reply: GrpcReply) {
-        self.fake.enter(0);
-        let response = self.fake.grpc_reply(token, reply).expect("an open call");
-        self.runtime.on_grpc_response(response);
-        self.fake.grpc_delivered();
+        assert!(self.grpc_end(token, reply), "an open call");
     }
 
-    /// Envoy's timer ends every call past its timeout.
-    fn expire_calls(&self) {
-        self.fake.enter(0);
-        for response in self.fake.grpc_expired() {
-            self.runtime.on_grpc_response(response);
-        }
-    }
-
-    /// One request answered by the service with `reply`: the status the client gets.
     fn through(&self, reply: GrpcReply) -> (u16, Option<SentReply>) {
         let r = self.begin("192.0.2.1", &[]);
         assert_eq!(r.action, Action::Pause, "waits for the service");
         let token = self.last_call().token;
         self.end_call(token, reply);
-        r.finish()
+        settle(r)
     }
 }
 
-impl Req<'_> {
-    fn resumed(&self) -> u32 {
-        self.p.fake.stream(self.id).map(|s| s.resumed).unwrap_or(0)
-    }
-
-    fn reply(&self) -> Option<SentReply> {
-        self.p.fake.reply_of(self.id)
-    }
-
-    fn upstream_header(&self, name: &str) -> Option<String> {
-        self.p.fake.request_header_of(self.id, name)
-    }
-
-    /// The client's status (200: went upstream), then the stream ends.
-    fn finish(self) -> (u16, Option<SentReply>) {
-        let reply = self.reply();
-        let status = match (&reply, self.action, self.resumed()) {
-            (Some(r), _, _) => r.status,
-            (None, Action::Continue, 0) | (None, Action::Pause, 1) => 200,
-            (None, a, n) => panic!("neither answered nor let through: {a:?}, resumed {n}"),
-        };
-        self.end();
-        (status, reply)
-    }
-
-    fn end(self) {
-        self.p.fake.enter(self.id);
-        let _ = with_chain(&self.chain, Chain::end);
-        self.p.fake.close_stream(self.id);
-    }
+/// The client's status (200: went upstream) and reply, then the stream ends.
+fn settle(r: Stream) -> (u16, Option<SentReply>) {
+    let status = r.status().unwrap_or_else(|| {
+        panic!(
+            "neither answered nor let through: {:?}, resumed {}",
+            r.action,
+            r.resumed()
+        )
+    });
+    r.finish();
+    (status, r.reply())
 }
 
 fn global_rule(extra: Value) -> Value {
@@ -126,21 +76,14 @@ fn global_rule(extra: Value) -> Value {
         "limits": [{"capacity": 2, "refill": 2, "period": "1m"}], "global": global})
 }
 
-fn one_global(extra: Value) -> Proxy {
+fn one_global(extra: Value) -> FakeProxy {
     let p = standalone(&json!({"rules": [global_rule(extra)]}));
     p.fake.grpc_clusters(&["rls"]);
     p
 }
 
-fn message(code: Code) -> RateLimitResponse {
-    RateLimitResponse {
-        overall_code: code as i32,
-        ..RateLimitResponse::default()
-    }
-}
-
 fn answer(code: Code) -> GrpcReply {
-    GrpcReply::Message(message(code).encode_to_vec())
+    GrpcReply::Message(RateLimitResponse::of(code).encode_to_vec())
 }
 
 const M: &str = "palisade.rate_limit.shared";
@@ -171,7 +114,7 @@ fn the_request_waits_for_the_service_which_gets_the_rules_descriptor() {
     p.fake.advance(Duration::from_millis(3));
     p.end_call(call.token, answer(Code::Ok));
     assert_eq!(r.resumed(), 1);
-    assert_eq!(r.finish().0, 200);
+    assert_eq!(settle(r).0, 200);
     assert_eq!(p.stat(&format!("{M}.global_ok")), 1);
     assert_eq!(p.stat(&format!("{M}.allowed")), 1);
     assert_eq!(
@@ -184,40 +127,30 @@ fn the_request_waits_for_the_service_which_gets_the_rules_descriptor() {
 #[test]
 fn over_limit_gets_the_rules_reply_with_quota_headers_from_the_statuses() {
     let p = one_global(json!({}));
-    let mut m = message(Code::OverLimit);
-    m.statuses = vec![DescriptorStatus {
-        code: Code::OverLimit as i32,
-        current_limit: Some(RateLimit {
-            requests_per_unit: 100,
-            unit: Unit::Minute as i32,
-            name: String::new(),
-        }),
-        limit_remaining: 0,
-        duration_until_reset: Some(ProtoDuration {
-            seconds: 17,
-            nanos: 0,
-        }),
-    }];
+    let mut m = RateLimitResponse::of(Code::OverLimit);
+    m.statuses = vec![DescriptorStatus::of(
+        Code::OverLimit,
+        100,
+        Unit::Minute,
+        0,
+        17,
+    )];
     let (status, reply) = p.through(GrpcReply::Message(m.encode_to_vec()));
     let reply = reply.unwrap();
     assert_eq!(status, 429);
     assert_eq!(reply.details, "palisade_rate_limited");
     assert_eq!(reply.header("retry-after"), Some("17"));
-    assert_eq!(reply.header("ratelimit-limit"), Some("100"));
-    assert_eq!(reply.header("ratelimit-remaining"), Some("0"));
-    assert_eq!(reply.header("ratelimit-reset"), Some("17"));
-    assert_eq!(reply.header("ratelimit-policy"), Some("100;w=60"));
+    assert_eq!(
+        QUOTA_HEADERS.map(|n| reply.header(n)),
+        [Some("100"), Some("0"), Some("17"), Some("100;w=60")]
+    );
     assert_eq!(reply.header("x-envoy-ratelimited"), Some("true"));
     assert_eq!(reply.body, b"rate limit exceeded\n".to_vec());
     assert_eq!(p.stat(&format!("{M}.global_over_limit")), 1);
     assert_eq!(p.stat(&format!("{M}.limited")), 1);
     // Without statuses (Limitador): the service's headers go to the client.
-    let mut m = message(Code::OverLimit);
-    m.response_headers_to_add = vec![HeaderValue {
-        key: "x-ratelimit-remaining".to_owned(),
-        value: "0".to_owned(),
-        raw_value: Vec::new(),
-    }];
+    let mut m = RateLimitResponse::of(Code::OverLimit);
+    m.response_headers_to_add = vec![HeaderValue::text("x-ratelimit-remaining", "0")];
     let (status, reply) = p.through(GrpcReply::Message(m.encode_to_vec()));
     let reply = reply.unwrap();
     assert_eq!(status, 429);
@@ -229,28 +162,14 @@ fn over_limit_gets_the_rules_reply_with_quota_headers_from_the_statuses() {
 #[test]
 fn ok_and_unknown_go_upstream_and_ok_headers_reach_the_response() {
     let p = standalone(&json!({"headers_on_allowed": true, "rules": [global_rule(json!({}))]}));
-    let mut m = message(Code::Ok);
-    m.statuses = vec![DescriptorStatus {
-        code: Code::Ok as i32,
-        current_limit: Some(RateLimit {
-            requests_per_unit: 10,
-            unit: Unit::Second as i32,
-            name: String::new(),
-        }),
-        limit_remaining: 9,
-        duration_until_reset: Some(ProtoDuration {
-            seconds: 1,
-            nanos: 0,
-        }),
-    }];
+    let mut m = RateLimitResponse::of(Code::Ok);
+    m.statuses = vec![DescriptorStatus::of(Code::Ok, 10, Unit::Second, 9, 1)];
     let r = p.begin("192.0.2.1", &[]);
     p.end_call(p.last_call().token, GrpcReply::Message(m.encode_to_vec()));
     assert_eq!(r.resumed(), 1);
-    p.fake.set_response(r.id, &[(":status", "200")]);
-    p.fake.enter(r.id);
-    let action = with_chain(&r.chain, |c| c.on_response_headers(false)).unwrap();
+    let action = r.respond(&[(":status", "200")], false).unwrap();
     assert_eq!(action, Action::Continue);
-    let response = p.fake.stream(r.id).unwrap().response;
+    let response = r.response();
     let get = |n: &str| {
         response
             .iter()
@@ -259,7 +178,7 @@ fn ok_and_unknown_go_upstream_and_ok_headers_reach_the_response() {
     };
     assert_eq!(get("ratelimit-limit").as_deref(), Some("10"));
     assert_eq!(get("ratelimit-remaining").as_deref(), Some("9"));
-    r.end();
+    r.finish();
     assert_eq!(p.through(answer(Code::Unknown)).0, 200);
     assert_eq!(p.stat(&format!("{M}.global_unknown")), 1);
     assert_eq!(p.stat(&format!("{M}.allowed")), 2);
@@ -278,25 +197,55 @@ enum Fault {
     NoCluster,
 }
 
+impl Fault {
+    const ALL: [Fault; 6] = [
+        Fault::Timeout,
+        Fault::Unavailable,
+        Fault::Internal,
+        Fault::Malformed,
+        Fault::Oversized,
+        Fault::NoCluster,
+    ];
+
+    /// The counter a call failing this way counts in.
+    fn counter(self) -> &'static str {
+        match self {
+            Fault::Timeout => "global_timeout",
+            _ => "global_error",
+        }
+    }
+}
+
+/// Three requests through a service failing with `fault` (a rule with this `global` `extra`):
+/// the worker, and the statuses the client got.
+fn three_failing(fault: Fault, extra: Value) -> (FakeProxy, Vec<u16>) {
+    let p = one_global(extra);
+    if let Fault::NoCluster = fault {
+        p.fake.grpc_clusters(&["other"]);
+    }
+    let statuses = (0..3).map(|_| failing(&p, fault)).collect();
+    (p, statuses)
+}
+
 /// One request through a service failing with `fault`.
-fn failing(p: &Proxy, fault: Fault) -> u16 {
+fn failing(p: &FakeProxy, fault: Fault) -> u16 {
     let r = p.begin("192.0.2.1", &[]);
     match fault {
         Fault::NoCluster => {
             assert!(p.fake.grpc_calls_open().is_empty());
-            return r.finish().0;
+            return settle(r).0;
         }
         Fault::Timeout => {
             assert_eq!(r.action, Action::Pause);
             p.fake.advance(Duration::from_millis(19));
-            p.expire_calls();
+            p.grpc_expire();
             assert_eq!(
                 (r.resumed(), r.reply()),
                 (0, None),
                 "not before the timeout"
             );
             p.fake.advance(Duration::from_millis(1));
-            p.expire_calls();
+            p.grpc_expire();
         }
         other => {
             let reply = match other {
@@ -308,28 +257,16 @@ fn failing(p: &Proxy, fault: Fault) -> u16 {
             p.end_call(p.last_call().token, reply);
         }
     }
-    r.finish().0
+    settle(r).0
 }
 
 #[test]
 fn every_failure_applies_on_error_local_allow_or_deny() {
-    let faults = [
-        (Fault::Timeout, "global_timeout"),
-        (Fault::Unavailable, "global_error"),
-        (Fault::Internal, "global_error"),
-        (Fault::Malformed, "global_error"),
-        (Fault::Oversized, "global_error"),
-        (Fault::NoCluster, "global_error"),
-    ];
-    for (fault, counter) in faults {
+    for fault in Fault::ALL {
         // local (default): the rule's own buckets (2 a minute) decide.
-        let p = one_global(json!({}));
-        if let Fault::NoCluster = fault {
-            p.fake.grpc_clusters(&["other"]);
-        }
-        let statuses: Vec<u16> = (0..3).map(|_| failing(&p, fault)).collect();
+        let (p, statuses) = three_failing(fault, json!({}));
         assert_eq!(statuses, vec![200, 200, 429], "local, {fault:?}");
-        assert_eq!(p.stat(&format!("{M}.{counter}")), 3, "{fault:?}");
+        assert_eq!(p.stat(&format!("{M}.{}", fault.counter())), 3, "{fault:?}");
         assert_eq!(p.stat(&format!("{M}.global_fallback_local")), 3);
         assert_eq!(p.stat(&format!("{M}.allowed")), 2);
         assert_eq!(p.stat(&format!("{M}.limited")), 1);
@@ -338,11 +275,7 @@ fn every_failure_applies_on_error_local_allow_or_deny() {
             ("allow", 200, "global_fallback_allow"),
             ("deny", 429, "global_fallback_deny"),
         ] {
-            let p = one_global(json!({ "on_error": on_error }));
-            if let Fault::NoCluster = fault {
-                p.fake.grpc_clusters(&["other"]);
-            }
-            let statuses: Vec<u16> = (0..3).map(|_| failing(&p, fault)).collect();
+            let (p, statuses) = three_failing(fault, json!({ "on_error": on_error }));
             assert_eq!(statuses, vec![expected; 3], "{on_error}, {fault:?}");
             assert_eq!(p.stat(&format!("{M}.{fallback}")), 3);
             assert_eq!(p.stat(&format!("{M}.global_fallback_local")), 0);
@@ -362,7 +295,7 @@ fn a_deny_fallback_replies_with_retry_after_1_and_no_quota() {
     assert_eq!(reply.status, 429);
     assert_eq!(reply.header("retry-after"), Some("1"));
     assert_eq!(reply.header("ratelimit-limit"), None);
-    r.end();
+    r.finish();
 }
 
 #[test]
@@ -371,7 +304,7 @@ fn a_client_that_hangs_up_while_waiting_leaves_nothing_behind() {
     let r = p.begin("192.0.2.1", &[]);
     let token = p.last_call().token;
     assert_eq!(p.runtime.grpc_calls_in_flight(), 1);
-    r.end();
+    r.finish();
     assert_eq!(p.runtime.grpc_calls_in_flight(), 0);
     // Envoy still ends the call; its answer reaches nothing and is not counted.
     p.end_call(token, answer(Code::OverLimit));
@@ -401,14 +334,14 @@ fn a_shadow_global_rule_marks_the_request_instead_of_limiting_it() {
             r.upstream_header("x-palisade-ratelimit-shadow").as_deref(),
             Some("shared")
         );
-        assert_eq!(r.finish().0, 200);
+        assert_eq!(settle(r).0, 200);
     }
     assert_eq!(p.stat(&format!("{M}.shadow_limited")), 2);
     // Allowed: the forged mark is removed all the same.
     let r = p.begin("192.0.2.1", &[("x-palisade-ratelimit-shadow", "forged")]);
     p.end_call(p.last_call().token, answer(Code::Ok));
     assert_eq!(r.upstream_header("x-palisade-ratelimit-shadow"), None);
-    r.end();
+    r.finish();
 }
 
 #[test]
@@ -420,7 +353,7 @@ fn a_local_rule_that_limits_first_spares_the_service_call() {
     let r = p.begin("192.0.2.1", &[]);
     assert_eq!(r.reply().map(|r| r.status), Some(429));
     assert_eq!(p.fake.grpc_calls().len(), 1);
-    r.end();
+    r.finish();
 }
 
 #[test]
@@ -444,7 +377,7 @@ fn two_global_rules_in_mode_all_each_ask_and_the_first_that_limits_replies() {
     p.end_call(calls[1].token, answer(Code::OverLimit));
     assert_eq!((r.resumed(), r.reply()), (0, None), "waits for both");
     p.end_call(calls[0].token, answer(Code::Ok));
-    assert_eq!(r.finish().0, 503);
+    assert_eq!(settle(r).0, 503);
 }
 
 #[test]
@@ -467,9 +400,9 @@ fn a_claim_descriptor_entry_reads_the_subject_jwt_auth_verified() {
     assert_eq!(req.descriptors[0].entries[0].key, "user");
     assert_eq!(req.descriptors[0].entries[0].value, "alice");
     p.end_call(call.token, answer(Code::OverLimit));
-    assert_eq!(r.finish().0, 429);
+    assert_eq!(settle(r).0, 429);
     // No verified subject: the rule is skipped, no call.
-    assert_eq!(p.begin("192.0.2.1", &[]).finish().0, 200);
+    assert_eq!(settle(p.begin("192.0.2.1", &[])).0, 200);
     assert_eq!(p.fake.grpc_calls().len(), 1);
     assert_eq!(p.stat(&format!("{M}.skipped_missing_key")), 1);
 }
@@ -480,7 +413,7 @@ fn a_rule_without_global_makes_no_grpc_call() {
         "limits": [{"capacity": 5, "refill": 5, "period": "1s"}]}]}));
     let r = p.begin("192.0.2.1", &[]);
     assert_eq!(r.action, Action::Continue);
-    r.end();
+    r.finish();
     assert_eq!(p.fake.hostcalls("grpc_call"), 0);
     assert!(p.fake.stat("palisade.rate_limit.local.global_ok").is_err());
 }
@@ -510,19 +443,19 @@ fn a_request_a_shaped_rule_delays_asks_the_service_first_then_waits_for_its_slot
     p.fake.advance(Duration::from_millis(100));
     p.runtime.on_tick();
     assert_eq!(r.resumed(), 1);
-    r.end();
+    r.finish();
     // One the service limits gives its slot back (it was the last reserved).
     let r = p.begin("192.0.2.1", &[]);
     let token = p.last_call().token;
     p.end_call(token, answer(Code::OverLimit));
     assert_eq!(r.reply().map(|r| r.status), Some(429));
-    r.end();
+    r.finish();
     assert_eq!(p.stat("palisade.rate_limit.shaped.delayed"), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.released"), 1);
     assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 1);
     // A client that hangs up while the service decides gives its slot back too.
     let r = p.begin("192.0.2.1", &[]);
     assert_eq!(r.action, Action::Pause);
-    r.end();
+    r.finish();
     assert_eq!(p.stat("palisade.rate_limit.shaped.slots_returned"), 2);
 }
