@@ -565,7 +565,7 @@ proptest! {
     /// Workers admitting, queueing (in class order) and ending streams of three classes on one
     /// store that loses CAS races: in flight never exceeds `max_concurrent`, the classes stay
     /// within their thresholds, a critical request is admitted whenever fewer than
-    /// `max_concurrent` are in flight (unless a critical waiter of its worker is ahead of it, or
+    /// `max_concurrent` are in flight (unless a waiter of its worker with a share as high is ahead of it, or
     /// shared data failed), a lower class is never admitted on a worker ahead of a higher waiter
     /// that could have been, and everything drains to zero.
     #[test]
@@ -619,7 +619,12 @@ proptest! {
                     let context = next_context;
                     next_context += 1;
                     let before = stored_total(&store, PARTITION)?;
-                    let critical_ahead = p.waiting_classes(w).contains(&2);
+                    // Equal shares are equal priorities: a `normal` class with a share of 100
+                    // waits in the same FIFO as `critical` (docs/bulkhead.md, "Priority").
+                    let critical_ahead = p
+                        .waiting_classes(w)
+                        .iter()
+                        .any(|k| p.ranks[*k] >= p.ranks[2]);
                     p.class[w].insert(context, k);
                     let (admission, report) =
                         p.sim.workers[w].on_request(context, targets[k].clone(), &store, at(now));
