@@ -565,9 +565,9 @@ proptest! {
     /// Workers admitting, queueing (in class order) and ending streams of three classes on one
     /// store that loses CAS races: in flight never exceeds `max_concurrent`, the classes stay
     /// within their thresholds, a critical request is admitted whenever fewer than
-    /// `max_concurrent` are in flight (unless a waiter of its worker with a share as high is ahead of it, or
-    /// shared data failed), a lower class is never admitted on a worker ahead of a higher waiter
-    /// that could have been, and everything drains to zero.
+    /// `max_concurrent` are in flight (unless a waiter of its worker with as high a share is ahead
+    /// of it, or shared data failed), a lower class is never admitted on a worker ahead of a
+    /// higher waiter that could have been, and everything drains to zero.
     #[test]
     fn priority_workers_stay_within_thresholds_serve_higher_classes_first_and_drain(
         max in 1u32..=8,
