@@ -3,8 +3,8 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, parse_duration, parse_json, validate_named_rules, validate_scope,
-    ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
+    duration_in, number_in, parse_duration, parse_json, validate_rules, validate_scope,
+    ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{url_path, validate_header_name, KeyPart, KeyPartWire, RequestView};
@@ -17,10 +17,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
@@ -39,10 +36,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
@@ -83,10 +77,7 @@ struct PrioritiesWire {
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_CLASSES)))]
     classes: Vec<ClassWire>,
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     default: Option<String>,
 }
 
@@ -96,10 +87,7 @@ struct PrioritiesWire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClassWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[cfg_attr(
         feature = "schema",
@@ -275,12 +263,6 @@ impl Rule {
     }
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/bulkhead.schema.json`).
@@ -339,9 +321,13 @@ impl Config {
             MIN_WORKER_TIMEOUT,
             MAX_WORKER_TIMEOUT,
         )?;
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, failure_mode)
-        })?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            |rw, path| validate_rule(rw, path, failure_mode),
+            |r| &r.name,
+        )?;
         Ok(Config {
             scope,
             failure_mode,

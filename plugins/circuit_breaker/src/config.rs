@@ -5,8 +5,8 @@
 //! (and lists every deliberate difference). Keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, one_of, parse_json, validate_named_rules, validate_scope, ConfigError,
-    FieldPath, NamedRule, ReplyWire as ResponseWire,
+    duration_in, number_in, one_of, parse_json, validate_rules, validate_scope, ConfigError,
+    FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
@@ -19,10 +19,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     failure_mode: Option<String>,
@@ -34,10 +31,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
@@ -284,12 +278,6 @@ pub struct Rule {
     pub reply: ReplySpec,
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/circuit_breaker.schema.json`).
@@ -326,9 +314,13 @@ impl Config {
         let failure_mode =
             FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
         let mut warnings = Vec::new();
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, failure_mode, &mut warnings)
-        })?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            |rw, path| validate_rule(rw, path, failure_mode, &mut warnings),
+            |r| &r.name,
+        )?;
         Ok(Config {
             scope,
             failure_mode,

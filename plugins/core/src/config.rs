@@ -310,19 +310,13 @@ fn is_json_number(t: &[u8]) -> bool {
     match t.get(i) {
         Some(b'0') => i += 1,
         Some(b'1'..=b'9') => {
-            while t.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
+            digits(t, &mut i);
         }
         _ => return false,
     }
     if t.get(i) == Some(&b'.') {
         i += 1;
-        let digits = i;
-        while t.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == digits {
+        if !digits(t, &mut i) {
             return false;
         }
     }
@@ -331,15 +325,20 @@ fn is_json_number(t: &[u8]) -> bool {
         if matches!(t.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
-        let digits = i;
-        while t.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == digits {
+        if !digits(t, &mut i) {
             return false;
         }
     }
     i == t.len()
+}
+
+/// Moves `i` past the ASCII digits of `t` from there on; whether there was at least one.
+fn digits(t: &[u8], i: &mut usize) -> bool {
+    let start = *i;
+    while t.get(*i).is_some_and(u8::is_ascii_digit) {
+        *i += 1;
+    }
+    *i > start
 }
 
 #[cfg(test)]
@@ -413,8 +412,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.field.as_str(), "rules[1].capacty");
         let msg = err.to_string();
-        assert!(msg.contains("rules[1].capacty"), "{msg}");
-        assert!(msg.contains("unknown field"), "{msg}");
+        for needle in ["rules[1].capacty", "unknown field"] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
     }
 
     #[test]
@@ -611,21 +611,42 @@ mod duration_tests {
     }
 }
 
-/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
+/// What [`validate_name`] accepts, as the wire types' JSON Schema says it
+/// (`schemars(regex(pattern = palisade_core::config::NAME_PATTERN))`).
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
+/// `value` if it is 1 to `max` characters, each an ASCII letter or digit or one of
+/// `punctuation`: the shape of every identifier a config names (rules, scopes, descriptor keys);
+/// else an "invalid value" error giving `reason`.
+pub fn validate_word(
+    value: &str,
+    path: &FieldPath,
+    max: usize,
+    punctuation: &str,
+    reason: &str,
+) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            .all(|c| c.is_ascii_alphanumeric() || punctuation.contains(c));
     if ok {
-        Ok(name.to_owned())
+        Ok(value.to_owned())
     } else {
-        Err(path.invalid(
-            name,
-            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
-        ))
+        Err(path.invalid(value, reason))
     }
+}
+
+/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`
+/// ([`NAME_PATTERN`]).
+pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
+    validate_word(
+        name,
+        path,
+        64,
+        "_-",
+        "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+    )
 }
 
 /// The value of an enumerated string field, or an error listing the accepted spellings.
@@ -642,6 +663,37 @@ pub fn one_of<'a, T: Copy>(
             let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
             path.invalid(value, format!("expected one of {}", names.join(", ")))
         })
+}
+
+/// A two-word enumerated string field: absent or `default.0` is `default.1`, `other.0` is
+/// `other.1`; anything else is an error naming both words.
+pub fn either<T: Copy>(
+    value: Option<&str>,
+    path: &FieldPath,
+    default: (&str, T),
+    other: (&str, T),
+) -> Result<T, ConfigError> {
+    Ok(if is_other(value, path, default.0, other.0)? {
+        other.1
+    } else {
+        default.1
+    })
+}
+
+/// [`either`]'s check, kept out of the generic function so that each enumeration adds no copy
+/// of it to the module.
+fn is_other(
+    value: Option<&str>,
+    path: &FieldPath,
+    default: &str,
+    other: &str,
+) -> Result<bool, ConfigError> {
+    match value {
+        None => Ok(false),
+        Some(v) if v == default => Ok(false),
+        Some(v) if v == other => Ok(true),
+        Some(v) => Err(path.invalid(v, format!("expected `{default}` or `{other}`"))),
+    }
 }
 
 /// Wire form of a plugin's local reply: `{"status": 429, "body": "...", "content_type": "..."}`,
@@ -712,6 +764,49 @@ mod shared_field_tests {
                 "name",
                 "{bad:?}"
             );
+        }
+    }
+
+    #[test]
+    fn a_two_word_enumeration_defaults_to_its_first_word_and_names_both() {
+        let p = FieldPath::root().field("mode");
+        for (value, want) in [(None, 1), (Some("all"), 1), (Some("first"), 2)] {
+            assert_eq!(
+                either(value, &p, ("all", 1), ("first", 2)).unwrap(),
+                want,
+                "{value:?}"
+            );
+        }
+        let err = either(Some("some"), &p, ("all", 1), ("first", 2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config field `mode`: invalid value \"some\": expected `all` or `first`"
+        );
+    }
+
+    #[test]
+    fn words_are_bounded_runs_of_letters_digits_and_the_given_punctuation() {
+        let p = FieldPath::root().field("key");
+        for (value, max, punctuation, ok) in [
+            ("a-b_c", 64, "_-", true),
+            ("a.b:c", 8, "_.:-", true),
+            ("a.b", 64, "_-", false),
+            ("", 64, "_-", false),
+            ("abcd", 3, "", false),
+            ("é", 64, "_-", false),
+        ] {
+            let case = format!("{value:?} {max} {punctuation:?}");
+            match validate_word(value, &p, max, punctuation, "a word") {
+                Ok(word) => assert!(ok && word == value, "{case}"),
+                Err(err) => {
+                    assert!(!ok, "{case}: {err}");
+                    assert_eq!(
+                        err.to_string(),
+                        format!("config field `key`: invalid value {value:?}: a word"),
+                        "{case}"
+                    );
+                }
+            }
         }
     }
 
@@ -796,21 +891,6 @@ pub fn list_len(len: usize, path: &FieldPath, max: usize, reason: &str) -> Resul
         return Err(path.out_of_range(len, 1, max));
     }
     Ok(())
-}
-
-/// A validated rule with a name (see [`validate_named_rules`]).
-pub trait NamedRule {
-    fn name(&self) -> &str;
-}
-
-/// [`validate_rules`] for the top-level `rules` list of rules that carry their name.
-pub fn validate_named_rules<W, T: NamedRule>(
-    wire: &[W],
-    root: &FieldPath,
-    max: usize,
-    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
-) -> Result<Vec<T>, ConfigError> {
-    validate_rules(wire, &root.field("rules"), max, validate, T::name)
 }
 
 /// The `scope` field of the plugins that keep shared data: a [`validate_name`], `default` when

@@ -9,7 +9,8 @@ use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
 use palisade_core::config::{
-    duration_in, list_len, parse_json, validate_name, validate_scope, ConfigError, FieldPath,
+    duration_in, either, list_len, parse_json, validate_name, validate_scope, ConfigError,
+    FieldPath,
 };
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
@@ -22,10 +23,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     #[cfg_attr(
@@ -55,10 +53,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProviderWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     issuer: String,
@@ -411,15 +406,12 @@ impl Config {
                 &root.field("rules").index(i),
             )?);
         }
-        let allow_unmatched = match wire.unmatched.as_deref() {
-            None | Some("deny") => false,
-            Some("allow") => true,
-            Some(other) => {
-                return Err(root
-                    .field("unmatched")
-                    .invalid(other, "expected `deny` or `allow`"))
-            }
-        };
+        let allow_unmatched = either(
+            wire.unmatched.as_deref(),
+            &root.field("unmatched"),
+            ("deny", false),
+            ("allow", true),
+        )?;
         let audience_failure_status = wire.audience_failure_status.unwrap_or(403);
         if audience_failure_status != 401 && audience_failure_status != 403 {
             return Err(root
@@ -615,15 +607,12 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         Some(h) => Some(validate_output_header(h, &path.field("payload_header"))?),
         None => None,
     };
-    let compat = match pw.compat.as_deref() {
-        None | Some("strict") => Compat::Strict,
-        Some("jwt_authn") => Compat::JwtAuthn,
-        Some(other) => {
-            return Err(path
-                .field("compat")
-                .invalid(other, "expected `strict` or `jwt_authn`"))
-        }
-    };
+    let compat = either(
+        pw.compat.as_deref(),
+        &path.field("compat"),
+        ("strict", Compat::Strict),
+        ("jwt_authn", Compat::JwtAuthn),
+    )?;
     Ok(Provider {
         name,
         issuer: pw.issuer.clone(),

@@ -6,8 +6,8 @@ use crate::bucket::Limit;
 use crate::global::{GlobalSpec, GlobalWire, OnError};
 use crate::shape::{validate_rule_shapes, Shape};
 use palisade_core::config::{
-    list_len, number_in, one_of, parse_duration, parse_json, validate_named_rules, validate_scope,
-    ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
+    list_len, number_in, one_of, parse_duration, parse_json, validate_rules, validate_scope,
+    ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
@@ -20,10 +20,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["first", "all", null])))]
@@ -42,10 +39,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
@@ -122,12 +116,6 @@ pub struct Rule {
     pub global: Option<GlobalSpec>,
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/rate_limit.schema.json`).
@@ -174,9 +162,13 @@ impl Config {
         )?;
         let failure_mode =
             FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, failure_mode)
-        })?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            |rw, path| validate_rule(rw, path, failure_mode),
+            |r| &r.name,
+        )?;
         Ok(Config {
             scope,
             mode,

@@ -7,7 +7,7 @@
 use crate::ops::{BodyOps, HeaderOps, Pointer, QueryOps};
 use crate::template::{Captures, Piece, Template};
 use palisade_core::config::{
-    parse_json, validate_each, validate_named_rules, ConfigError, FieldPath, NamedRule,
+    either, parse_json, validate_each, validate_rules, validate_word, ConfigError, FieldPath,
 };
 use palisade_core::key::{validate_header_name, ClientIpSource, ClientIpWire};
 use palisade_core::matcher::{HeaderMatchWire, MatchWire, RequestMatch};
@@ -60,10 +60,7 @@ struct BodyLimitWire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<RuleMatchWire>,
@@ -296,12 +293,6 @@ pub struct Rule {
     pub response: ResponseOps,
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 impl Rule {
     pub fn has_response_ops(&self) -> bool {
         !self.response.headers.is_empty() || !self.response.body.is_empty()
@@ -363,37 +354,28 @@ impl Config {
 
     fn validate(wire: Wire) -> Result<Config, ConfigError> {
         let root = FieldPath::root();
-        let mode = match wire.mode.as_deref() {
-            None | Some("all") => Mode::All,
-            Some("first") => Mode::First,
-            Some(other) => {
-                return Err(root
-                    .field("mode")
-                    .invalid(other, "expected `all` or `first`"))
-            }
-        };
+        let mode = either(
+            wire.mode.as_deref(),
+            &root.field("mode"),
+            ("all", Mode::All),
+            ("first", Mode::First),
+        )?;
         let client_ip = ClientIpSource::validate(
             &wire.client_ip.unwrap_or_default(),
             &root.field("client_ip"),
         )?;
-        let missing_as_empty = match wire.on_missing_value.as_deref() {
-            None | Some("skip") => false,
-            Some("empty") => true,
-            Some(other) => {
-                return Err(root
-                    .field("on_missing_value")
-                    .invalid(other, "expected `skip` or `empty`"))
-            }
-        };
-        let on_malformed = match wire.on_malformed.as_deref() {
-            None | Some("pass") => OnMalformed::Pass,
-            Some("reject") => OnMalformed::Reject,
-            Some(other) => {
-                return Err(root
-                    .field("on_malformed")
-                    .invalid(other, "expected `pass` or `reject`"))
-            }
-        };
+        let missing_as_empty = either(
+            wire.on_missing_value.as_deref(),
+            &root.field("on_missing_value"),
+            ("skip", false),
+            ("empty", true),
+        )?;
+        let on_malformed = either(
+            wire.on_malformed.as_deref(),
+            &root.field("on_malformed"),
+            ("pass", OnMalformed::Pass),
+            ("reject", OnMalformed::Reject),
+        )?;
         let body = wire.body.unwrap_or(BodyLimitWire {
             max_bytes: None,
             on_too_large: None,
@@ -406,17 +388,19 @@ impl Config {
                 MAX_MAX_BODY_BYTES,
             ));
         }
-        let on_too_large = match body.on_too_large.as_deref() {
-            None | Some("pass") => OnTooLarge::Pass,
-            Some("reject") => OnTooLarge::Reject,
-            Some(other) => {
-                return Err(root
-                    .field("body")
-                    .field("on_too_large")
-                    .invalid(other, "expected `pass` or `reject`"))
-            }
-        };
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
+        let on_too_large = either(
+            body.on_too_large.as_deref(),
+            &root.field("body").field("on_too_large"),
+            ("pass", OnTooLarge::Pass),
+            ("reject", OnTooLarge::Reject),
+        )?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            validate_rule,
+            |r| &r.name,
+        )?;
         let needs_client_ip = rules
             .iter()
             .any(|r| r.templates().any(|t| t.uses(|p| *p == Piece::ClientIp)));
@@ -438,17 +422,13 @@ impl Config {
 }
 
 fn validate_rule(r: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
-    let name_ok = !r.name.is_empty()
-        && r.name.len() <= 64
-        && r.name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !name_ok {
-        return Err(path.field("name").invalid(
-            &r.name,
-            "1 to 64 characters from A-Z, a-z, 0-9, `_` and `-` (it names metrics)",
-        ));
-    }
+    let name = validate_word(
+        &r.name,
+        &path.field("name"),
+        64,
+        "_-",
+        "1 to 64 characters from A-Z, a-z, 0-9, `_` and `-` (it names metrics)",
+    )?;
     let mpath = path.field("match");
     let (matcher, path_regex) = match &r.matcher {
         None => (RequestMatch::any(), None),
@@ -502,7 +482,7 @@ fn validate_rule(r: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         }
     };
     Ok(Rule {
-        name: r.name.clone(),
+        name,
         matcher,
         path_regex,
         matches_route_name: r.matcher.as_ref().is_some_and(|m| m.route_name.is_some()),
