@@ -851,22 +851,40 @@ pub fn validate_rules<W, T>(
     wire: &[W],
     path: &FieldPath,
     max: usize,
+    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, ConfigError> {
+    validate_named(wire, path, max, "rule", validate, name)
+}
+
+/// [`validate_rules`] for a list of named `what`s (`"provider"`): the errors say "at least one
+/// provider is needed", "provider names must be unique".
+pub fn validate_named<W, T>(
+    wire: &[W],
+    path: &FieldPath,
+    max: usize,
+    what: &str,
     mut validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
     name: impl Fn(&T) -> &str,
 ) -> Result<Vec<T>, ConfigError> {
-    list_len(wire.len(), path, max, "at least one rule is needed")?;
-    let mut rules: Vec<T> = Vec::with_capacity(wire.len());
+    list_len(
+        wire.len(),
+        path,
+        max,
+        &format!("at least one {what} is needed"),
+    )?;
+    let mut items: Vec<T> = Vec::with_capacity(wire.len());
     for (i, w) in wire.iter().enumerate() {
         let element = path.index(i);
-        let rule = validate(w, &element)?;
-        if rules.iter().any(|r| name(r) == name(&rule)) {
+        let item = validate(w, &element)?;
+        if items.iter().any(|r| name(r) == name(&item)) {
             return Err(element
                 .field("name")
-                .invalid(name(&rule), "rule names must be unique"));
+                .invalid(name(&item), format!("{what} names must be unique")));
         }
-        rules.push(rule);
+        items.push(item);
     }
-    Ok(rules)
+    Ok(items)
 }
 
 /// Validate every element of a list field (absent: empty) through `validate`, which gets the
@@ -880,6 +898,19 @@ pub fn validate_each<'a, W: 'a, T>(
         .enumerate()
         .map(|(i, w)| validate(w, &path.index(i)))
         .collect()
+}
+
+/// A list field of at least one element (else "missing", with `reason`) and at most `max`, each
+/// through `validate` as [`validate_each`] does.
+pub fn validate_list<W, T>(
+    wire: &[W],
+    path: &FieldPath,
+    max: usize,
+    reason: &str,
+    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    list_len(wire.len(), path, max, reason)?;
+    validate_each(wire, path, validate)
 }
 
 /// A list field's length: at least one element (else "missing", with `reason`), at most `max`.
@@ -970,6 +1001,34 @@ mod rule_list_tests {
         let bad = vec!["a".to_owned(), "b c".to_owned()];
         let err = validate_each(&bad, &p, names).unwrap_err();
         assert_eq!(err.field.as_str(), "remove[1]");
+    }
+
+    #[test]
+    fn a_required_list_needs_one_to_max_elements_each_validated_at_its_index() {
+        let p = FieldPath::root().field("rules");
+        let names = |n: &String, p: &FieldPath| validate_name(n, p);
+        let list = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(validate_list(&list, &p, 2, "one", names).unwrap(), list);
+        let three = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let bad = vec!["a".to_owned(), "b c".to_owned()];
+        for (list, field, message) in [
+            (vec![], "rules", "config field `rules`: missing: one"),
+            (
+                three,
+                "rules",
+                "config field `rules`: value \"3\" is out of range (allowed 1 to 2)",
+            ),
+            (
+                bad,
+                "rules[1]",
+                "config field `rules[1]`: invalid value \"b c\": use 1 to 64 characters from \
+                 A-Z, a-z, 0-9, `_` and `-`",
+            ),
+        ] {
+            let err = validate_list(&list, &p, 2, "one", names).unwrap_err();
+            assert_eq!(err.field.as_str(), field, "{list:?}");
+            assert_eq!(err.to_string(), message, "{list:?}");
+        }
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
 use palisade_core::config::{
-    duration_in, either, list_len, parse_json, validate_name, validate_scope, ConfigError,
-    FieldPath,
+    duration_in, either, parse_json, validate_list, validate_name, validate_named, validate_scope,
+    ConfigError, FieldPath,
 };
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
@@ -270,6 +270,13 @@ pub struct Provider {
     pub compat: Compat,
 }
 
+impl Provider {
+    /// The headers this provider writes (mapped claims, the payload).
+    pub fn output_headers(&self) -> impl Iterator<Item = &String> {
+        (self.claim_headers.iter().map(|(_, h)| h)).chain(self.payload_header.iter())
+    }
+}
+
 /// What a rule asks of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requires {
@@ -350,33 +357,18 @@ impl Config {
                 "use 1 to 128 printable ASCII characters without `\"` or `\\`",
             ));
         }
-        list_len(
-            wire.providers.len(),
+        let providers = validate_named(
+            &wire.providers,
             &root.field("providers"),
             MAX_PROVIDERS,
-            "at least one provider is needed",
+            "provider",
+            validate_provider,
+            |p| &p.name,
         )?;
-        let mut providers = Vec::new();
-        let mut names = HashSet::new();
-        let mut output_headers = HashSet::new();
-        for (i, pw) in wire.providers.iter().enumerate() {
-            let path = root.field("providers").index(i);
-            let p = validate_provider(pw, &path)?;
-            if !names.insert(p.name.clone()) {
-                return Err(path
-                    .field("name")
-                    .invalid(&p.name, "provider names must be unique"));
-            }
-            for h in p
-                .claim_headers
-                .iter()
-                .map(|(_, h)| h)
-                .chain(p.payload_header.iter())
-            {
-                output_headers.insert(h.clone());
-            }
-            providers.push(p);
-        }
+        let output_headers: HashSet<&String> = providers
+            .iter()
+            .flat_map(Provider::output_headers)
+            .collect();
         // An output header must never be a place a token is read from, or stripping spoofed
         // outputs would eat the token.
         for (i, p) in providers.iter().enumerate() {
@@ -392,20 +384,13 @@ impl Config {
                 }
             }
         }
-        list_len(
-            wire.rules.len(),
+        let rules = validate_list(
+            &wire.rules,
             &root.field("rules"),
             MAX_RULES,
             "at least one rule is needed",
+            |rw, path| validate_rule(rw, &providers, path),
         )?;
-        let mut rules = Vec::new();
-        for (i, rw) in wire.rules.iter().enumerate() {
-            rules.push(validate_rule(
-                rw,
-                &providers,
-                &root.field("rules").index(i),
-            )?);
-        }
         let allow_unmatched = either(
             wire.unmatched.as_deref(),
             &root.field("unmatched"),
@@ -474,16 +459,9 @@ impl Config {
     /// Every output header of every provider (removed from every request before anything else).
     pub fn output_headers(&self) -> Vec<String> {
         let mut all: Vec<String> = Vec::new();
-        for p in &self.providers {
-            for h in p
-                .claim_headers
-                .iter()
-                .map(|(_, h)| h)
-                .chain(p.payload_header.iter())
-            {
-                if !all.contains(h) {
-                    all.push(h.clone());
-                }
+        for h in self.providers.iter().flat_map(Provider::output_headers) {
+            if !all.contains(h) {
+                all.push(h.clone());
             }
         }
         all

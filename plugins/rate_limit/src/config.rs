@@ -6,8 +6,8 @@ use crate::bucket::Limit;
 use crate::global::{GlobalSpec, GlobalWire, OnError};
 use crate::shape::{validate_rule_shapes, Shape};
 use palisade_core::config::{
-    list_len, number_in, one_of, parse_duration, parse_json, validate_rules, validate_scope,
-    ConfigError, FieldPath, ReplyWire as ResponseWire,
+    list_len, number_in, one_of, parse_duration, parse_json, validate_each, validate_rules,
+    validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
@@ -203,12 +203,7 @@ fn validate_rule(
             "a rule needs at least one limit (a `global` rule: unless its `on_error` is allow or deny)",
         )?;
     }
-    let limits = rw
-        .limits
-        .iter()
-        .enumerate()
-        .map(|(i, lw)| validate_limit(lw, &path.field("limits").index(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let limits = validate_each(&rw.limits, &path.field("limits"), validate_limit)?;
     let shapes = validate_rule_shapes(
         &rw.limits
             .iter()

@@ -453,33 +453,12 @@ fn validate_rule(r: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         names: names.as_deref(),
     };
     let request = match &r.request {
+        Some(w) => request_ops(w, &path.field("request"), captures)?,
         None => RequestOps::default(),
-        Some(w) => {
-            let rp = path.field("request");
-            RequestOps {
-                headers: header_ops(w.headers.as_ref(), &rp.field("headers"), captures)?,
-                query: query_ops(w.query.as_ref(), &rp.field("query"), captures)?,
-                path: match &w.path {
-                    Some(p) => Some(path_rewrite(p, &rp.field("path"))?),
-                    None => None,
-                },
-                method: match &w.method {
-                    Some(m) => Some(method(m, &rp.field("method"))?),
-                    None => None,
-                },
-                body: body_ops(w.body.as_ref(), &rp.field("body"), captures)?,
-            }
-        }
     };
     let response = match &r.response {
+        Some(w) => response_ops(w, &path.field("response"), captures)?,
         None => ResponseOps::default(),
-        Some(w) => {
-            let rp = path.field("response");
-            ResponseOps {
-                headers: header_ops(w.headers.as_ref(), &rp.field("headers"), captures)?,
-                body: body_ops(w.body.as_ref(), &rp.field("body"), captures)?,
-            }
-        }
     };
     Ok(Rule {
         name,
@@ -489,6 +468,37 @@ fn validate_rule(r: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         shadow: r.shadow.unwrap_or(false),
         request,
         response,
+    })
+}
+
+/// A rule's `request` section, in the order the engine applies it.
+fn request_ops(
+    w: &RequestWire,
+    path: &FieldPath,
+    captures: Captures<'_>,
+) -> Result<RequestOps, ConfigError> {
+    Ok(RequestOps {
+        headers: header_ops(w.headers.as_ref(), &path.field("headers"), captures)?,
+        query: query_ops(w.query.as_ref(), &path.field("query"), captures)?,
+        path: (w.path.as_ref())
+            .map(|p| path_rewrite(p, &path.field("path")))
+            .transpose()?,
+        method: (w.method.as_deref())
+            .map(|m| method(m, &path.field("method")))
+            .transpose()?,
+        body: body_ops(w.body.as_ref(), &path.field("body"), captures)?,
+    })
+}
+
+/// A rule's `response` section.
+fn response_ops(
+    w: &ResponseWire,
+    path: &FieldPath,
+    captures: Captures<'_>,
+) -> Result<ResponseOps, ConfigError> {
+    Ok(ResponseOps {
+        headers: header_ops(w.headers.as_ref(), &path.field("headers"), captures)?,
+        body: body_ops(w.body.as_ref(), &path.field("body"), captures)?,
     })
 }
 
