@@ -5,7 +5,7 @@
 //! (and lists every deliberate difference). Keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, one_of, parse_json, validate_rules, validate_scope, ConfigError,
+    duration_in, number_in, one_of_or, parse_json, validate_rules, validate_scope, ConfigError,
     FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
@@ -348,19 +348,17 @@ fn validate_rule(
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = validate_key(rw.key.as_ref(), &path.field("key"))?;
-    let mode = match &rw.mode {
-        Some(m) => one_of(
-            m,
-            &path.field("mode"),
-            &[
-                ("normal", Mode::Normal),
-                ("forced_open", Mode::ForcedOpen),
-                ("forced_closed", Mode::ForcedClosed),
-                ("metrics_only", Mode::MetricsOnly),
-            ],
-        )?,
-        None => Mode::Normal,
-    };
+    let mode = one_of_or(
+        rw.mode.as_deref(),
+        Mode::Normal,
+        &path.field("mode"),
+        &[
+            ("normal", Mode::Normal),
+            ("forced_open", Mode::ForcedOpen),
+            ("forced_closed", Mode::ForcedClosed),
+            ("metrics_only", Mode::MetricsOnly),
+        ],
+    )?;
     let mode = validate_shadow(mode, rw.shadow, path, warnings)?;
     let thresholds = validate_thresholds(rw, path)?;
     let failure_statuses = validate_statuses(rw.failure_statuses.as_deref(), path)?;
@@ -465,14 +463,12 @@ fn validate_key(wire: Option<&KeyWire>, path: &FieldPath) -> Result<BreakerKey, 
 }
 
 fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, ConfigError> {
-    let window_type = match &rw.sliding_window_type {
-        Some(t) => one_of(
-            t,
-            &path.field("sliding_window_type"),
-            &[("count_based", false), ("time_based", true)],
-        )?,
-        None => false,
-    };
+    let window_type = one_of_or(
+        rw.sliding_window_type.as_deref(),
+        false,
+        &path.field("sliding_window_type"),
+        &[("count_based", false), ("time_based", true)],
+    )?;
     let size = rw.sliding_window_size.unwrap_or(100);
     let size_path = path.field("sliding_window_size");
     let window = if window_type {

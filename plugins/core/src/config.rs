@@ -665,6 +665,16 @@ pub fn one_of<'a, T: Copy>(
         })
 }
 
+/// [`one_of`] for an optional field: `default` when absent.
+pub fn one_of_or<T: Copy>(
+    value: Option<&str>,
+    default: T,
+    path: &FieldPath,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    value.map_or(Ok(default), |v| one_of(v, path, options))
+}
+
 /// A two-word enumerated string field: absent or `default.0` is `default.1`, `other.0` is
 /// `other.1`; anything else is an error naming both words.
 pub fn either<T: Copy>(
@@ -819,6 +829,15 @@ mod shared_field_tests {
             err.to_string().contains("expected one of `a`, `b`"),
             "{err}"
         );
+        for (value, want) in [(None, 0), (Some("a"), 1), (Some("b"), 2)] {
+            assert_eq!(
+                one_of_or(value, 0, &p, &[("a", 1), ("b", 2)]).unwrap(),
+                want,
+                "{value:?}"
+            );
+        }
+        let err = one_of_or(Some("c"), 0, &p, &[("a", 1), ("b", 2)]).unwrap_err();
+        assert_eq!(err, one_of("c", &p, &[("a", 1), ("b", 2)]).unwrap_err());
     }
 
     #[test]
@@ -1081,14 +1100,12 @@ impl FailureMode {
         default: FailureMode,
         path: &FieldPath,
     ) -> Result<FailureMode, ConfigError> {
-        match wire {
-            None => Ok(default),
-            Some(v) => one_of(
-                v,
-                path,
-                &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
-            ),
-        }
+        one_of_or(
+            wire,
+            default,
+            path,
+            &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
+        )
     }
 }
 

@@ -6,7 +6,7 @@ use crate::bucket::Limit;
 use crate::global::{GlobalSpec, GlobalWire, OnError};
 use crate::shape::{validate_rule_shapes, Shape};
 use palisade_core::config::{
-    list_len, number_in, one_of, parse_duration, parse_json, validate_each, validate_rules,
+    list_len, number_in, one_of_or, parse_duration, parse_json, validate_each, validate_rules,
     validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
@@ -148,14 +148,12 @@ impl Config {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
         let scope = validate_scope(wire.scope.as_deref(), &root)?;
-        let mode = match &wire.mode {
-            Some(m) => one_of(
-                m,
-                &root.field("mode"),
-                &[("first", Mode::First), ("all", Mode::All)],
-            )?,
-            None => Mode::First,
-        };
+        let mode = one_of_or(
+            wire.mode.as_deref(),
+            Mode::First,
+            &root.field("mode"),
+            &[("first", Mode::First), ("all", Mode::All)],
+        )?;
         let client_ip = ClientIpSource::validate(
             &wire.client_ip.clone().unwrap_or_default(),
             &root.field("client_ip"),
@@ -213,17 +211,15 @@ fn validate_rule(
         rw.shadow.unwrap_or(false),
         global.is_some(),
     )?;
-    let on_missing_key = match &rw.on_missing_key {
-        Some(v) => one_of(
-            v,
-            &path.field("on_missing_key"),
-            &[
-                ("skip", MissingKey::Skip),
-                ("shared_bucket", MissingKey::SharedBucket),
-            ],
-        )?,
-        None => MissingKey::Skip,
-    };
+    let on_missing_key = one_of_or(
+        rw.on_missing_key.as_deref(),
+        MissingKey::Skip,
+        &path.field("on_missing_key"),
+        &[
+            ("skip", MissingKey::Skip),
+            ("shared_bucket", MissingKey::SharedBucket),
+        ],
+    )?;
     let failure_mode = FailureMode::validate_or(
         rw.failure_mode.as_deref(),
         default_failure_mode,

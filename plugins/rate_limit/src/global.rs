@@ -24,7 +24,7 @@ pub mod rls;
 
 use crate::config::Rule;
 use palisade_core::config::{
-    duration_in, list_len, number_in, one_of, validate_word, ConfigError, FieldPath,
+    duration_in, list_len, number_in, one_of_or, validate_word, ConfigError, FieldPath,
 };
 use palisade_core::key::{ClientIpSource, KeyPart, KeyPartWire, RequestView};
 use palisade_core::plugin::host::grpc_status;
@@ -149,18 +149,16 @@ impl GlobalSpec {
             1,
             MAX_HITS_ADDEND,
         )?;
-        let on_error = match &wire.on_error {
-            Some(v) => one_of(
-                v,
-                &path.field("on_error"),
-                &[
-                    ("local", OnError::Local),
-                    ("allow", OnError::Allow),
-                    ("deny", OnError::Deny),
-                ],
-            )?,
-            None => OnError::Local,
-        };
+        let on_error = one_of_or(
+            wire.on_error.as_deref(),
+            OnError::Local,
+            &path.field("on_error"),
+            &[
+                ("local", OnError::Local),
+                ("allow", OnError::Allow),
+                ("deny", OnError::Deny),
+            ],
+        )?;
         Ok(GlobalSpec {
             cluster,
             domain,
