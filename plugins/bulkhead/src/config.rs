@@ -3,7 +3,7 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, parse_duration, parse_json, validate_rules, validate_scope,
+    duration_in, non_empty, number_in, parse_duration, parse_json, validate_rules, validate_scope,
     ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
@@ -350,12 +350,10 @@ fn validate_rule(
 ) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
-    let cluster = match &rw.cluster {
-        Some(c) if c.is_empty() => {
-            return Err(path.field("cluster").invalid(c, "must not be empty"))
-        }
-        other => other.clone(),
-    };
+    if let Some(c) = &rw.cluster {
+        non_empty(c, &path.field("cluster"))?;
+    }
+    let cluster = rw.cluster.clone();
     let partition_by = match &rw.partition_by {
         None => PartitionBy::Nothing,
         Some(PartitionByWire::Route) => PartitionBy::Route,
@@ -492,9 +490,7 @@ fn validate_priorities(
         let share = validate_share(cw.share, &cp.field("share"))?;
         for (j, v) in cw.values.iter().flatten().enumerate() {
             let vp = cp.field("values").index(j);
-            if v.is_empty() {
-                return Err(vp.invalid(v, "must not be empty"));
-            }
+            non_empty(v, &vp)?;
             if let Some((_, other)) = values.iter().find(|(k, _)| k == v) {
                 let owner = classes
                     .get(*other)

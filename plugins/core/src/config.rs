@@ -649,6 +649,15 @@ pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError
     )
 }
 
+/// A string field that must hold something: an empty one is an "invalid value" error.
+pub fn non_empty(value: &str, path: &FieldPath) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        Err(path.invalid(value, "must not be empty"))
+    } else {
+        Ok(())
+    }
+}
+
 /// The value of an enumerated string field, or an error listing the accepted spellings.
 pub fn one_of<'a, T: Copy>(
     value: &str,
@@ -818,6 +827,16 @@ mod shared_field_tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_empty_string_is_refused_where_one_is_required() {
+        let p = FieldPath::root().field("issuer");
+        assert!(non_empty("x", &p).is_ok());
+        assert_eq!(
+            non_empty("", &p).unwrap_err().to_string(),
+            "config field `issuer`: invalid value \"\": must not be empty"
+        );
     }
 
     #[test]

@@ -9,8 +9,8 @@ use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
 use palisade_core::config::{
-    duration_in, either, parse_json, validate_list, validate_name, validate_named, validate_scope,
-    ConfigError, FieldPath,
+    duration_in, either, non_empty, parse_json, validate_list, validate_name, validate_named,
+    validate_scope, ConfigError, FieldPath,
 };
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
@@ -470,19 +470,10 @@ impl Config {
 
 fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, ConfigError> {
     let name = validate_name(&pw.name, &path.field("name"))?;
-    if pw.issuer.is_empty() {
-        return Err(path
-            .field("issuer")
-            .invalid(&pw.issuer, "must not be empty"));
-    }
+    non_empty(&pw.issuer, &path.field("issuer"))?;
     let audiences = pw.audiences.clone().unwrap_or_default();
     for (i, a) in audiences.iter().enumerate() {
-        if a.is_empty() {
-            return Err(path
-                .field("audiences")
-                .index(i)
-                .invalid(a, "must not be empty"));
-        }
+        non_empty(a, &path.field("audiences").index(i))?;
     }
     let jwks_path = path.field("jwks");
     let jwks = match (&pw.jwks.inline, &pw.jwks.remote) {
@@ -546,12 +537,7 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         });
     }
     for (i, q) in pw.from_params.iter().flatten().enumerate() {
-        if q.is_empty() {
-            return Err(path
-                .field("from_params")
-                .index(i)
-                .invalid(q, "must not be empty"));
-        }
+        non_empty(q, &path.field("from_params").index(i))?;
         locations.push(Location::Query(q.clone()));
     }
     for (i, c) in pw.from_cookies.iter().flatten().enumerate() {
@@ -575,9 +561,7 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
     let mut claim_headers = Vec::new();
     for (i, ch) in pw.claim_to_headers.iter().flatten().enumerate() {
         let cp = path.field("claim_to_headers").index(i);
-        if ch.claim.is_empty() {
-            return Err(cp.field("claim").invalid(&ch.claim, "must not be empty"));
-        }
+        non_empty(&ch.claim, &cp.field("claim"))?;
         let header = validate_output_header(&ch.header, &cp.field("header"))?;
         claim_headers.push((ClaimPath::new(&ch.claim), header));
     }
@@ -626,11 +610,7 @@ fn validate_output_header(name: &str, path: &FieldPath) -> Result<String, Config
 }
 
 fn validate_remote(r: &RemoteWire, path: &FieldPath) -> Result<Remote, ConfigError> {
-    if r.cluster.is_empty() {
-        return Err(path
-            .field("cluster")
-            .invalid(&r.cluster, "must not be empty"));
-    }
+    non_empty(&r.cluster, &path.field("cluster"))?;
     let rest = r
         .uri
         .strip_prefix("https://")
@@ -723,9 +703,7 @@ fn validate_rule(
     let mut claims = Vec::new();
     for (i, cw) in rw.claims.iter().flatten().enumerate() {
         let cp = path.field("claims").index(i);
-        if cw.claim.is_empty() {
-            return Err(cp.field("claim").invalid(&cw.claim, "must not be empty"));
-        }
+        non_empty(&cw.claim, &cp.field("claim"))?;
         let condition = match (&cw.equals, &cw.contains, cw.present) {
             (Some(OneOrMany(v)), None, None) if !v.is_empty() => Condition::Equals(v.clone()),
             (None, Some(OneOrMany(items)), None) => {
