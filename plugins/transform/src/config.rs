@@ -533,10 +533,11 @@ fn op_header_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
     Ok(n)
 }
 
-fn value_template(
+/// A header value: a template without CR, LF or NUL.
+fn header_value(
     text: &str,
-    path: &FieldPath,
     captures: Captures<'_>,
+    path: &FieldPath,
 ) -> Result<Template, ConfigError> {
     if text.contains(['\r', '\n', '\0']) {
         return Err(path.invalid(text, "header values cannot contain CR, LF or NUL"));
@@ -544,32 +545,52 @@ fn value_template(
     Template::parse(text, captures, path)
 }
 
-fn renames(
-    list: Option<&Vec<RenameWire>>,
-    path: &FieldPath,
-    check: impl Fn(&str, &FieldPath) -> Result<String, ConfigError>,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    validate_each(list.into_iter().flatten(), path, |r, p| {
-        Ok((
-            check(&r.from, &p.field("from"))?,
-            check(&r.to, &p.field("to"))?,
-        ))
-    })
+/// How the operations on one kind of named things (headers, query parameters) check the names
+/// they touch and the values they write: `remove`, `rename`, `set`, `add` read the same for
+/// both.
+struct NamedOps<'c> {
+    name: fn(&str, &FieldPath) -> Result<String, ConfigError>,
+    value: fn(&str, Captures<'c>, &FieldPath) -> Result<Template, ConfigError>,
+    captures: Captures<'c>,
 }
 
-/// `{name, value}` pairs: the name through `check`, the value a template through `value`.
-fn name_values(
-    list: Option<&Vec<NameValueWire>>,
-    path: &FieldPath,
-    check: impl Fn(&str, &FieldPath) -> Result<String, ConfigError>,
-    value: impl Fn(&str, &FieldPath) -> Result<Template, ConfigError>,
-) -> Result<Vec<(String, Template)>, ConfigError> {
-    validate_each(list.into_iter().flatten(), path, |nv, p| {
-        Ok((
-            check(&nv.name, &p.field("name"))?,
-            value(&nv.value, &p.field("value"))?,
-        ))
-    })
+impl NamedOps<'_> {
+    /// A list of names (absent: empty).
+    fn names(
+        &self,
+        list: Option<&Vec<String>>,
+        path: &FieldPath,
+    ) -> Result<Vec<String>, ConfigError> {
+        validate_each(list.into_iter().flatten(), path, |n, p| (self.name)(n, p))
+    }
+
+    /// `{from, to}` pairs, both names.
+    fn renames(
+        &self,
+        list: Option<&Vec<RenameWire>>,
+        path: &FieldPath,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        validate_each(list.into_iter().flatten(), path, |r, p| {
+            Ok((
+                (self.name)(&r.from, &p.field("from"))?,
+                (self.name)(&r.to, &p.field("to"))?,
+            ))
+        })
+    }
+
+    /// `{name, value}` pairs: a name and a value template.
+    fn values(
+        &self,
+        list: Option<&Vec<NameValueWire>>,
+        path: &FieldPath,
+    ) -> Result<Vec<(String, Template)>, ConfigError> {
+        validate_each(list.into_iter().flatten(), path, |nv, p| {
+            Ok((
+                (self.name)(&nv.name, &p.field("name"))?,
+                (self.value)(&nv.value, self.captures, &p.field("value"))?,
+            ))
+        })
+    }
 }
 
 fn header_ops(
@@ -595,19 +616,18 @@ fn header_ops(
             Ok(n)
         },
     )?;
-    let value = |text: &str, p: &FieldPath| value_template(text, p, captures);
-    let nv = |list: Option<&Vec<NameValueWire>>, field: &str| {
-        name_values(list, &path.field(field), op_header_name, value)
+    let ops = NamedOps {
+        name: op_header_name,
+        value: header_value,
+        captures,
     };
     Ok(HeaderOps {
-        remove: validate_each(w.remove.iter().flatten(), &path.field("remove"), |n, p| {
-            op_header_name(n, p)
-        })?,
+        remove: ops.names(w.remove.as_ref(), &path.field("remove"))?,
         remove_prefix: prefixes,
-        rename: renames(w.rename.as_ref(), &path.field("rename"), op_header_name)?,
-        set: nv(w.set.as_ref(), "set")?,
-        add: nv(w.add.as_ref(), "add")?,
-        append: nv(w.append.as_ref(), "append")?,
+        rename: ops.renames(w.rename.as_ref(), &path.field("rename"))?,
+        set: ops.values(w.set.as_ref(), &path.field("set"))?,
+        add: ops.values(w.add.as_ref(), &path.field("add"))?,
+        append: ops.values(w.append.as_ref(), &path.field("append"))?,
     })
 }
 
@@ -627,17 +647,16 @@ fn query_ops(
     let Some(w) = w else {
         return Ok(QueryOps::default());
     };
-    let value = |text: &str, p: &FieldPath| Template::parse(text, captures, p);
-    let nv = |list: Option<&Vec<NameValueWire>>, field: &str| {
-        name_values(list, &path.field(field), query_name, value)
+    let ops = NamedOps {
+        name: query_name,
+        value: Template::parse,
+        captures,
     };
     Ok(QueryOps {
-        remove: validate_each(w.remove.iter().flatten(), &path.field("remove"), |n, p| {
-            query_name(n, p)
-        })?,
-        rename: renames(w.rename.as_ref(), &path.field("rename"), query_name)?,
-        set: nv(w.set.as_ref(), "set")?,
-        add: nv(w.add.as_ref(), "add")?,
+        remove: ops.names(w.remove.as_ref(), &path.field("remove"))?,
+        rename: ops.renames(w.rename.as_ref(), &path.field("rename"))?,
+        set: ops.values(w.set.as_ref(), &path.field("set"))?,
+        add: ops.values(w.add.as_ref(), &path.field("add"))?,
     })
 }
 
