@@ -3,8 +3,8 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    duration_in, non_empty, number_in, parse_duration, parse_json, validate_rules, validate_scope,
-    ConfigError, FieldPath, ReplyWire as ResponseWire,
+    duration_in, in_range, non_empty, number_in, parse_duration, parse_json, validate_rules,
+    validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{url_path, validate_header_name, KeyPart, KeyPartWire, RequestView};
@@ -378,9 +378,8 @@ fn validate_rule(
             MAX_MAX_PARTITIONS,
         )?,
     };
-    let max_concurrent = number_in(
-        Some(rw.max_concurrent),
-        1,
+    let max_concurrent = in_range(
+        rw.max_concurrent,
         &path.field("max_concurrent"),
         1,
         MAX_CONCURRENT,

@@ -5,8 +5,8 @@
 //! (and lists every deliberate difference). Keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, one_of_or, parse_json, validate_rules, validate_scope, ConfigError,
-    FieldPath, ReplyWire as ResponseWire,
+    duration_in, in_range, number_in, one_of_or, parse_json, validate_rules, validate_scope,
+    ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
@@ -450,14 +450,12 @@ fn validate_key(wire: Option<&KeyWire>, path: &FieldPath) -> Result<BreakerKey, 
         Some(KeyWire::Header(name)) => {
             BreakerKey::Header(validate_header_name(name, &path.field("header"))?)
         }
-        Some(KeyWire::PathSegments(n)) => {
-            if !(1..=MAX_PATH_SEGMENTS).contains(n) {
-                return Err(path
-                    .field("path_segments")
-                    .out_of_range(n, 1, MAX_PATH_SEGMENTS));
-            }
-            BreakerKey::PathSegments(*n)
-        }
+        Some(KeyWire::PathSegments(n)) => BreakerKey::PathSegments(in_range(
+            *n,
+            &path.field("path_segments"),
+            1,
+            MAX_PATH_SEGMENTS,
+        )?),
         Some(KeyWire::Constant(text)) => BreakerKey::Constant(text.clone()),
     })
 }
@@ -472,9 +470,7 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
     let size = rw.sliding_window_size.unwrap_or(100);
     let size_path = path.field("sliding_window_size");
     let window = if window_type {
-        if !(1..=MAX_TIME_WINDOW_SECS).contains(&size) {
-            return Err(size_path.out_of_range(size, 1, MAX_TIME_WINDOW_SECS));
-        }
+        in_range(size, &size_path, 1, MAX_TIME_WINDOW_SECS)?;
         if size <= MAX_TIME_BUCKETS {
             WindowSpec::Time {
                 buckets: size,
@@ -487,9 +483,7 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
             }
         }
     } else {
-        if !(1..=MAX_COUNT_WINDOW).contains(&size) {
-            return Err(size_path.out_of_range(size, 1, MAX_COUNT_WINDOW));
-        }
+        in_range(size, &size_path, 1, MAX_COUNT_WINDOW)?;
         WindowSpec::Count { size }
     };
     let minimum = number_in(
@@ -520,15 +514,9 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
         Duration::from_millis(1),
         MAX_WAIT,
     )?;
-    let consecutive_failures = match rw.consecutive_failures {
-        None => None,
-        Some(n) if (1..=1_000_000).contains(&n) => Some(n),
-        Some(n) => {
-            return Err(path
-                .field("consecutive_failures")
-                .out_of_range(n, 1, 1_000_000))
-        }
-    };
+    let consecutive_failures = (rw.consecutive_failures)
+        .map(|n| in_range(n, &path.field("consecutive_failures"), 1, 1_000_000))
+        .transpose()?;
     let wait_duration_in_open = duration_in(
         rw.wait_duration_in_open.as_deref(),
         Duration::from_secs(60),

@@ -971,8 +971,7 @@ pub fn validate_scope(wire: Option<&str>, root: &FieldPath) -> Result<String, Co
     }
 }
 
-/// An optional whole-number field: `default` when absent, else checked to lie within
-/// `min..=max`; the error names the field, the value and the range.
+/// An optional whole-number field: `default` when absent, else checked by [`in_range`].
 pub fn number_in<T>(
     value: Option<T>,
     default: T,
@@ -983,11 +982,19 @@ pub fn number_in<T>(
 where
     T: PartialOrd + Copy + fmt::Display,
 {
-    let v = value.unwrap_or(default);
-    if v < min || v > max {
-        return Err(path.out_of_range(v, min, max));
+    in_range(value.unwrap_or(default), path, min, max)
+}
+
+/// A whole number that must lie within `min..=max`; the error names the field, the value and
+/// the range.
+pub fn in_range<T>(value: T, path: &FieldPath, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + Copy + fmt::Display,
+{
+    if value < min || value > max {
+        return Err(path.out_of_range(value, min, max));
     }
-    Ok(v)
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -1085,14 +1092,15 @@ mod rule_list_tests {
         assert_eq!(number_in(None, 64u32, &p, 1, 100).unwrap(), 64);
         assert_eq!(number_in(Some(100u32), 64, &p, 1, 100).unwrap(), 100);
         for bad in [0u32, 101] {
-            let err = number_in(Some(bad), 64, &p, 1, 100).unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!(
-                    "config field `max_keys`: value \"{bad}\" is out of range (allowed 1 to 100)"
-                )
+            let want = format!(
+                "config field `max_keys`: value \"{bad}\" is out of range (allowed 1 to 100)"
             );
+            let err = number_in(Some(bad), 64, &p, 1, 100).unwrap_err();
+            assert_eq!(err.to_string(), want);
+            let err = in_range(bad, &p, 1, 100).unwrap_err();
+            assert_eq!(err.to_string(), want);
         }
+        assert_eq!(in_range(1u32, &p, 1, 100).unwrap(), 1);
     }
 }
 

@@ -9,8 +9,8 @@ use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
 use palisade_core::config::{
-    duration_in, either, non_empty, parse_json, validate_list, validate_name, validate_named,
-    validate_scope, ConfigError, FieldPath,
+    duration_in, either, non_empty, number_in, parse_json, validate_each, validate_list,
+    validate_name, validate_named, validate_scope, ConfigError, FieldPath,
 };
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
@@ -432,17 +432,13 @@ impl Config {
                 }
             }
         };
-        let cache_max_entries = match wire.cache.as_ref().and_then(|c| c.max_entries) {
-            None => DEFAULT_CACHE_ENTRIES,
-            Some(n) if n <= MAX_CACHE_ENTRIES => n,
-            Some(n) => {
-                return Err(root.field("cache").field("max_entries").out_of_range(
-                    n,
-                    0,
-                    MAX_CACHE_ENTRIES,
-                ))
-            }
-        };
+        let cache_max_entries = number_in(
+            wire.cache.as_ref().and_then(|c| c.max_entries),
+            DEFAULT_CACHE_ENTRIES,
+            &root.field("cache").field("max_entries"),
+            0,
+            MAX_CACHE_ENTRIES,
+        )?;
         Ok(Config {
             scope,
             realm,
@@ -492,14 +488,11 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
             .filter(|a| a.key_kind() != KeyKind::Hmac)
             .collect(),
         Some(list) => {
+            let list_path = path.field("algorithms");
             if list.is_empty() {
-                return Err(path
-                    .field("algorithms")
-                    .missing("list at least one algorithm"));
+                return Err(list_path.missing("list at least one algorithm"));
             }
-            let mut algs = Vec::new();
-            for (i, name) in list.iter().enumerate() {
-                let ap = path.field("algorithms").index(i);
+            validate_each(list, &list_path, |name, ap| {
                 let alg = Alg::from_name(name).ok_or_else(|| ap.invalid(name, "expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512"))?;
                 if alg.key_kind() == KeyKind::Hmac && matches!(jwks, JwksSource::Remote(_)) {
                     return Err(ap.invalid(
@@ -507,9 +500,8 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
                         "HMAC algorithms need an inline secret, not a remote JWKS",
                     ));
                 }
-                algs.push(alg);
-            }
-            algs
+                Ok(alg)
+            })?
         }
     };
     let clock_skew = duration_in(
@@ -519,14 +511,13 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         Duration::ZERO,
         MAX_CLOCK_SKEW,
     )?;
-    let max_token_size = pw.max_token_size.unwrap_or(DEFAULT_MAX_TOKEN_SIZE);
-    if !(64..=MAX_MAX_TOKEN_SIZE).contains(&max_token_size) {
-        return Err(path.field("max_token_size").out_of_range(
-            max_token_size,
-            64,
-            MAX_MAX_TOKEN_SIZE,
-        ));
-    }
+    let max_token_size = number_in(
+        pw.max_token_size,
+        DEFAULT_MAX_TOKEN_SIZE,
+        &path.field("max_token_size"),
+        64,
+        MAX_MAX_TOKEN_SIZE,
+    )?;
     let mut locations = Vec::new();
     for (i, h) in pw.from_headers.iter().flatten().enumerate() {
         let hp = path.field("from_headers").index(i);
@@ -558,13 +549,15 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
             prefix: "Bearer ".into(),
         });
     }
-    let mut claim_headers = Vec::new();
-    for (i, ch) in pw.claim_to_headers.iter().flatten().enumerate() {
-        let cp = path.field("claim_to_headers").index(i);
-        non_empty(&ch.claim, &cp.field("claim"))?;
-        let header = validate_output_header(&ch.header, &cp.field("header"))?;
-        claim_headers.push((ClaimPath::new(&ch.claim), header));
-    }
+    let claim_headers = validate_each(
+        pw.claim_to_headers.iter().flatten(),
+        &path.field("claim_to_headers"),
+        |ch, cp| {
+            non_empty(&ch.claim, &cp.field("claim"))?;
+            let header = validate_output_header(&ch.header, &cp.field("header"))?;
+            Ok((ClaimPath::new(&ch.claim), header))
+        },
+    )?;
     let payload_header = match &pw.payload_header {
         Some(h) => Some(validate_output_header(h, &path.field("payload_header"))?),
         None => None,

@@ -6,8 +6,8 @@ use crate::bucket::Limit;
 use crate::global::{GlobalSpec, GlobalWire, OnError};
 use crate::shape::{validate_rule_shapes, Shape};
 use palisade_core::config::{
-    list_len, number_in, one_of_or, parse_duration, parse_json, validate_each, validate_rules,
-    validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
+    in_range, list_len, number_in, one_of_or, parse_duration, parse_json, validate_each,
+    validate_rules, validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
@@ -254,23 +254,15 @@ fn validate_rule(
 }
 
 fn validate_limit(lw: &LimitWire, path: &FieldPath) -> Result<Limit, ConfigError> {
-    if !(1..=MAX_CAPACITY).contains(&lw.capacity) {
-        return Err(path
-            .field("capacity")
-            .out_of_range(lw.capacity, 1, MAX_CAPACITY));
-    }
-    if !(1..=MAX_CAPACITY).contains(&lw.refill) {
-        return Err(path
-            .field("refill")
-            .out_of_range(lw.refill, 1, MAX_CAPACITY));
-    }
+    let capacity = in_range(lw.capacity, &path.field("capacity"), 1, MAX_CAPACITY)?;
+    let refill = in_range(lw.refill, &path.field("refill"), 1, MAX_CAPACITY)?;
     let period = parse_duration(&lw.period, &path.field("period"))?;
     if period < MIN_PERIOD || period > MAX_PERIOD {
         return Err(path.field("period").out_of_range(&lw.period, "1ms", "30d"));
     }
     Ok(Limit {
-        capacity: lw.capacity,
-        refill: lw.refill,
+        capacity,
+        refill,
         period,
     })
 }

@@ -7,7 +7,8 @@
 use crate::ops::{BodyOps, HeaderOps, Pointer, QueryOps};
 use crate::template::{Captures, Piece, Template};
 use palisade_core::config::{
-    either, parse_json, validate_each, validate_rules, validate_word, ConfigError, FieldPath,
+    either, number_in, parse_json, validate_each, validate_rules, validate_word, ConfigError,
+    FieldPath,
 };
 use palisade_core::key::{validate_header_name, ClientIpSource, ClientIpWire};
 use palisade_core::matcher::{HeaderMatchWire, MatchWire, RequestMatch};
@@ -380,14 +381,13 @@ impl Config {
             max_bytes: None,
             on_too_large: None,
         });
-        let max_body_bytes = body.max_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        if !(1..=MAX_MAX_BODY_BYTES).contains(&max_body_bytes) {
-            return Err(root.field("body").field("max_bytes").out_of_range(
-                max_body_bytes,
-                1,
-                MAX_MAX_BODY_BYTES,
-            ));
-        }
+        let max_body_bytes = number_in(
+            body.max_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+            &root.field("body").field("max_bytes"),
+            1,
+            MAX_MAX_BODY_BYTES,
+        )?;
         let on_too_large = either(
             body.on_too_large.as_deref(),
             &root.field("body").field("on_too_large"),
