@@ -3,8 +3,8 @@
 //! The field-by-field reference is `docs/bulkhead.md`; keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, parse_duration, parse_json, validate_named_rules, validate_scope,
-    ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
+    duration_in, in_range, non_empty, number_in, parse_duration, parse_json, validate_rules,
+    validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{url_path, validate_header_name, KeyPart, KeyPartWire, RequestView};
@@ -17,10 +17,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
@@ -39,10 +36,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
@@ -83,10 +77,7 @@ struct PrioritiesWire {
     #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_CLASSES)))]
     classes: Vec<ClassWire>,
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     default: Option<String>,
 }
 
@@ -96,10 +87,7 @@ struct PrioritiesWire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ClassWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[cfg_attr(
         feature = "schema",
@@ -275,12 +263,6 @@ impl Rule {
     }
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/bulkhead.schema.json`).
@@ -339,9 +321,13 @@ impl Config {
             MIN_WORKER_TIMEOUT,
             MAX_WORKER_TIMEOUT,
         )?;
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, failure_mode)
-        })?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            |rw, path| validate_rule(rw, path, failure_mode),
+            |r| &r.name,
+        )?;
         Ok(Config {
             scope,
             failure_mode,
@@ -364,12 +350,10 @@ fn validate_rule(
 ) -> Result<Rule, ConfigError> {
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
-    let cluster = match &rw.cluster {
-        Some(c) if c.is_empty() => {
-            return Err(path.field("cluster").invalid(c, "must not be empty"))
-        }
-        other => other.clone(),
-    };
+    if let Some(c) = &rw.cluster {
+        non_empty(c, &path.field("cluster"))?;
+    }
+    let cluster = rw.cluster.clone();
     let partition_by = match &rw.partition_by {
         None => PartitionBy::Nothing,
         Some(PartitionByWire::Route) => PartitionBy::Route,
@@ -394,9 +378,8 @@ fn validate_rule(
             MAX_MAX_PARTITIONS,
         )?,
     };
-    let max_concurrent = number_in(
-        Some(rw.max_concurrent),
-        1,
+    let max_concurrent = in_range(
+        rw.max_concurrent,
         &path.field("max_concurrent"),
         1,
         MAX_CONCURRENT,
@@ -506,9 +489,7 @@ fn validate_priorities(
         let share = validate_share(cw.share, &cp.field("share"))?;
         for (j, v) in cw.values.iter().flatten().enumerate() {
             let vp = cp.field("values").index(j);
-            if v.is_empty() {
-                return Err(vp.invalid(v, "must not be empty"));
-            }
+            non_empty(v, &vp)?;
             if let Some((_, other)) = values.iter().find(|(k, _)| k == v) {
                 let owner = classes
                     .get(*other)

@@ -5,8 +5,8 @@
 //! (and lists every deliberate difference). Keep the two in step.
 
 use palisade_core::config::{
-    duration_in, number_in, one_of, parse_json, validate_named_rules, validate_scope, ConfigError,
-    FieldPath, NamedRule, ReplyWire as ResponseWire,
+    duration_in, in_range, number_in, one_of_or, parse_json, validate_rules, validate_scope,
+    ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::validate_header_name;
@@ -19,10 +19,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     failure_mode: Option<String>,
@@ -34,10 +31,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
@@ -284,12 +278,6 @@ pub struct Rule {
     pub reply: ReplySpec,
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/circuit_breaker.schema.json`).
@@ -326,9 +314,13 @@ impl Config {
         let failure_mode =
             FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
         let mut warnings = Vec::new();
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, failure_mode, &mut warnings)
-        })?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            |rw, path| validate_rule(rw, path, failure_mode, &mut warnings),
+            |r| &r.name,
+        )?;
         Ok(Config {
             scope,
             failure_mode,
@@ -356,19 +348,17 @@ fn validate_rule(
     let name = validate_name(&rw.name, &path.field("name"))?;
     let matcher = RequestMatch::validate_optional(rw.matcher.as_ref(), &path.field("match"))?;
     let key = validate_key(rw.key.as_ref(), &path.field("key"))?;
-    let mode = match &rw.mode {
-        Some(m) => one_of(
-            m,
-            &path.field("mode"),
-            &[
-                ("normal", Mode::Normal),
-                ("forced_open", Mode::ForcedOpen),
-                ("forced_closed", Mode::ForcedClosed),
-                ("metrics_only", Mode::MetricsOnly),
-            ],
-        )?,
-        None => Mode::Normal,
-    };
+    let mode = one_of_or(
+        rw.mode.as_deref(),
+        Mode::Normal,
+        &path.field("mode"),
+        &[
+            ("normal", Mode::Normal),
+            ("forced_open", Mode::ForcedOpen),
+            ("forced_closed", Mode::ForcedClosed),
+            ("metrics_only", Mode::MetricsOnly),
+        ],
+    )?;
     let mode = validate_shadow(mode, rw.shadow, path, warnings)?;
     let thresholds = validate_thresholds(rw, path)?;
     let failure_statuses = validate_statuses(rw.failure_statuses.as_deref(), path)?;
@@ -460,33 +450,27 @@ fn validate_key(wire: Option<&KeyWire>, path: &FieldPath) -> Result<BreakerKey, 
         Some(KeyWire::Header(name)) => {
             BreakerKey::Header(validate_header_name(name, &path.field("header"))?)
         }
-        Some(KeyWire::PathSegments(n)) => {
-            if !(1..=MAX_PATH_SEGMENTS).contains(n) {
-                return Err(path
-                    .field("path_segments")
-                    .out_of_range(n, 1, MAX_PATH_SEGMENTS));
-            }
-            BreakerKey::PathSegments(*n)
-        }
+        Some(KeyWire::PathSegments(n)) => BreakerKey::PathSegments(in_range(
+            *n,
+            &path.field("path_segments"),
+            1,
+            MAX_PATH_SEGMENTS,
+        )?),
         Some(KeyWire::Constant(text)) => BreakerKey::Constant(text.clone()),
     })
 }
 
 fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, ConfigError> {
-    let window_type = match &rw.sliding_window_type {
-        Some(t) => one_of(
-            t,
-            &path.field("sliding_window_type"),
-            &[("count_based", false), ("time_based", true)],
-        )?,
-        None => false,
-    };
+    let window_type = one_of_or(
+        rw.sliding_window_type.as_deref(),
+        false,
+        &path.field("sliding_window_type"),
+        &[("count_based", false), ("time_based", true)],
+    )?;
     let size = rw.sliding_window_size.unwrap_or(100);
     let size_path = path.field("sliding_window_size");
     let window = if window_type {
-        if !(1..=MAX_TIME_WINDOW_SECS).contains(&size) {
-            return Err(size_path.out_of_range(size, 1, MAX_TIME_WINDOW_SECS));
-        }
+        in_range(size, &size_path, 1, MAX_TIME_WINDOW_SECS)?;
         if size <= MAX_TIME_BUCKETS {
             WindowSpec::Time {
                 buckets: size,
@@ -499,9 +483,7 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
             }
         }
     } else {
-        if !(1..=MAX_COUNT_WINDOW).contains(&size) {
-            return Err(size_path.out_of_range(size, 1, MAX_COUNT_WINDOW));
-        }
+        in_range(size, &size_path, 1, MAX_COUNT_WINDOW)?;
         WindowSpec::Count { size }
     };
     let minimum = number_in(
@@ -532,15 +514,9 @@ fn validate_thresholds(rw: &RuleWire, path: &FieldPath) -> Result<Thresholds, Co
         Duration::from_millis(1),
         MAX_WAIT,
     )?;
-    let consecutive_failures = match rw.consecutive_failures {
-        None => None,
-        Some(n) if (1..=1_000_000).contains(&n) => Some(n),
-        Some(n) => {
-            return Err(path
-                .field("consecutive_failures")
-                .out_of_range(n, 1, 1_000_000))
-        }
-    };
+    let consecutive_failures = (rw.consecutive_failures)
+        .map(|n| in_range(n, &path.field("consecutive_failures"), 1, 1_000_000))
+        .transpose()?;
     let wait_duration_in_open = duration_in(
         rw.wait_duration_in_open.as_deref(),
         Duration::from_secs(60),

@@ -310,19 +310,13 @@ fn is_json_number(t: &[u8]) -> bool {
     match t.get(i) {
         Some(b'0') => i += 1,
         Some(b'1'..=b'9') => {
-            while t.get(i).is_some_and(u8::is_ascii_digit) {
-                i += 1;
-            }
+            digits(t, &mut i);
         }
         _ => return false,
     }
     if t.get(i) == Some(&b'.') {
         i += 1;
-        let digits = i;
-        while t.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == digits {
+        if !digits(t, &mut i) {
             return false;
         }
     }
@@ -331,15 +325,20 @@ fn is_json_number(t: &[u8]) -> bool {
         if matches!(t.get(i), Some(b'+' | b'-')) {
             i += 1;
         }
-        let digits = i;
-        while t.get(i).is_some_and(u8::is_ascii_digit) {
-            i += 1;
-        }
-        if i == digits {
+        if !digits(t, &mut i) {
             return false;
         }
     }
     i == t.len()
+}
+
+/// Moves `i` past the ASCII digits of `t` from there on; whether there was at least one.
+fn digits(t: &[u8], i: &mut usize) -> bool {
+    let start = *i;
+    while t.get(*i).is_some_and(u8::is_ascii_digit) {
+        *i += 1;
+    }
+    *i > start
 }
 
 #[cfg(test)]
@@ -413,8 +412,9 @@ mod tests {
         .unwrap_err();
         assert_eq!(err.field.as_str(), "rules[1].capacty");
         let msg = err.to_string();
-        assert!(msg.contains("rules[1].capacty"), "{msg}");
-        assert!(msg.contains("unknown field"), "{msg}");
+        for needle in ["rules[1].capacty", "unknown field"] {
+            assert!(msg.contains(needle), "{needle}: {msg}");
+        }
     }
 
     #[test]
@@ -611,20 +611,50 @@ mod duration_tests {
     }
 }
 
-/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`.
-pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !name.is_empty()
-        && name.len() <= 64
-        && name
+/// What [`validate_name`] accepts, as the wire types' JSON Schema says it
+/// (`schemars(regex(pattern = palisade_core::config::NAME_PATTERN))`).
+pub const NAME_PATTERN: &str = r"^[A-Za-z0-9_-]{1,64}$";
+
+/// `value` if it is 1 to `max` characters, each an ASCII letter or digit or one of
+/// `punctuation`: the shape of every identifier a config names (rules, scopes, descriptor keys);
+/// else an "invalid value" error giving `reason`.
+pub fn validate_word(
+    value: &str,
+    path: &FieldPath,
+    max: usize,
+    punctuation: &str,
+    reason: &str,
+) -> Result<String, ConfigError> {
+    let ok = !value.is_empty()
+        && value.len() <= max
+        && value
             .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+            .all(|c| c.is_ascii_alphanumeric() || punctuation.contains(c));
     if ok {
-        Ok(name.to_owned())
+        Ok(value.to_owned())
     } else {
-        Err(path.invalid(
-            name,
-            "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
-        ))
+        Err(path.invalid(value, reason))
+    }
+}
+
+/// A name usable in metric names and shared-data keys: 1–64 of `[A-Za-z0-9_-]`
+/// ([`NAME_PATTERN`]).
+pub fn validate_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
+    validate_word(
+        name,
+        path,
+        64,
+        "_-",
+        "use 1 to 64 characters from A-Z, a-z, 0-9, `_` and `-`",
+    )
+}
+
+/// A string field that must hold something: an empty one is an "invalid value" error.
+pub fn non_empty(value: &str, path: &FieldPath) -> Result<(), ConfigError> {
+    if value.is_empty() {
+        Err(path.invalid(value, "must not be empty"))
+    } else {
+        Ok(())
     }
 }
 
@@ -642,6 +672,47 @@ pub fn one_of<'a, T: Copy>(
             let names: Vec<String> = options.iter().map(|(n, _)| format!("`{n}`")).collect();
             path.invalid(value, format!("expected one of {}", names.join(", ")))
         })
+}
+
+/// [`one_of`] for an optional field: `default` when absent.
+pub fn one_of_or<T: Copy>(
+    value: Option<&str>,
+    default: T,
+    path: &FieldPath,
+    options: &[(&str, T)],
+) -> Result<T, ConfigError> {
+    value.map_or(Ok(default), |v| one_of(v, path, options))
+}
+
+/// A two-word enumerated string field: absent or `default.0` is `default.1`, `other.0` is
+/// `other.1`; anything else is an error naming both words.
+pub fn either<T: Copy>(
+    value: Option<&str>,
+    path: &FieldPath,
+    default: (&str, T),
+    other: (&str, T),
+) -> Result<T, ConfigError> {
+    Ok(if is_other(value, path, default.0, other.0)? {
+        other.1
+    } else {
+        default.1
+    })
+}
+
+/// [`either`]'s check, kept out of the generic function so that each enumeration adds no copy
+/// of it to the module.
+fn is_other(
+    value: Option<&str>,
+    path: &FieldPath,
+    default: &str,
+    other: &str,
+) -> Result<bool, ConfigError> {
+    match value {
+        None => Ok(false),
+        Some(v) if v == default => Ok(false),
+        Some(v) if v == other => Ok(true),
+        Some(v) => Err(path.invalid(v, format!("expected `{default}` or `{other}`"))),
+    }
 }
 
 /// Wire form of a plugin's local reply: `{"status": 429, "body": "...", "content_type": "..."}`,
@@ -716,6 +787,59 @@ mod shared_field_tests {
     }
 
     #[test]
+    fn a_two_word_enumeration_defaults_to_its_first_word_and_names_both() {
+        let p = FieldPath::root().field("mode");
+        for (value, want) in [(None, 1), (Some("all"), 1), (Some("first"), 2)] {
+            assert_eq!(
+                either(value, &p, ("all", 1), ("first", 2)).unwrap(),
+                want,
+                "{value:?}"
+            );
+        }
+        let err = either(Some("some"), &p, ("all", 1), ("first", 2)).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "config field `mode`: invalid value \"some\": expected `all` or `first`"
+        );
+    }
+
+    #[test]
+    fn words_are_bounded_runs_of_letters_digits_and_the_given_punctuation() {
+        let p = FieldPath::root().field("key");
+        for (value, max, punctuation, ok) in [
+            ("a-b_c", 64, "_-", true),
+            ("a.b:c", 8, "_.:-", true),
+            ("a.b", 64, "_-", false),
+            ("", 64, "_-", false),
+            ("abcd", 3, "", false),
+            ("é", 64, "_-", false),
+        ] {
+            let case = format!("{value:?} {max} {punctuation:?}");
+            match validate_word(value, &p, max, punctuation, "a word") {
+                Ok(word) => assert!(ok && word == value, "{case}"),
+                Err(err) => {
+                    assert!(!ok, "{case}: {err}");
+                    assert_eq!(
+                        err.to_string(),
+                        format!("config field `key`: invalid value {value:?}: a word"),
+                        "{case}"
+                    );
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn an_empty_string_is_refused_where_one_is_required() {
+        let p = FieldPath::root().field("issuer");
+        assert!(non_empty("x", &p).is_ok());
+        assert_eq!(
+            non_empty("", &p).unwrap_err().to_string(),
+            "config field `issuer`: invalid value \"\": must not be empty"
+        );
+    }
+
+    #[test]
     fn enumerations_list_what_they_accept() {
         let p = FieldPath::root().field("mode");
         assert_eq!(one_of("b", &p, &[("a", 1), ("b", 2)]).unwrap(), 2);
@@ -724,6 +848,15 @@ mod shared_field_tests {
             err.to_string().contains("expected one of `a`, `b`"),
             "{err}"
         );
+        for (value, want) in [(None, 0), (Some("a"), 1), (Some("b"), 2)] {
+            assert_eq!(
+                one_of_or(value, 0, &p, &[("a", 1), ("b", 2)]).unwrap(),
+                want,
+                "{value:?}"
+            );
+        }
+        let err = one_of_or(Some("c"), 0, &p, &[("a", 1), ("b", 2)]).unwrap_err();
+        assert_eq!(err, one_of("c", &p, &[("a", 1), ("b", 2)]).unwrap_err());
     }
 
     #[test]
@@ -756,22 +889,40 @@ pub fn validate_rules<W, T>(
     wire: &[W],
     path: &FieldPath,
     max: usize,
+    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
+    name: impl Fn(&T) -> &str,
+) -> Result<Vec<T>, ConfigError> {
+    validate_named(wire, path, max, "rule", validate, name)
+}
+
+/// [`validate_rules`] for a list of named `what`s (`"provider"`): the errors say "at least one
+/// provider is needed", "provider names must be unique".
+pub fn validate_named<W, T>(
+    wire: &[W],
+    path: &FieldPath,
+    max: usize,
+    what: &str,
     mut validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
     name: impl Fn(&T) -> &str,
 ) -> Result<Vec<T>, ConfigError> {
-    list_len(wire.len(), path, max, "at least one rule is needed")?;
-    let mut rules: Vec<T> = Vec::with_capacity(wire.len());
+    list_len(
+        wire.len(),
+        path,
+        max,
+        &format!("at least one {what} is needed"),
+    )?;
+    let mut items: Vec<T> = Vec::with_capacity(wire.len());
     for (i, w) in wire.iter().enumerate() {
         let element = path.index(i);
-        let rule = validate(w, &element)?;
-        if rules.iter().any(|r| name(r) == name(&rule)) {
+        let item = validate(w, &element)?;
+        if items.iter().any(|r| name(r) == name(&item)) {
             return Err(element
                 .field("name")
-                .invalid(name(&rule), "rule names must be unique"));
+                .invalid(name(&item), format!("{what} names must be unique")));
         }
-        rules.push(rule);
+        items.push(item);
     }
-    Ok(rules)
+    Ok(items)
 }
 
 /// Validate every element of a list field (absent: empty) through `validate`, which gets the
@@ -787,6 +938,19 @@ pub fn validate_each<'a, W: 'a, T>(
         .collect()
 }
 
+/// A list field of at least one element (else "missing", with `reason`) and at most `max`, each
+/// through `validate` as [`validate_each`] does.
+pub fn validate_list<W, T>(
+    wire: &[W],
+    path: &FieldPath,
+    max: usize,
+    reason: &str,
+    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
+) -> Result<Vec<T>, ConfigError> {
+    list_len(wire.len(), path, max, reason)?;
+    validate_each(wire, path, validate)
+}
+
 /// A list field's length: at least one element (else "missing", with `reason`), at most `max`.
 pub fn list_len(len: usize, path: &FieldPath, max: usize, reason: &str) -> Result<(), ConfigError> {
     if len == 0 {
@@ -798,21 +962,6 @@ pub fn list_len(len: usize, path: &FieldPath, max: usize, reason: &str) -> Resul
     Ok(())
 }
 
-/// A validated rule with a name (see [`validate_named_rules`]).
-pub trait NamedRule {
-    fn name(&self) -> &str;
-}
-
-/// [`validate_rules`] for the top-level `rules` list of rules that carry their name.
-pub fn validate_named_rules<W, T: NamedRule>(
-    wire: &[W],
-    root: &FieldPath,
-    max: usize,
-    validate: impl FnMut(&W, &FieldPath) -> Result<T, ConfigError>,
-) -> Result<Vec<T>, ConfigError> {
-    validate_rules(wire, &root.field("rules"), max, validate, T::name)
-}
-
 /// The `scope` field of the plugins that keep shared data: a [`validate_name`], `default` when
 /// absent. It names the shared-data namespace, so two filters sharing a scope share state.
 pub fn validate_scope(wire: Option<&str>, root: &FieldPath) -> Result<String, ConfigError> {
@@ -822,8 +971,7 @@ pub fn validate_scope(wire: Option<&str>, root: &FieldPath) -> Result<String, Co
     }
 }
 
-/// An optional whole-number field: `default` when absent, else checked to lie within
-/// `min..=max`; the error names the field, the value and the range.
+/// An optional whole-number field: `default` when absent, else checked by [`in_range`].
 pub fn number_in<T>(
     value: Option<T>,
     default: T,
@@ -834,11 +982,19 @@ pub fn number_in<T>(
 where
     T: PartialOrd + Copy + fmt::Display,
 {
-    let v = value.unwrap_or(default);
-    if v < min || v > max {
-        return Err(path.out_of_range(v, min, max));
+    in_range(value.unwrap_or(default), path, min, max)
+}
+
+/// A whole number that must lie within `min..=max`; the error names the field, the value and
+/// the range.
+pub fn in_range<T>(value: T, path: &FieldPath, min: T, max: T) -> Result<T, ConfigError>
+where
+    T: PartialOrd + Copy + fmt::Display,
+{
+    if value < min || value > max {
+        return Err(path.out_of_range(value, min, max));
     }
-    Ok(v)
+    Ok(value)
 }
 
 #[cfg(test)]
@@ -893,6 +1049,34 @@ mod rule_list_tests {
     }
 
     #[test]
+    fn a_required_list_needs_one_to_max_elements_each_validated_at_its_index() {
+        let p = FieldPath::root().field("rules");
+        let names = |n: &String, p: &FieldPath| validate_name(n, p);
+        let list = vec!["a".to_owned(), "b".to_owned()];
+        assert_eq!(validate_list(&list, &p, 2, "one", names).unwrap(), list);
+        let three = vec!["a".to_owned(), "b".to_owned(), "c".to_owned()];
+        let bad = vec!["a".to_owned(), "b c".to_owned()];
+        for (list, field, message) in [
+            (vec![], "rules", "config field `rules`: missing: one"),
+            (
+                three,
+                "rules",
+                "config field `rules`: value \"3\" is out of range (allowed 1 to 2)",
+            ),
+            (
+                bad,
+                "rules[1]",
+                "config field `rules[1]`: invalid value \"b c\": use 1 to 64 characters from \
+                 A-Z, a-z, 0-9, `_` and `-`",
+            ),
+        ] {
+            let err = validate_list(&list, &p, 2, "one", names).unwrap_err();
+            assert_eq!(err.field.as_str(), field, "{list:?}");
+            assert_eq!(err.to_string(), message, "{list:?}");
+        }
+    }
+
+    #[test]
     fn a_missing_scope_is_the_default_one_and_a_bad_one_is_named() {
         let root = FieldPath::root();
         assert_eq!(validate_scope(None, &root).unwrap(), "default");
@@ -908,14 +1092,15 @@ mod rule_list_tests {
         assert_eq!(number_in(None, 64u32, &p, 1, 100).unwrap(), 64);
         assert_eq!(number_in(Some(100u32), 64, &p, 1, 100).unwrap(), 100);
         for bad in [0u32, 101] {
-            let err = number_in(Some(bad), 64, &p, 1, 100).unwrap_err();
-            assert_eq!(
-                err.to_string(),
-                format!(
-                    "config field `max_keys`: value \"{bad}\" is out of range (allowed 1 to 100)"
-                )
+            let want = format!(
+                "config field `max_keys`: value \"{bad}\" is out of range (allowed 1 to 100)"
             );
+            let err = number_in(Some(bad), 64, &p, 1, 100).unwrap_err();
+            assert_eq!(err.to_string(), want);
+            let err = in_range(bad, &p, 1, 100).unwrap_err();
+            assert_eq!(err.to_string(), want);
         }
+        assert_eq!(in_range(1u32, &p, 1, 100).unwrap(), 1);
     }
 }
 
@@ -942,14 +1127,12 @@ impl FailureMode {
         default: FailureMode,
         path: &FieldPath,
     ) -> Result<FailureMode, ConfigError> {
-        match wire {
-            None => Ok(default),
-            Some(v) => one_of(
-                v,
-                path,
-                &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
-            ),
-        }
+        one_of_or(
+            wire,
+            default,
+            path,
+            &[("allow", FailureMode::Allow), ("deny", FailureMode::Deny)],
+        )
     }
 }
 

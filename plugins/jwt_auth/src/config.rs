@@ -9,7 +9,8 @@ use crate::token::{Alg, KeyKind};
 use crate::verify::TimeRules;
 use crate::Compat;
 use palisade_core::config::{
-    duration_in, list_len, parse_json, validate_name, validate_scope, ConfigError, FieldPath,
+    duration_in, either, non_empty, number_in, parse_json, validate_each, validate_list,
+    validate_name, validate_named, validate_scope, ConfigError, FieldPath,
 };
 use palisade_core::key::validate_header_name;
 use palisade_core::matcher::{MatchWire, RequestMatch};
@@ -22,10 +23,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     #[cfg_attr(
@@ -55,10 +53,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ProviderWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
     issuer: String,
@@ -275,6 +270,13 @@ pub struct Provider {
     pub compat: Compat,
 }
 
+impl Provider {
+    /// The headers this provider writes (mapped claims, the payload).
+    pub fn output_headers(&self) -> impl Iterator<Item = &String> {
+        (self.claim_headers.iter().map(|(_, h)| h)).chain(self.payload_header.iter())
+    }
+}
+
 /// What a rule asks of a request.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Requires {
@@ -355,33 +357,18 @@ impl Config {
                 "use 1 to 128 printable ASCII characters without `\"` or `\\`",
             ));
         }
-        list_len(
-            wire.providers.len(),
+        let providers = validate_named(
+            &wire.providers,
             &root.field("providers"),
             MAX_PROVIDERS,
-            "at least one provider is needed",
+            "provider",
+            validate_provider,
+            |p| &p.name,
         )?;
-        let mut providers = Vec::new();
-        let mut names = HashSet::new();
-        let mut output_headers = HashSet::new();
-        for (i, pw) in wire.providers.iter().enumerate() {
-            let path = root.field("providers").index(i);
-            let p = validate_provider(pw, &path)?;
-            if !names.insert(p.name.clone()) {
-                return Err(path
-                    .field("name")
-                    .invalid(&p.name, "provider names must be unique"));
-            }
-            for h in p
-                .claim_headers
-                .iter()
-                .map(|(_, h)| h)
-                .chain(p.payload_header.iter())
-            {
-                output_headers.insert(h.clone());
-            }
-            providers.push(p);
-        }
+        let output_headers: HashSet<&String> = providers
+            .iter()
+            .flat_map(Provider::output_headers)
+            .collect();
         // An output header must never be a place a token is read from, or stripping spoofed
         // outputs would eat the token.
         for (i, p) in providers.iter().enumerate() {
@@ -397,29 +384,19 @@ impl Config {
                 }
             }
         }
-        list_len(
-            wire.rules.len(),
+        let rules = validate_list(
+            &wire.rules,
             &root.field("rules"),
             MAX_RULES,
             "at least one rule is needed",
+            |rw, path| validate_rule(rw, &providers, path),
         )?;
-        let mut rules = Vec::new();
-        for (i, rw) in wire.rules.iter().enumerate() {
-            rules.push(validate_rule(
-                rw,
-                &providers,
-                &root.field("rules").index(i),
-            )?);
-        }
-        let allow_unmatched = match wire.unmatched.as_deref() {
-            None | Some("deny") => false,
-            Some("allow") => true,
-            Some(other) => {
-                return Err(root
-                    .field("unmatched")
-                    .invalid(other, "expected `deny` or `allow`"))
-            }
-        };
+        let allow_unmatched = either(
+            wire.unmatched.as_deref(),
+            &root.field("unmatched"),
+            ("deny", false),
+            ("allow", true),
+        )?;
         let audience_failure_status = wire.audience_failure_status.unwrap_or(403);
         if audience_failure_status != 401 && audience_failure_status != 403 {
             return Err(root
@@ -455,17 +432,13 @@ impl Config {
                 }
             }
         };
-        let cache_max_entries = match wire.cache.as_ref().and_then(|c| c.max_entries) {
-            None => DEFAULT_CACHE_ENTRIES,
-            Some(n) if n <= MAX_CACHE_ENTRIES => n,
-            Some(n) => {
-                return Err(root.field("cache").field("max_entries").out_of_range(
-                    n,
-                    0,
-                    MAX_CACHE_ENTRIES,
-                ))
-            }
-        };
+        let cache_max_entries = number_in(
+            wire.cache.as_ref().and_then(|c| c.max_entries),
+            DEFAULT_CACHE_ENTRIES,
+            &root.field("cache").field("max_entries"),
+            0,
+            MAX_CACHE_ENTRIES,
+        )?;
         Ok(Config {
             scope,
             realm,
@@ -482,16 +455,9 @@ impl Config {
     /// Every output header of every provider (removed from every request before anything else).
     pub fn output_headers(&self) -> Vec<String> {
         let mut all: Vec<String> = Vec::new();
-        for p in &self.providers {
-            for h in p
-                .claim_headers
-                .iter()
-                .map(|(_, h)| h)
-                .chain(p.payload_header.iter())
-            {
-                if !all.contains(h) {
-                    all.push(h.clone());
-                }
+        for h in self.providers.iter().flat_map(Provider::output_headers) {
+            if !all.contains(h) {
+                all.push(h.clone());
             }
         }
         all
@@ -500,19 +466,10 @@ impl Config {
 
 fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, ConfigError> {
     let name = validate_name(&pw.name, &path.field("name"))?;
-    if pw.issuer.is_empty() {
-        return Err(path
-            .field("issuer")
-            .invalid(&pw.issuer, "must not be empty"));
-    }
+    non_empty(&pw.issuer, &path.field("issuer"))?;
     let audiences = pw.audiences.clone().unwrap_or_default();
     for (i, a) in audiences.iter().enumerate() {
-        if a.is_empty() {
-            return Err(path
-                .field("audiences")
-                .index(i)
-                .invalid(a, "must not be empty"));
-        }
+        non_empty(a, &path.field("audiences").index(i))?;
     }
     let jwks_path = path.field("jwks");
     let jwks = match (&pw.jwks.inline, &pw.jwks.remote) {
@@ -531,14 +488,11 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
             .filter(|a| a.key_kind() != KeyKind::Hmac)
             .collect(),
         Some(list) => {
+            let list_path = path.field("algorithms");
             if list.is_empty() {
-                return Err(path
-                    .field("algorithms")
-                    .missing("list at least one algorithm"));
+                return Err(list_path.missing("list at least one algorithm"));
             }
-            let mut algs = Vec::new();
-            for (i, name) in list.iter().enumerate() {
-                let ap = path.field("algorithms").index(i);
+            validate_each(list, &list_path, |name, ap| {
                 let alg = Alg::from_name(name).ok_or_else(|| ap.invalid(name, "expected one of RS256, RS384, RS512, PS256, PS384, PS512, ES256, ES384, ES512, EdDSA, HS256, HS384, HS512"))?;
                 if alg.key_kind() == KeyKind::Hmac && matches!(jwks, JwksSource::Remote(_)) {
                     return Err(ap.invalid(
@@ -546,9 +500,8 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
                         "HMAC algorithms need an inline secret, not a remote JWKS",
                     ));
                 }
-                algs.push(alg);
-            }
-            algs
+                Ok(alg)
+            })?
         }
     };
     let clock_skew = duration_in(
@@ -558,14 +511,13 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         Duration::ZERO,
         MAX_CLOCK_SKEW,
     )?;
-    let max_token_size = pw.max_token_size.unwrap_or(DEFAULT_MAX_TOKEN_SIZE);
-    if !(64..=MAX_MAX_TOKEN_SIZE).contains(&max_token_size) {
-        return Err(path.field("max_token_size").out_of_range(
-            max_token_size,
-            64,
-            MAX_MAX_TOKEN_SIZE,
-        ));
-    }
+    let max_token_size = number_in(
+        pw.max_token_size,
+        DEFAULT_MAX_TOKEN_SIZE,
+        &path.field("max_token_size"),
+        64,
+        MAX_MAX_TOKEN_SIZE,
+    )?;
     let mut locations = Vec::new();
     for (i, h) in pw.from_headers.iter().flatten().enumerate() {
         let hp = path.field("from_headers").index(i);
@@ -576,12 +528,7 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
         });
     }
     for (i, q) in pw.from_params.iter().flatten().enumerate() {
-        if q.is_empty() {
-            return Err(path
-                .field("from_params")
-                .index(i)
-                .invalid(q, "must not be empty"));
-        }
+        non_empty(q, &path.field("from_params").index(i))?;
         locations.push(Location::Query(q.clone()));
     }
     for (i, c) in pw.from_cookies.iter().flatten().enumerate() {
@@ -602,28 +549,25 @@ fn validate_provider(pw: &ProviderWire, path: &FieldPath) -> Result<Provider, Co
             prefix: "Bearer ".into(),
         });
     }
-    let mut claim_headers = Vec::new();
-    for (i, ch) in pw.claim_to_headers.iter().flatten().enumerate() {
-        let cp = path.field("claim_to_headers").index(i);
-        if ch.claim.is_empty() {
-            return Err(cp.field("claim").invalid(&ch.claim, "must not be empty"));
-        }
-        let header = validate_output_header(&ch.header, &cp.field("header"))?;
-        claim_headers.push((ClaimPath::new(&ch.claim), header));
-    }
+    let claim_headers = validate_each(
+        pw.claim_to_headers.iter().flatten(),
+        &path.field("claim_to_headers"),
+        |ch, cp| {
+            non_empty(&ch.claim, &cp.field("claim"))?;
+            let header = validate_output_header(&ch.header, &cp.field("header"))?;
+            Ok((ClaimPath::new(&ch.claim), header))
+        },
+    )?;
     let payload_header = match &pw.payload_header {
         Some(h) => Some(validate_output_header(h, &path.field("payload_header"))?),
         None => None,
     };
-    let compat = match pw.compat.as_deref() {
-        None | Some("strict") => Compat::Strict,
-        Some("jwt_authn") => Compat::JwtAuthn,
-        Some(other) => {
-            return Err(path
-                .field("compat")
-                .invalid(other, "expected `strict` or `jwt_authn`"))
-        }
-    };
+    let compat = either(
+        pw.compat.as_deref(),
+        &path.field("compat"),
+        ("strict", Compat::Strict),
+        ("jwt_authn", Compat::JwtAuthn),
+    )?;
     Ok(Provider {
         name,
         issuer: pw.issuer.clone(),
@@ -659,11 +603,7 @@ fn validate_output_header(name: &str, path: &FieldPath) -> Result<String, Config
 }
 
 fn validate_remote(r: &RemoteWire, path: &FieldPath) -> Result<Remote, ConfigError> {
-    if r.cluster.is_empty() {
-        return Err(path
-            .field("cluster")
-            .invalid(&r.cluster, "must not be empty"));
-    }
+    non_empty(&r.cluster, &path.field("cluster"))?;
     let rest = r
         .uri
         .strip_prefix("https://")
@@ -756,9 +696,7 @@ fn validate_rule(
     let mut claims = Vec::new();
     for (i, cw) in rw.claims.iter().flatten().enumerate() {
         let cp = path.field("claims").index(i);
-        if cw.claim.is_empty() {
-            return Err(cp.field("claim").invalid(&cw.claim, "must not be empty"));
-        }
+        non_empty(&cw.claim, &cp.field("claim"))?;
         let condition = match (&cw.equals, &cw.contains, cw.present) {
             (Some(OneOrMany(v)), None, None) if !v.is_empty() => Condition::Equals(v.clone()),
             (None, Some(OneOrMany(items)), None) => {

@@ -6,8 +6,8 @@ use crate::bucket::Limit;
 use crate::global::{GlobalSpec, GlobalWire, OnError};
 use crate::shape::{validate_rule_shapes, Shape};
 use palisade_core::config::{
-    list_len, number_in, one_of, parse_duration, parse_json, validate_named_rules, validate_scope,
-    ConfigError, FieldPath, NamedRule, ReplyWire as ResponseWire,
+    in_range, list_len, number_in, one_of_or, parse_duration, parse_json, validate_each,
+    validate_rules, validate_scope, ConfigError, FieldPath, ReplyWire as ResponseWire,
 };
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
@@ -20,10 +20,7 @@ use std::time::Duration;
 #[serde(deny_unknown_fields)]
 struct Wire {
     #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     scope: Option<String>,
     #[serde(default)]
     #[cfg_attr(feature = "schema", schemars(extend("enum" = ["first", "all", null])))]
@@ -42,10 +39,7 @@ struct Wire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<MatchWire>,
@@ -122,12 +116,6 @@ pub struct Rule {
     pub global: Option<GlobalSpec>,
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 /// The validated plugin configuration.
 ///
 /// With the `schema` feature its JSON Schema is the wire format's (`schema/rate_limit.schema.json`).
@@ -160,23 +148,25 @@ impl Config {
         let wire: Wire = parse_json(bytes)?;
         let root = FieldPath::root();
         let scope = validate_scope(wire.scope.as_deref(), &root)?;
-        let mode = match &wire.mode {
-            Some(m) => one_of(
-                m,
-                &root.field("mode"),
-                &[("first", Mode::First), ("all", Mode::All)],
-            )?,
-            None => Mode::First,
-        };
+        let mode = one_of_or(
+            wire.mode.as_deref(),
+            Mode::First,
+            &root.field("mode"),
+            &[("first", Mode::First), ("all", Mode::All)],
+        )?;
         let client_ip = ClientIpSource::validate(
             &wire.client_ip.clone().unwrap_or_default(),
             &root.field("client_ip"),
         )?;
         let failure_mode =
             FailureMode::validate(wire.failure_mode.as_deref(), &root.field("failure_mode"))?;
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, |rw, path| {
-            validate_rule(rw, path, failure_mode)
-        })?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            |rw, path| validate_rule(rw, path, failure_mode),
+            |r| &r.name,
+        )?;
         Ok(Config {
             scope,
             mode,
@@ -211,12 +201,7 @@ fn validate_rule(
             "a rule needs at least one limit (a `global` rule: unless its `on_error` is allow or deny)",
         )?;
     }
-    let limits = rw
-        .limits
-        .iter()
-        .enumerate()
-        .map(|(i, lw)| validate_limit(lw, &path.field("limits").index(i)))
-        .collect::<Result<Vec<_>, _>>()?;
+    let limits = validate_each(&rw.limits, &path.field("limits"), validate_limit)?;
     let shapes = validate_rule_shapes(
         &rw.limits
             .iter()
@@ -226,17 +211,15 @@ fn validate_rule(
         rw.shadow.unwrap_or(false),
         global.is_some(),
     )?;
-    let on_missing_key = match &rw.on_missing_key {
-        Some(v) => one_of(
-            v,
-            &path.field("on_missing_key"),
-            &[
-                ("skip", MissingKey::Skip),
-                ("shared_bucket", MissingKey::SharedBucket),
-            ],
-        )?,
-        None => MissingKey::Skip,
-    };
+    let on_missing_key = one_of_or(
+        rw.on_missing_key.as_deref(),
+        MissingKey::Skip,
+        &path.field("on_missing_key"),
+        &[
+            ("skip", MissingKey::Skip),
+            ("shared_bucket", MissingKey::SharedBucket),
+        ],
+    )?;
     let failure_mode = FailureMode::validate_or(
         rw.failure_mode.as_deref(),
         default_failure_mode,
@@ -271,23 +254,15 @@ fn validate_rule(
 }
 
 fn validate_limit(lw: &LimitWire, path: &FieldPath) -> Result<Limit, ConfigError> {
-    if !(1..=MAX_CAPACITY).contains(&lw.capacity) {
-        return Err(path
-            .field("capacity")
-            .out_of_range(lw.capacity, 1, MAX_CAPACITY));
-    }
-    if !(1..=MAX_CAPACITY).contains(&lw.refill) {
-        return Err(path
-            .field("refill")
-            .out_of_range(lw.refill, 1, MAX_CAPACITY));
-    }
+    let capacity = in_range(lw.capacity, &path.field("capacity"), 1, MAX_CAPACITY)?;
+    let refill = in_range(lw.refill, &path.field("refill"), 1, MAX_CAPACITY)?;
     let period = parse_duration(&lw.period, &path.field("period"))?;
     if period < MIN_PERIOD || period > MAX_PERIOD {
         return Err(path.field("period").out_of_range(&lw.period, "1ms", "30d"));
     }
     Ok(Limit {
-        capacity: lw.capacity,
-        refill: lw.refill,
+        capacity,
+        refill,
         period,
     })
 }

@@ -23,7 +23,9 @@
 pub mod rls;
 
 use crate::config::Rule;
-use palisade_core::config::{duration_in, list_len, number_in, one_of, ConfigError, FieldPath};
+use palisade_core::config::{
+    duration_in, list_len, number_in, one_of_or, validate_word, ConfigError, FieldPath,
+};
 use palisade_core::key::{ClientIpSource, KeyPart, KeyPartWire, RequestView};
 use palisade_core::plugin::host::grpc_status;
 use palisade_core::LocalReply;
@@ -147,18 +149,16 @@ impl GlobalSpec {
             1,
             MAX_HITS_ADDEND,
         )?;
-        let on_error = match &wire.on_error {
-            Some(v) => one_of(
-                v,
-                &path.field("on_error"),
-                &[
-                    ("local", OnError::Local),
-                    ("allow", OnError::Allow),
-                    ("deny", OnError::Deny),
-                ],
-            )?,
-            None => OnError::Local,
-        };
+        let on_error = one_of_or(
+            wire.on_error.as_deref(),
+            OnError::Local,
+            &path.field("on_error"),
+            &[
+                ("local", OnError::Local),
+                ("allow", OnError::Allow),
+                ("deny", OnError::Deny),
+            ],
+        )?;
         Ok(GlobalSpec {
             cluster,
             domain,
@@ -184,19 +184,13 @@ fn text(value: &str, path: &FieldPath, what: &str) -> Result<String, ConfigError
 }
 
 fn entry_key(key: &str, path: &FieldPath) -> Result<String, ConfigError> {
-    let ok = !key.is_empty()
-        && key.len() <= 128
-        && key
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | ':' | '-'));
-    if ok {
-        Ok(key.to_owned())
-    } else {
-        Err(path.invalid(
-            key,
-            "use 1 to 128 characters from A-Z, a-z, 0-9, `_`, `.`, `:` and `-`",
-        ))
-    }
+    validate_word(
+        key,
+        path,
+        128,
+        "_.:-",
+        "use 1 to 128 characters from A-Z, a-z, 0-9, `_`, `.`, `:` and `-`",
+    )
 }
 
 /// The descriptor's entries for this request, or `None` when a part is missing (with

@@ -7,7 +7,8 @@
 use crate::ops::{BodyOps, HeaderOps, Pointer, QueryOps};
 use crate::template::{Captures, Piece, Template};
 use palisade_core::config::{
-    parse_json, validate_each, validate_named_rules, ConfigError, FieldPath, NamedRule,
+    either, number_in, parse_json, validate_each, validate_rules, validate_word, ConfigError,
+    FieldPath,
 };
 use palisade_core::key::{validate_header_name, ClientIpSource, ClientIpWire};
 use palisade_core::matcher::{HeaderMatchWire, MatchWire, RequestMatch};
@@ -60,10 +61,7 @@ struct BodyLimitWire {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RuleWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_-]{1,64}$"))
-    )]
+    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
     name: String,
     #[serde(default, rename = "match")]
     matcher: Option<RuleMatchWire>,
@@ -296,12 +294,6 @@ pub struct Rule {
     pub response: ResponseOps,
 }
 
-impl NamedRule for Rule {
-    fn name(&self) -> &str {
-        &self.name
-    }
-}
-
 impl Rule {
     pub fn has_response_ops(&self) -> bool {
         !self.response.headers.is_empty() || !self.response.body.is_empty()
@@ -363,60 +355,52 @@ impl Config {
 
     fn validate(wire: Wire) -> Result<Config, ConfigError> {
         let root = FieldPath::root();
-        let mode = match wire.mode.as_deref() {
-            None | Some("all") => Mode::All,
-            Some("first") => Mode::First,
-            Some(other) => {
-                return Err(root
-                    .field("mode")
-                    .invalid(other, "expected `all` or `first`"))
-            }
-        };
+        let mode = either(
+            wire.mode.as_deref(),
+            &root.field("mode"),
+            ("all", Mode::All),
+            ("first", Mode::First),
+        )?;
         let client_ip = ClientIpSource::validate(
             &wire.client_ip.unwrap_or_default(),
             &root.field("client_ip"),
         )?;
-        let missing_as_empty = match wire.on_missing_value.as_deref() {
-            None | Some("skip") => false,
-            Some("empty") => true,
-            Some(other) => {
-                return Err(root
-                    .field("on_missing_value")
-                    .invalid(other, "expected `skip` or `empty`"))
-            }
-        };
-        let on_malformed = match wire.on_malformed.as_deref() {
-            None | Some("pass") => OnMalformed::Pass,
-            Some("reject") => OnMalformed::Reject,
-            Some(other) => {
-                return Err(root
-                    .field("on_malformed")
-                    .invalid(other, "expected `pass` or `reject`"))
-            }
-        };
+        let missing_as_empty = either(
+            wire.on_missing_value.as_deref(),
+            &root.field("on_missing_value"),
+            ("skip", false),
+            ("empty", true),
+        )?;
+        let on_malformed = either(
+            wire.on_malformed.as_deref(),
+            &root.field("on_malformed"),
+            ("pass", OnMalformed::Pass),
+            ("reject", OnMalformed::Reject),
+        )?;
         let body = wire.body.unwrap_or(BodyLimitWire {
             max_bytes: None,
             on_too_large: None,
         });
-        let max_body_bytes = body.max_bytes.unwrap_or(DEFAULT_MAX_BODY_BYTES);
-        if !(1..=MAX_MAX_BODY_BYTES).contains(&max_body_bytes) {
-            return Err(root.field("body").field("max_bytes").out_of_range(
-                max_body_bytes,
-                1,
-                MAX_MAX_BODY_BYTES,
-            ));
-        }
-        let on_too_large = match body.on_too_large.as_deref() {
-            None | Some("pass") => OnTooLarge::Pass,
-            Some("reject") => OnTooLarge::Reject,
-            Some(other) => {
-                return Err(root
-                    .field("body")
-                    .field("on_too_large")
-                    .invalid(other, "expected `pass` or `reject`"))
-            }
-        };
-        let rules = validate_named_rules(&wire.rules, &root, MAX_RULES, validate_rule)?;
+        let max_body_bytes = number_in(
+            body.max_bytes,
+            DEFAULT_MAX_BODY_BYTES,
+            &root.field("body").field("max_bytes"),
+            1,
+            MAX_MAX_BODY_BYTES,
+        )?;
+        let on_too_large = either(
+            body.on_too_large.as_deref(),
+            &root.field("body").field("on_too_large"),
+            ("pass", OnTooLarge::Pass),
+            ("reject", OnTooLarge::Reject),
+        )?;
+        let rules = validate_rules(
+            &wire.rules,
+            &root.field("rules"),
+            MAX_RULES,
+            validate_rule,
+            |r| &r.name,
+        )?;
         let needs_client_ip = rules
             .iter()
             .any(|r| r.templates().any(|t| t.uses(|p| *p == Piece::ClientIp)));
@@ -438,17 +422,13 @@ impl Config {
 }
 
 fn validate_rule(r: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
-    let name_ok = !r.name.is_empty()
-        && r.name.len() <= 64
-        && r.name
-            .chars()
-            .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
-    if !name_ok {
-        return Err(path.field("name").invalid(
-            &r.name,
-            "1 to 64 characters from A-Z, a-z, 0-9, `_` and `-` (it names metrics)",
-        ));
-    }
+    let name = validate_word(
+        &r.name,
+        &path.field("name"),
+        64,
+        "_-",
+        "1 to 64 characters from A-Z, a-z, 0-9, `_` and `-` (it names metrics)",
+    )?;
     let mpath = path.field("match");
     let (matcher, path_regex) = match &r.matcher {
         None => (RequestMatch::any(), None),
@@ -473,42 +453,52 @@ fn validate_rule(r: &RuleWire, path: &FieldPath) -> Result<Rule, ConfigError> {
         names: names.as_deref(),
     };
     let request = match &r.request {
+        Some(w) => request_ops(w, &path.field("request"), captures)?,
         None => RequestOps::default(),
-        Some(w) => {
-            let rp = path.field("request");
-            RequestOps {
-                headers: header_ops(w.headers.as_ref(), &rp.field("headers"), captures)?,
-                query: query_ops(w.query.as_ref(), &rp.field("query"), captures)?,
-                path: match &w.path {
-                    Some(p) => Some(path_rewrite(p, &rp.field("path"))?),
-                    None => None,
-                },
-                method: match &w.method {
-                    Some(m) => Some(method(m, &rp.field("method"))?),
-                    None => None,
-                },
-                body: body_ops(w.body.as_ref(), &rp.field("body"), captures)?,
-            }
-        }
     };
     let response = match &r.response {
+        Some(w) => response_ops(w, &path.field("response"), captures)?,
         None => ResponseOps::default(),
-        Some(w) => {
-            let rp = path.field("response");
-            ResponseOps {
-                headers: header_ops(w.headers.as_ref(), &rp.field("headers"), captures)?,
-                body: body_ops(w.body.as_ref(), &rp.field("body"), captures)?,
-            }
-        }
     };
     Ok(Rule {
-        name: r.name.clone(),
+        name,
         matcher,
         path_regex,
         matches_route_name: r.matcher.as_ref().is_some_and(|m| m.route_name.is_some()),
         shadow: r.shadow.unwrap_or(false),
         request,
         response,
+    })
+}
+
+/// A rule's `request` section, in the order the engine applies it.
+fn request_ops(
+    w: &RequestWire,
+    path: &FieldPath,
+    captures: Captures<'_>,
+) -> Result<RequestOps, ConfigError> {
+    Ok(RequestOps {
+        headers: header_ops(w.headers.as_ref(), &path.field("headers"), captures)?,
+        query: query_ops(w.query.as_ref(), &path.field("query"), captures)?,
+        path: (w.path.as_ref())
+            .map(|p| path_rewrite(p, &path.field("path")))
+            .transpose()?,
+        method: (w.method.as_deref())
+            .map(|m| method(m, &path.field("method")))
+            .transpose()?,
+        body: body_ops(w.body.as_ref(), &path.field("body"), captures)?,
+    })
+}
+
+/// A rule's `response` section.
+fn response_ops(
+    w: &ResponseWire,
+    path: &FieldPath,
+    captures: Captures<'_>,
+) -> Result<ResponseOps, ConfigError> {
+    Ok(ResponseOps {
+        headers: header_ops(w.headers.as_ref(), &path.field("headers"), captures)?,
+        body: body_ops(w.body.as_ref(), &path.field("body"), captures)?,
     })
 }
 
@@ -543,10 +533,11 @@ fn op_header_name(name: &str, path: &FieldPath) -> Result<String, ConfigError> {
     Ok(n)
 }
 
-fn value_template(
+/// A header value: a template without CR, LF or NUL.
+fn header_value(
     text: &str,
-    path: &FieldPath,
     captures: Captures<'_>,
+    path: &FieldPath,
 ) -> Result<Template, ConfigError> {
     if text.contains(['\r', '\n', '\0']) {
         return Err(path.invalid(text, "header values cannot contain CR, LF or NUL"));
@@ -554,32 +545,52 @@ fn value_template(
     Template::parse(text, captures, path)
 }
 
-fn renames(
-    list: Option<&Vec<RenameWire>>,
-    path: &FieldPath,
-    check: impl Fn(&str, &FieldPath) -> Result<String, ConfigError>,
-) -> Result<Vec<(String, String)>, ConfigError> {
-    validate_each(list.into_iter().flatten(), path, |r, p| {
-        Ok((
-            check(&r.from, &p.field("from"))?,
-            check(&r.to, &p.field("to"))?,
-        ))
-    })
+/// How the operations on one kind of named things (headers, query parameters) check the names
+/// they touch and the values they write: `remove`, `rename`, `set`, `add` read the same for
+/// both.
+struct NamedOps<'c> {
+    name: fn(&str, &FieldPath) -> Result<String, ConfigError>,
+    value: fn(&str, Captures<'c>, &FieldPath) -> Result<Template, ConfigError>,
+    captures: Captures<'c>,
 }
 
-/// `{name, value}` pairs: the name through `check`, the value a template through `value`.
-fn name_values(
-    list: Option<&Vec<NameValueWire>>,
-    path: &FieldPath,
-    check: impl Fn(&str, &FieldPath) -> Result<String, ConfigError>,
-    value: impl Fn(&str, &FieldPath) -> Result<Template, ConfigError>,
-) -> Result<Vec<(String, Template)>, ConfigError> {
-    validate_each(list.into_iter().flatten(), path, |nv, p| {
-        Ok((
-            check(&nv.name, &p.field("name"))?,
-            value(&nv.value, &p.field("value"))?,
-        ))
-    })
+impl NamedOps<'_> {
+    /// A list of names (absent: empty).
+    fn names(
+        &self,
+        list: Option<&Vec<String>>,
+        path: &FieldPath,
+    ) -> Result<Vec<String>, ConfigError> {
+        validate_each(list.into_iter().flatten(), path, |n, p| (self.name)(n, p))
+    }
+
+    /// `{from, to}` pairs, both names.
+    fn renames(
+        &self,
+        list: Option<&Vec<RenameWire>>,
+        path: &FieldPath,
+    ) -> Result<Vec<(String, String)>, ConfigError> {
+        validate_each(list.into_iter().flatten(), path, |r, p| {
+            Ok((
+                (self.name)(&r.from, &p.field("from"))?,
+                (self.name)(&r.to, &p.field("to"))?,
+            ))
+        })
+    }
+
+    /// `{name, value}` pairs: a name and a value template.
+    fn values(
+        &self,
+        list: Option<&Vec<NameValueWire>>,
+        path: &FieldPath,
+    ) -> Result<Vec<(String, Template)>, ConfigError> {
+        validate_each(list.into_iter().flatten(), path, |nv, p| {
+            Ok((
+                (self.name)(&nv.name, &p.field("name"))?,
+                (self.value)(&nv.value, self.captures, &p.field("value"))?,
+            ))
+        })
+    }
 }
 
 fn header_ops(
@@ -605,19 +616,18 @@ fn header_ops(
             Ok(n)
         },
     )?;
-    let value = |text: &str, p: &FieldPath| value_template(text, p, captures);
-    let nv = |list: Option<&Vec<NameValueWire>>, field: &str| {
-        name_values(list, &path.field(field), op_header_name, value)
+    let ops = NamedOps {
+        name: op_header_name,
+        value: header_value,
+        captures,
     };
     Ok(HeaderOps {
-        remove: validate_each(w.remove.iter().flatten(), &path.field("remove"), |n, p| {
-            op_header_name(n, p)
-        })?,
+        remove: ops.names(w.remove.as_ref(), &path.field("remove"))?,
         remove_prefix: prefixes,
-        rename: renames(w.rename.as_ref(), &path.field("rename"), op_header_name)?,
-        set: nv(w.set.as_ref(), "set")?,
-        add: nv(w.add.as_ref(), "add")?,
-        append: nv(w.append.as_ref(), "append")?,
+        rename: ops.renames(w.rename.as_ref(), &path.field("rename"))?,
+        set: ops.values(w.set.as_ref(), &path.field("set"))?,
+        add: ops.values(w.add.as_ref(), &path.field("add"))?,
+        append: ops.values(w.append.as_ref(), &path.field("append"))?,
     })
 }
 
@@ -637,17 +647,16 @@ fn query_ops(
     let Some(w) = w else {
         return Ok(QueryOps::default());
     };
-    let value = |text: &str, p: &FieldPath| Template::parse(text, captures, p);
-    let nv = |list: Option<&Vec<NameValueWire>>, field: &str| {
-        name_values(list, &path.field(field), query_name, value)
+    let ops = NamedOps {
+        name: query_name,
+        value: Template::parse,
+        captures,
     };
     Ok(QueryOps {
-        remove: validate_each(w.remove.iter().flatten(), &path.field("remove"), |n, p| {
-            query_name(n, p)
-        })?,
-        rename: renames(w.rename.as_ref(), &path.field("rename"), query_name)?,
-        set: nv(w.set.as_ref(), "set")?,
-        add: nv(w.add.as_ref(), "add")?,
+        remove: ops.names(w.remove.as_ref(), &path.field("remove"))?,
+        rename: ops.renames(w.rename.as_ref(), &path.field("rename"))?,
+        set: ops.values(w.set.as_ref(), &path.field("set"))?,
+        add: ops.values(w.add.as_ref(), &path.field("add"))?,
     })
 }
 
