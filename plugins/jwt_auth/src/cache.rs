@@ -1,12 +1,19 @@
-//! The verified-token cache: a repeated token costs a SHA-256 and a map lookup, not an RSA
+//! The verified-token cache: a repeated token costs a keyed hash and a map lookup, not an RSA
 //! verification.
 //!
 //! - **Per worker.** Each Envoy worker's VM has its own cache (a Rust value, not shared data):
 //!   sharing would cost a shared-data copy of the claims per request and a CAS per insert, about
 //!   what it saves, and a token verified on one worker is verified again at most once per worker.
-//! - **Keyed by a hash.** The key is the SHA-256 of the whole token, so the cache holds no token
-//!   text, and two spellings of a token cannot share an entry (non-canonical encodings are
-//!   rejected anyway).
+//! - **Keyed by a secret-keyed hash.** The key is SipHash-2-4-128 of the whole token under a
+//!   random key drawn once per VM (WASI `random_get`), so the cache holds no token text, and two
+//!   spellings of a token cannot share an entry (non-canonical encodings are rejected anyway).
+//!   SipHash is a pseudo-random function: without the VM's key, a token made to land on the
+//!   entry of another, valid one has one chance in 2^128 per try, and the key never leaves the
+//!   VM. It replaced the SHA-256 of the token, which costs about ten times as much in the VM (no
+//!   SHA instructions in Wasm) and was most of what a cached request added (BENCHMARKS.md).
+//!   A collision-resistant hash is not needed where nobody can compute the hash offline.
+//! - **No randomness, no cache.** If the VM cannot draw a key, the cache stays empty (every token
+//!   is verified) rather than fall back to a key an attacker could know; the glue logs it.
 //! - **Entries expire with the token**: an entry is valid until the token's `exp` plus the clock
 //!   skew — the instant verification would start saying `expired` — and never longer than
 //!   [`MAX_TTL_SECS`] (tokens without `exp`, when allowed, are re-verified every five minutes).
@@ -18,14 +25,14 @@
 //! checks run on every request: they differ per route and cost microseconds.
 
 use serde_json::{Map, Value};
-use sha2::{Digest, Sha256};
+use siphasher::sip128::SipHasher24;
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;
 
 /// Longest an entry lives, whatever the token's `exp`.
 pub const MAX_TTL_SECS: u64 = 300;
 
-pub type CacheKey = [u8; 32];
+pub type CacheKey = [u8; 16];
 
 /// A verified token.
 #[derive(Debug, Clone, PartialEq)]
@@ -38,25 +45,63 @@ pub struct Entry {
     pub payload_b64: Rc<str>,
 }
 
-#[derive(Debug, Default)]
 pub struct TokenCache {
     capacity: usize,
     map: HashMap<CacheKey, Entry>,
     order: VecDeque<CacheKey>,
+    /// The secret key of [`TokenCache::key`]; `None` when none could be drawn (caching off).
+    hasher: Option<SipHasher24>,
+}
+
+impl std::fmt::Debug for TokenCache {
+    // By hand: the hasher's key must not reach a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("capacity", &self.capacity)
+            .field("len", &self.map.len())
+            .field("keyed", &self.hasher.is_some())
+            .finish()
+    }
 }
 
 impl TokenCache {
-    /// A cache of at most `capacity` entries; 0 disables caching.
+    /// A cache of at most `capacity` entries; 0 disables caching. Its hash key is drawn from the
+    /// VM's random source; without one the cache caches nothing ([`TokenCache::is_keyed`]).
     pub fn new(capacity: usize) -> Self {
+        let mut key = [0u8; 16];
+        let keyed = capacity > 0 && getrandom::fill(&mut key).is_ok();
+        Self::build(capacity, keyed.then_some(key))
+    }
+
+    /// A cache hashing with the given key: for tests, which need keys they can predict.
+    pub fn with_key(capacity: usize, key: [u8; 16]) -> Self {
+        Self::build(capacity, Some(key))
+    }
+
+    fn build(capacity: usize, key: Option<[u8; 16]>) -> Self {
+        let hasher = key.map(|k| {
+            let (k0, k1) = k.split_at(8);
+            let word = |b: &[u8]| b.try_into().map(u64::from_le_bytes).unwrap_or(0);
+            SipHasher24::new_with_keys(word(k0), word(k1))
+        });
         TokenCache {
-            capacity,
+            capacity: if hasher.is_some() { capacity } else { 0 },
             map: HashMap::new(),
             order: VecDeque::new(),
+            hasher,
         }
     }
 
-    pub fn key(token: &str) -> CacheKey {
-        Sha256::digest(token.as_bytes()).into()
+    /// False when a cache was asked for but no key could be drawn, so nothing is cached.
+    pub fn is_keyed(&self) -> bool {
+        self.hasher.is_some()
+    }
+
+    /// The cache's key for `token` (all zeros when the cache is off: nothing is stored then).
+    pub fn key(&self, token: &str) -> CacheKey {
+        self.hasher
+            .as_ref()
+            .map_or([0; 16], |h| h.hash(token.as_bytes()).as_bytes())
     }
 
     pub fn len(&self) -> usize {
@@ -131,7 +176,7 @@ mod tests {
     /// A cache of `capacity` into which the token `t`, expiring at `exp`, went at time 1000.
     fn holding_t(capacity: usize, exp: Option<u64>) -> (TokenCache, CacheKey) {
         let mut c = TokenCache::new(capacity);
-        let k = TokenCache::key("t");
+        let k = c.key("t");
         c.insert(k, entry(), exp, 1000);
         (c, k)
     }
@@ -156,7 +201,7 @@ mod tests {
     #[test]
     fn the_cache_is_bounded_and_evicts_the_oldest() {
         let mut c = TokenCache::new(3);
-        let keys: Vec<CacheKey> = (0..5).map(|i| TokenCache::key(&i.to_string())).collect();
+        let keys: Vec<CacheKey> = (0..5).map(|i| c.key(&i.to_string())).collect();
         for k in &keys {
             c.insert(*k, entry(), Some(5000), 1000);
         }
@@ -170,7 +215,7 @@ mod tests {
     fn bookkeeping_stays_bounded_when_entries_expire_instead_of_being_evicted() {
         let mut c = TokenCache::new(2);
         for i in 0..1000u64 {
-            let k = TokenCache::key(&i.to_string());
+            let k = c.key(&i.to_string());
             c.insert(k, entry(), Some(i + 1), i);
             assert!(c.get(&k, i + 1).is_none());
         }
@@ -186,7 +231,41 @@ mod tests {
     #[test]
     fn already_expired_tokens_are_not_inserted() {
         let mut c = TokenCache::new(2);
-        c.insert(TokenCache::key("t"), entry(), Some(900), 1000);
+        let k = c.key("t");
+        c.insert(k, entry(), Some(900), 1000);
         assert!(c.is_empty());
+    }
+
+    #[test]
+    fn the_key_depends_on_the_whole_token_and_on_the_vms_secret() {
+        let c = TokenCache::with_key(4, *b"0123456789abcdef");
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJhIn0.c2ln";
+        assert_eq!(c.key(token), c.key(token));
+        // Any one byte changed anywhere in the token moves the key.
+        for i in 0..token.len() {
+            let mut other = token.as_bytes().to_vec();
+            other[i] ^= 1;
+            let other = String::from_utf8(other).unwrap();
+            assert_ne!(c.key(token), c.key(&other), "byte {i} changed");
+        }
+        assert_ne!(c.key(token), c.key(&token[..token.len() - 1]));
+        // Another VM (another secret) files the same token under another key.
+        let d = TokenCache::with_key(4, *b"fedcba9876543210");
+        assert_ne!(c.key(token), d.key(token));
+    }
+
+    #[test]
+    fn two_caches_draw_different_secrets() {
+        let (a, b) = (TokenCache::new(4), TokenCache::new(4));
+        assert!(a.is_keyed() && b.is_keyed());
+        assert_ne!(a.key("t"), b.key("t"));
+    }
+
+    #[test]
+    fn the_debug_form_shows_no_key() {
+        let c = TokenCache::with_key(4, *b"0123456789abcdef");
+        let shown = format!("{c:?}");
+        assert!(!shown.contains("k0") && !shown.contains("0123"), "{shown}");
+        assert!(shown.contains("keyed: true"), "{shown}");
     }
 }

@@ -340,6 +340,11 @@ fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError
     );
     let tick = (!remotes.is_empty()).then_some(TICK);
     let cache = TokenCache::new(config.cache_max_entries);
+    if config.cache_max_entries > 0 && !cache.is_keyed() {
+        log::warn!(
+            "palisade {PLUGIN}: no random source for the token cache's key: caching is off, every token is verified"
+        );
+    }
     let auth = Authenticator::new(config);
     let keys = auth.inline_keys();
     let mut worker = Worker {

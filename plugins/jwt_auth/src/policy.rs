@@ -234,7 +234,7 @@ impl Authenticator {
         cache: &mut TokenCache,
         now_secs: u64,
     ) -> Result<(Entry, bool), Denial> {
-        let key = TokenCache::key(raw);
+        let key = cache.key(raw);
         if let Some(hit) = cache.get(&key, now_secs) {
             let current = keys
                 .get(hit.provider)
