@@ -59,9 +59,12 @@ pub fn all() -> Vec<MicroBench> {
         bulkhead(),
         jwt_auth(),
         transform(),
+        chain(),
     ]
     .into_iter()
     .flatten()
+    // BENCH_MICRO_GROUP=<group> keeps one group (e.g. under valgrind, where all would take long).
+    .filter(|b| std::env::var("BENCH_MICRO_GROUP").map_or(true, |g| g == b.group))
     .collect()
 }
 
@@ -487,6 +490,72 @@ fn time(run: &mut Box<dyn FnMut(u64)>, n: u64) -> Duration {
     let start = Instant::now();
     run(n);
     start.elapsed()
+}
+
+/// The whole `palisade` chain with the end-to-end suite's five configs ([`crate::cases::suite_configs`]),
+/// driven through the plugin skeleton against `FakeHost` as the SDK adapter drives it: request
+/// headers, response headers and the stream end of one allowed request. The figure is the chain's
+/// own work in the VM plus FakeHost's (a HashMap per hostcall, where Envoy pays a VM exit): what
+/// changes to the skeleton or a policy's hot path do to the chain, without Envoy's noise.
+fn chain() -> Vec<MicroBench> {
+    use palisade_core::fake_host::FakeHost;
+    use palisade_core::plugin::host::HostRef;
+    use palisade_core::plugin::runtime::{with_chain, Chain};
+    use std::rc::Rc;
+
+    let configs: Vec<serde_json::Value> = crate::cases::suite_configs(&FIXTURES)
+        .into_iter()
+        .map(|(kind, config)| serde_json::json!({ kind: config }))
+        .collect();
+    let config = serde_json::json!({ "chain": configs }).to_string();
+    let fake = Rc::new(FakeHost::new());
+    let host: HostRef = fake.clone();
+    let Ok(runtime) =
+        palisade_core::plugin::load_chain(&host, &palisade::KINDS, config.as_bytes(), "bench")
+    else {
+        return Vec::new();
+    };
+    let headers = crate::cases::request_headers(&FIXTURES);
+    let mut request: Vec<(&str, &str)> = vec![
+        (":method", "GET"),
+        (":path", REQUEST_PATH),
+        (":authority", "bench"),
+    ];
+    request.extend(headers.iter().map(|(n, v)| (*n, v.as_str())));
+    let request: Vec<(String, String)> = request
+        .into_iter()
+        .map(|(n, v)| (n.to_owned(), v.to_owned()))
+        .collect();
+    let mut id = 1;
+    vec![bench(
+        "palisade",
+        "chain: the five policies' allow path, one request (FakeHost)",
+        move |n| {
+            for _ in 0..n {
+                id += 1;
+                let pairs: Vec<(&str, &str)> = request
+                    .iter()
+                    .map(|(n, v)| (n.as_str(), v.as_str()))
+                    .collect();
+                fake.open_stream(id, &pairs);
+                fake.set_stream_property(id, &["source", "address"], "192.0.2.10:51234");
+                let chain = runtime.stream(id);
+                let run = |f: &dyn Fn(&mut Chain)| {
+                    fake.enter(id);
+                    black_box(with_chain(&chain, |c| f(c)));
+                };
+                run(&|c| {
+                    black_box(c.on_request_headers(true));
+                });
+                fake.set_response(id, &[(":status", "200")]);
+                run(&|c| {
+                    black_box(c.on_response_headers(true));
+                });
+                run(&|c| c.end());
+                fake.close_stream(id);
+            }
+        },
+    )]
 }
 
 #[cfg(test)]
