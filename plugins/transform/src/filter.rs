@@ -225,6 +225,9 @@ impl StreamPolicy for Stream {
             claims: cx.claims(),
         };
         let outcome = shared.engine.on_request_headers(&input);
+        // The input holds the stream's cached header map: let it go before editing, or the
+        // first edit copies the whole map to keep this reference unchanged.
+        drop(input);
         shared.count(&outcome.events);
         shared.notes(&outcome.shadow_notes);
         if !outcome.decision.is_continue() {
@@ -256,6 +259,7 @@ impl StreamPolicy for Stream {
         let outcome = shared
             .engine
             .on_response_headers(&plan, &headers, end_of_stream);
+        drop(headers); // as on the request: no copy of the cached map on the first edit
         shared.count(&outcome.events);
         shared.notes(&outcome.shadow_notes);
         shared.apply_edits(cx, HeaderMap::Response, &outcome.edits);
