@@ -141,8 +141,12 @@ pub mod grpc_status {
     pub const UNAVAILABLE: u32 = 14;
 }
 
-/// A unary gRPC request, as [`Host::grpc_call`] sends it. Named fields rather than six
+/// A unary gRPC request, as a policy dispatches it ([`RootCx::grpc_call`],
+/// [`StreamCx::grpc_call`]) and [`Host::grpc_call`] sends it. Named fields rather than six
 /// arguments: cluster, service and method are all strings, and must not trade places.
+///
+/// [`RootCx::grpc_call`]: super::RootCx::grpc_call
+/// [`StreamCx::grpc_call`]: super::StreamCx::grpc_call
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcCall<'a> {
     /// An Envoy cluster of HTTP/2 upstreams.

@@ -19,7 +19,7 @@ pub mod runtime;
 #[cfg(test)]
 mod tests;
 
-pub use host::{Host, HostError, HostRef, HostStore, Metric};
+pub use host::{GrpcCall, Host, HostError, HostRef, HostStore, Metric};
 pub use policy::{
     CallResponse, Flow, GrpcResponse, OnReplyFailure, Policy, RootCx, StreamCx, StreamPolicy, Wake,
 };

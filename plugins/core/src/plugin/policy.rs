@@ -213,24 +213,8 @@ impl RootCx<'_> {
     }
 
     /// Dispatch a unary gRPC call; its end comes back to [`Policy::on_grpc_response`].
-    pub fn grpc_call(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let call = GrpcCall {
-            cluster,
-            service,
-            method,
-            initial_metadata,
-            message,
-            timeout,
-        };
-        let token = dispatch_grpc(self.host, &call)?;
+    pub fn grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        let token = dispatch_grpc(self.host, call)?;
         self.grpc_calls.push(token);
         Ok(token)
     }
@@ -354,24 +338,8 @@ impl StreamCx<'_> {
     /// [`StreamPolicy::on_grpc_response`] while the stream is paused here (return
     /// [`Flow::Pause`]). If the stream ends first, the runtime forgets the call: Envoy still
     /// ends it within `timeout`, and that late response reaches no policy.
-    pub fn grpc_call(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let call = GrpcCall {
-            cluster,
-            service,
-            method,
-            initial_metadata,
-            message,
-            timeout,
-        };
-        let token = dispatch_grpc(self.stream_host()?, &call)?;
+    pub fn grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        let token = dispatch_grpc(self.stream_host()?, call)?;
         self.calls.push(token);
         Ok(token)
     }
