@@ -7,7 +7,7 @@
 //! ordered chain. A policy only reads its inputs through the contexts and says what should happen
 //! ([`Flow`], [`Wake`]).
 
-use super::host::{lossy, Buffer, GrpcCall, HeaderMap, HostError, HostRef};
+use super::host::{lossy, Buffer, GrpcCall, HeaderMap, Host, HostError, HostRef};
 use crate::key::RequestView;
 use crate::{LocalReply, Timestamp};
 use serde_json::{Map, Value};
@@ -77,6 +77,26 @@ pub struct CallResponse {
     pub token: u32,
     pub status: Option<u16>,
     pub body_size: usize,
+}
+
+impl CallResponse {
+    /// The response to call `token` as it is being delivered (Envoy's `body_size`): its status
+    /// read back from the call response's `:status` header (none if absent or not a number).
+    /// The one reading of it, for the adapter's root context and for the test proxy alike, so
+    /// tests see what a module sees.
+    pub fn read(host: &dyn Host, token: u32, body_size: usize) -> CallResponse {
+        let status = host
+            .header(HeaderMap::CallResponse, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| String::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok());
+        CallResponse {
+            token,
+            status,
+            body_size,
+        }
+    }
 }
 
 /// The end of a unary gRPC call a policy dispatched, as Envoy delivers it: `status` is the gRPC
