@@ -356,14 +356,8 @@ impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<Versioned, StoreError> {
         let full = self.prefix.key(key);
         match self.host.shared_data(&full) {
-            Ok((value, Some(cas))) => Ok(Versioned {
-                value: value.unwrap_or_default(),
-                version: Version::Cas(cas),
-            }),
-            Ok((None, None)) => Ok(Versioned {
-                value: Vec::new(),
-                version: Version::Absent,
-            }),
+            Ok((value, Some(cas))) => Ok(Versioned::stored(value.unwrap_or_default(), cas)),
+            Ok((None, None)) => Ok(Versioned::absent()),
             Ok((Some(_), None)) => Err(StoreError::Host(format!(
                 "shared data {full}: value without CAS"
             ))),
