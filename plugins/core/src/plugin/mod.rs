@@ -84,6 +84,12 @@ impl<'a> Setup<'a> {
         HostStore::new(self.host, KeyPrefix::new(self.kind, &self.namespace(scope)))
     }
 
+    /// One value per rule, in rule order, each made by `define` with this setup: a policy's
+    /// per-rule metrics (`metrics[i]` is rule `i`'s), named under the rule.
+    pub fn per_rule<R, M>(&self, rules: &[R], define: impl Fn(&Self, &R) -> M) -> Vec<M> {
+        rules.iter().map(|r| define(self, r)).collect()
+    }
+
     /// Log, at configure, how many rules a policy with shared data runs and where its state
     /// lives, then each of its config's deprecation warnings.
     pub fn log_configured(&self, rules: usize, store: &HostStore, warnings: &[String]) {
