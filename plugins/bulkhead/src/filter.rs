@@ -193,11 +193,7 @@ impl Shared {
 fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
     let config = Config::parse(bytes)?;
     let store = setup.store(&config.scope);
-    let metrics = config
-        .rules
-        .iter()
-        .map(|r| RuleMetrics::define(setup, r))
-        .collect();
+    let metrics = setup.per_rule(&config.rules, RuleMetrics::define);
     let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
     setup.log_configured(config.rules.len(), &store, &[]);
     // No shared-data writes here: this also runs in Envoy's throwaway canary VM. The worker

@@ -240,11 +240,9 @@ fn config_tick(config: &Config) -> Duration {
 fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
     let config = Config::parse(bytes)?;
     let store = setup.store(&config.scope);
-    let metrics = config
-        .rules
-        .iter()
-        .map(|r| RuleMetrics::define(setup, &r.name, r.batching.is_some()))
-        .collect();
+    let metrics = setup.per_rule(&config.rules, |s, r| {
+        RuleMetrics::define(s, &r.name, r.batching.is_some())
+    });
     setup.log_configured(config.rules.len(), &store, &config.warnings);
     // Tick at the shortest `success_batching.max_delay` (so a quiet worker's batch waits at
     // most about twice that), and at least every 500 ms for the gauges.

@@ -12,8 +12,8 @@
 //!   ended each of those three times, as the adapter's `Stream` does ([`Stream::finish`] and
 //!   the [`Stream`]'s drop; one dropped unfinished ends the chain once, as a dropped context);
 //! - root callbacks (ticks, call responses, the end of a gRPC call) run with the root context
-//!   (0) current, and a call response is read back as the adapter reads it (`:status` from the
-//!   call's response headers).
+//!   (0) current, and a call response is read back as the adapter reads it, by the same
+//!   [`CallResponse::read`] (`:status` from the call's response headers).
 //!
 //! It is plain code on purpose (it ships in `palisade-core`, which is not a test-only crate): a
 //! config that does not load is an `Err` for the test to report, nothing here panics.
@@ -22,7 +22,6 @@
 //! verified claims; [`OnRequest`] makes such a one-callback test stage out of a function.
 
 use crate::fake_host::{FakeHost, GrpcReply, SentReply};
-use crate::plugin::host::{HeaderMap, Host};
 use crate::plugin::runtime::{with_chain, Action, Chain, Runtime};
 use crate::plugin::{
     load_chain, load_one, CallResponse, Flow, HostRef, Kind, Policy, Setup, StreamCx, StreamPolicy,
@@ -219,18 +218,7 @@ impl FakeProxy {
     ) -> (CallResponse, bool) {
         self.fake.deliver_call_response(headers, body);
         self.fake.enter(0);
-        let status = self
-            .fake
-            .header(HeaderMap::CallResponse, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| String::from_utf8(s).ok())
-            .and_then(|s| s.parse().ok());
-        let response = CallResponse {
-            token,
-            status,
-            body_size,
-        };
+        let response = CallResponse::read(&*self.fake, token, body_size);
         (response, self.runtime.on_call_response(response))
     }
 

@@ -25,6 +25,24 @@ pub struct Versioned {
     pub version: Version,
 }
 
+impl Versioned {
+    /// What every store reads for a key never written: an empty value, [`Version::Absent`].
+    pub fn absent() -> Self {
+        Versioned {
+            value: Vec::new(),
+            version: Version::Absent,
+        }
+    }
+
+    /// A written key's value, with its CAS token.
+    pub fn stored(value: Vec<u8>, cas: u32) -> Self {
+        Versioned {
+            value,
+            version: Version::Cas(cas),
+        }
+    }
+}
+
 /// Why a store operation failed.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum StoreError {

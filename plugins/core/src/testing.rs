@@ -83,14 +83,8 @@ impl SharedStore for FakeStore {
             return Err(err.clone());
         }
         Ok(match inner.data.get(key) {
-            Some((value, cas)) => Versioned {
-                value: value.clone(),
-                version: Version::Cas(*cas),
-            },
-            None => Versioned {
-                value: Vec::new(),
-                version: Version::Absent,
-            },
+            Some((value, cas)) => Versioned::stored(value.clone(), *cas),
+            None => Versioned::absent(),
         })
     }
 

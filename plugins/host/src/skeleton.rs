@@ -239,18 +239,7 @@ impl Context for Root {
         _trailers: usize,
     ) {
         let Some(runtime) = &self.runtime else { return };
-        let status = self
-            .host
-            .header(HeaderMap::CallResponse, ":status")
-            .ok()
-            .flatten()
-            .and_then(|s| String::from_utf8(s).ok())
-            .and_then(|s| s.parse().ok());
-        let response = CallResponse {
-            token,
-            status,
-            body_size,
-        };
+        let response = CallResponse::read(&*self.host, token, body_size);
         if !runtime.on_call_response(response) {
             log::debug!(
                 "palisade {}: response to an unknown call {token}",

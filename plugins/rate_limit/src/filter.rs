@@ -31,23 +31,15 @@ pub const KIND: Kind = Kind {
 fn build(bytes: &[u8], setup: &Setup<'_>) -> Result<Box<dyn Policy>, ConfigError> {
     let config = Config::parse(bytes)?;
     let store = setup.store(&config.scope);
-    let metrics = config
-        .rules
-        .iter()
-        .map(|r| EventCounters::define(setup, &r.name))
-        .collect();
-    let global_metrics = config
-        .rules
-        .iter()
-        .map(|r| {
-            r.global.as_ref().map(|_| {
-                (
-                    EventCounters::define(setup, &r.name),
-                    setup.histogram(&format!("{}.{LATENCY_METRIC}", r.name)),
-                )
-            })
+    let metrics = setup.per_rule(&config.rules, |s, r| EventCounters::define(s, &r.name));
+    let global_metrics = setup.per_rule(&config.rules, |s, r| {
+        r.global.as_ref().map(|_| {
+            (
+                EventCounters::define(s, &r.name),
+                s.histogram(&format!("{}.{LATENCY_METRIC}", r.name)),
+            )
         })
-        .collect();
+    });
     let has_shadow_rules = config.rules.iter().any(|r| r.shadow);
     let shaper = Shaper::new(&config, setup);
     setup.log_configured(config.rules.len(), &store, &[]);

@@ -141,8 +141,12 @@ pub mod grpc_status {
     pub const UNAVAILABLE: u32 = 14;
 }
 
-/// A unary gRPC request, as [`Host::grpc_call`] sends it. Named fields rather than six
+/// A unary gRPC request, as a policy dispatches it ([`RootCx::grpc_call`],
+/// [`StreamCx::grpc_call`]) and [`Host::grpc_call`] sends it. Named fields rather than six
 /// arguments: cluster, service and method are all strings, and must not trade places.
+///
+/// [`RootCx::grpc_call`]: super::RootCx::grpc_call
+/// [`StreamCx::grpc_call`]: super::StreamCx::grpc_call
 #[derive(Debug, Clone, Copy)]
 pub struct GrpcCall<'a> {
     /// An Envoy cluster of HTTP/2 upstreams.
@@ -352,14 +356,8 @@ impl SharedStore for HostStore {
     fn get(&self, key: &str) -> Result<Versioned, StoreError> {
         let full = self.prefix.key(key);
         match self.host.shared_data(&full) {
-            Ok((value, Some(cas))) => Ok(Versioned {
-                value: value.unwrap_or_default(),
-                version: Version::Cas(cas),
-            }),
-            Ok((None, None)) => Ok(Versioned {
-                value: Vec::new(),
-                version: Version::Absent,
-            }),
+            Ok((value, Some(cas))) => Ok(Versioned::stored(value.unwrap_or_default(), cas)),
+            Ok((None, None)) => Ok(Versioned::absent()),
             Ok((Some(_), None)) => Err(StoreError::Host(format!(
                 "shared data {full}: value without CAS"
             ))),

@@ -19,7 +19,7 @@ pub mod runtime;
 #[cfg(test)]
 mod tests;
 
-pub use host::{Host, HostError, HostRef, HostStore, Metric};
+pub use host::{GrpcCall, Host, HostError, HostRef, HostStore, Metric};
 pub use policy::{
     CallResponse, Flow, GrpcResponse, OnReplyFailure, Policy, RootCx, StreamCx, StreamPolicy, Wake,
 };
@@ -82,6 +82,12 @@ impl<'a> Setup<'a> {
     /// the same kind in one chain. Reloads of one plugin keep their state; two plugins never share.
     pub fn store(&self, scope: &str) -> HostStore {
         HostStore::new(self.host, KeyPrefix::new(self.kind, &self.namespace(scope)))
+    }
+
+    /// One value per rule, in rule order, each made by `define` with this setup: a policy's
+    /// per-rule metrics (`metrics[i]` is rule `i`'s), named under the rule.
+    pub fn per_rule<R, M>(&self, rules: &[R], define: impl Fn(&Self, &R) -> M) -> Vec<M> {
+        rules.iter().map(|r| define(self, r)).collect()
     }
 
     /// Log, at configure, how many rules a policy with shared data runs and where its state

@@ -7,7 +7,7 @@
 //! ordered chain. A policy only reads its inputs through the contexts and says what should happen
 //! ([`Flow`], [`Wake`]).
 
-use super::host::{lossy, Buffer, GrpcCall, HeaderMap, HostError, HostRef};
+use super::host::{lossy, Buffer, GrpcCall, HeaderMap, Host, HostError, HostRef};
 use crate::key::RequestView;
 use crate::{LocalReply, Timestamp};
 use serde_json::{Map, Value};
@@ -77,6 +77,26 @@ pub struct CallResponse {
     pub token: u32,
     pub status: Option<u16>,
     pub body_size: usize,
+}
+
+impl CallResponse {
+    /// The response to call `token` as it is being delivered (Envoy's `body_size`): its status
+    /// read back from the call response's `:status` header (none if absent or not a number).
+    /// The one reading of it, for the adapter's root context and for the test proxy alike, so
+    /// tests see what a module sees.
+    pub fn read(host: &dyn Host, token: u32, body_size: usize) -> CallResponse {
+        let status = host
+            .header(HeaderMap::CallResponse, ":status")
+            .ok()
+            .flatten()
+            .and_then(|s| String::from_utf8(s).ok())
+            .and_then(|s| s.parse().ok());
+        CallResponse {
+            token,
+            status,
+            body_size,
+        }
+    }
 }
 
 /// The end of a unary gRPC call a policy dispatched, as Envoy delivers it: `status` is the gRPC
@@ -213,24 +233,8 @@ impl RootCx<'_> {
     }
 
     /// Dispatch a unary gRPC call; its end comes back to [`Policy::on_grpc_response`].
-    pub fn grpc_call(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let call = GrpcCall {
-            cluster,
-            service,
-            method,
-            initial_metadata,
-            message,
-            timeout,
-        };
-        let token = dispatch_grpc(self.host, &call)?;
+    pub fn grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        let token = dispatch_grpc(self.host, call)?;
         self.grpc_calls.push(token);
         Ok(token)
     }
@@ -354,24 +358,8 @@ impl StreamCx<'_> {
     /// [`StreamPolicy::on_grpc_response`] while the stream is paused here (return
     /// [`Flow::Pause`]). If the stream ends first, the runtime forgets the call: Envoy still
     /// ends it within `timeout`, and that late response reaches no policy.
-    pub fn grpc_call(
-        &mut self,
-        cluster: &str,
-        service: &str,
-        method: &str,
-        initial_metadata: &[(&str, &[u8])],
-        message: &[u8],
-        timeout: Duration,
-    ) -> Result<u32, HostError> {
-        let call = GrpcCall {
-            cluster,
-            service,
-            method,
-            initial_metadata,
-            message,
-            timeout,
-        };
-        let token = dispatch_grpc(self.stream_host()?, &call)?;
+    pub fn grpc_call(&mut self, call: &GrpcCall<'_>) -> Result<u32, HostError> {
+        let token = dispatch_grpc(self.stream_host()?, call)?;
         self.calls.push(token);
         Ok(token)
     }

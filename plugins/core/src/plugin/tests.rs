@@ -1702,6 +1702,22 @@ const RLS: (&str, &str, &str) = (
     "ShouldRateLimit",
 );
 
+/// A call to `target` (cluster, service, method) without metadata.
+fn call_to<'a>(
+    (cluster, service, method): (&'a str, &'a str, &'a str),
+    message: &'a [u8],
+    timeout: Duration,
+) -> GrpcCall<'a> {
+    GrpcCall {
+        cluster,
+        service,
+        method,
+        initial_metadata: &[],
+        message,
+        timeout,
+    }
+}
+
 /// A stage that dispatches one gRPC call per request (two with `calls: 2`), pauses, and reads
 /// each response's message into `seen`; it lets the stream go once every call has ended, or
 /// replies 429 when a message is `b"deny"`.
@@ -1712,11 +1728,7 @@ fn grpc_stage(log: &Log, calls: usize, seen: &Rc<RefCell<Vec<Vec<u8>>>>) -> Scri
     Script::new("g", log)
         .on_request(move |cx| {
             for _ in 0..calls {
-                let (cluster, service, method) = RLS;
-                if cx
-                    .grpc_call(cluster, service, method, &[], b"req", SECOND / 50)
-                    .is_ok()
-                {
+                if cx.grpc_call(&call_to(RLS, b"req", SECOND / 50)).is_ok() {
                     *pending.borrow_mut() += 1;
                 }
             }
@@ -1925,12 +1937,11 @@ fn a_root_grpc_call_ends_at_the_root_part_of_its_stage() {
         .ticking(SECOND)
         .on_root(move |cx, event| match event {
             Root::Tick => {
-                let (cluster, service, method) = RLS;
-                let md: &[(&str, &[u8])] = &[("x-trace", b"1")];
-                t.borrow_mut().push(
-                    cx.grpc_call(cluster, service, method, md, b"m", SECOND)
-                        .unwrap(),
-                );
+                let call = GrpcCall {
+                    initial_metadata: &[("x-trace", b"1")],
+                    ..call_to(RLS, b"m", SECOND)
+                };
+                t.borrow_mut().push(cx.grpc_call(&call).unwrap());
             }
             Root::Grpc(r) => m.borrow_mut().push(cx.grpc_response(r.size, 2).unwrap()),
             _ => {}
@@ -1956,9 +1967,9 @@ fn a_grpc_call_without_a_cluster_service_or_method_is_refused_before_any_hostcal
     let result = Rc::new(RefCell::new(Vec::new()));
     let r = Rc::clone(&result);
     let p = chain(vec![Script::new("a", &log).on_request(move |cx| {
-        for (c, s, m) in [("", "svc", "M"), ("rls", "", "M"), ("rls", "svc", "")] {
-            r.borrow_mut()
-                .push(cx.grpc_call(c, s, m, &[], b"", SECOND).map_err(|e| e.code));
+        for target in [("", "svc", "M"), ("rls", "", "M"), ("rls", "svc", "")] {
+            let call = call_to(target, b"", SECOND);
+            r.borrow_mut().push(cx.grpc_call(&call).map_err(|e| e.code));
         }
         Flow::Continue
     })]);
@@ -1976,10 +1987,8 @@ fn a_grpc_call_to_an_unknown_cluster_fails_at_dispatch_and_nothing_waits_for_it(
     let result = Rc::new(RefCell::new(Vec::new()));
     let r = Rc::clone(&result);
     let p = chain(vec![Script::new("a", &log).on_request(move |cx| {
-        r.borrow_mut().push(
-            cx.grpc_call("nope", "svc", "M", &[], b"", SECOND)
-                .map_err(|e| e.code),
-        );
+        let call = call_to(("nope", "svc", "M"), b"", SECOND);
+        r.borrow_mut().push(cx.grpc_call(&call).map_err(|e| e.code));
         Flow::Continue
     })]);
     p.fake.grpc_clusters(&["rls"]);

@@ -8,7 +8,7 @@
 use super::{Shared, PLUGIN};
 use crate::global::{self, rls, Answer, Failure, GlobalEvent, OnError, Step};
 use crate::policy::{store_failure_reply, Event, GlobalCheck};
-use palisade_core::plugin::{GrpcResponse, StreamCx};
+use palisade_core::plugin::{GrpcCall, GrpcResponse, StreamCx};
 use palisade_core::{Decision, Timestamp};
 
 /// One call of a stream.
@@ -44,14 +44,15 @@ impl Wait {
             };
             let message = global::request_message(spec, &check.entries);
             let started = cx.now();
-            let (token, answer) = match cx.grpc_call(
-                &spec.cluster,
-                rls::SERVICE,
-                rls::METHOD,
-                &[],
-                &message,
-                spec.timeout,
-            ) {
+            let call = GrpcCall {
+                cluster: &spec.cluster,
+                service: rls::SERVICE,
+                method: rls::METHOD,
+                initial_metadata: &[],
+                message: &message,
+                timeout: spec.timeout,
+            };
+            let (token, answer) = match cx.grpc_call(&call) {
                 Ok(token) => (Some(token), None),
                 Err(e) => {
                     log::debug!(
