@@ -33,6 +33,8 @@ struct Shared {
     config: Config,
     store: HostStore,
     metrics: Metrics,
+    /// `<header>-<i>` for the benchmark's `extra_header_writes`.
+    extra_headers: Vec<String>,
 }
 
 #[derive(Default)]
@@ -53,10 +55,14 @@ impl RootContext for ProbeRoot {
             requests: Metric::counter(&host, "palisade.probe.requests"),
             count_failures: Metric::counter(&host, "palisade.probe.count_failures"),
         };
+        let extra_headers = (0..config.extra_header_writes)
+            .map(|i| format!("{}-{i}", config.header))
+            .collect();
         self.shared = Some(Rc::new(Shared {
             config,
             store,
             metrics,
+            extra_headers,
         }));
         true
     }
@@ -107,6 +113,14 @@ impl HttpContext for ProbeStream {
             ProxyHost.replace_header(HeaderMap::Request, &s.config.header, value.as_bytes())
         {
             log::warn!("palisade {PLUGIN}: {e}");
+        }
+        for _ in 0..s.config.extra_increments {
+            s.metrics.requests.inc();
+        }
+        for name in &s.extra_headers {
+            if let Err(e) = ProxyHost.replace_header(HeaderMap::Request, name, b"1") {
+                log::warn!("palisade {PLUGIN}: {e}");
+            }
         }
         Action::Continue
     }

@@ -10,6 +10,10 @@
 //! tests `"crash_header": "x-crash"`: a request carrying that header makes the probe panic, which
 //! aborts the worker's Wasm VM. It exists so the suite can prove that its "no VM failed" checks
 //! see a failure when one happens (a check that cannot fail proves nothing).
+//!
+//! For the benchmark's price list of hostcalls, `"extra_increments": N` adds N increments of the
+//! `requests` counter per request and `"extra_header_writes": N` N writes of `<header>-<i>`: the
+//! cases `probe_metrics` and `probe_header_writes` against the floor give the cost of one each.
 
 use palisade_core::config::{parse_json, ConfigError, FieldPath};
 use palisade_core::key::validate_header_name;
@@ -30,7 +34,14 @@ struct Wire {
     scope: Option<String>,
     #[serde(default)]
     crash_header: Option<String>,
+    #[serde(default)]
+    extra_increments: u32,
+    #[serde(default)]
+    extra_header_writes: u32,
 }
+
+/// The most extra hostcalls of one kind a request may ask for.
+pub const MAX_EXTRA: u32 = 100;
 
 /// Validated probe configuration.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -43,6 +54,10 @@ pub struct Config {
     pub scope: String,
     /// A request carrying this header makes the probe panic (fault tests only).
     pub crash_header: Option<String>,
+    /// More increments of the `requests` counter per request (benchmark only).
+    pub extra_increments: u32,
+    /// More header writes per request, of `<header>-<i>` (benchmark only).
+    pub extra_header_writes: u32,
 }
 
 impl Config {
@@ -66,11 +81,21 @@ impl Config {
             .as_deref()
             .map(|h| validate_header_name(h, &root.field("crash_header")))
             .transpose()?;
+        for (field, n) in [
+            ("extra_increments", wire.extra_increments),
+            ("extra_header_writes", wire.extra_header_writes),
+        ] {
+            if n > MAX_EXTRA {
+                return Err(root.field(field).invalid(n, format!("at most {MAX_EXTRA}")));
+            }
+        }
         Ok(Config {
             header,
             count: wire.count,
             scope,
             crash_header,
+            extra_increments: wire.extra_increments,
+            extra_header_writes: wire.extra_header_writes,
         })
     }
 }
@@ -125,6 +150,23 @@ mod tests {
         assert_eq!(c.crash_header.as_deref(), Some("x-crash"));
         let err = Config::parse(br#"{"header": "x", "crash_header": "bad name"}"#).unwrap_err();
         assert_eq!(err.field.as_str(), "crash_header");
+    }
+
+    #[test]
+    fn extra_hostcalls_default_to_none_and_are_bounded() {
+        let c = Config::parse(br#"{"header": "x"}"#).unwrap();
+        assert_eq!((c.extra_increments, c.extra_header_writes), (0, 0));
+        let c = Config::parse(
+            br#"{"header": "x", "extra_increments": 10, "extra_header_writes": 100}"#,
+        )
+        .unwrap();
+        assert_eq!((c.extra_increments, c.extra_header_writes), (10, 100));
+        for field in ["extra_increments", "extra_header_writes"] {
+            let json = format!(r#"{{"header": "x", "{field}": 101}}"#);
+            let err = Config::parse(json.as_bytes()).unwrap_err();
+            assert_eq!(err.field.as_str(), field);
+            assert!(err.to_string().contains("101"), "{err}");
+        }
     }
 
     #[test]

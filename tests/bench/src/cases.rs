@@ -315,6 +315,17 @@ pub fn all(f: &Fixtures) -> Vec<Case> {
             proof_stat: Some("wasmcustom.palisade.probe.requests"),
             target_a: None,
         },
+        // The price of one hostcall of each kind the policies make most: (case − floor) / 10.
+        probe_with(
+            "probe_metrics",
+            "the floor + 10 more counter increments (proxy_increment_metric)",
+            json!({"header": "x-palisade-probe", "extra_increments": 10}),
+        ),
+        probe_with(
+            "probe_header_writes",
+            "the floor + 10 more request header writes (proxy_replace_header_map_value)",
+            json!({"header": "x-palisade-probe", "extra_header_writes": 10}),
+        ),
         Case {
             name: "local_ratelimit",
             kind: Kind::Native,
@@ -672,4 +683,21 @@ fn jwt_authn_provider(f: &Fixtures, jwks: &str, extra: &str) -> Filter {
         issuer = f.issuer,
         audience = f.audience,
     ))
+}
+
+/// A reference case running the probe with `config` (the floor plus extra hostcalls).
+fn probe_with(name: &'static str, what: &'static str, config: Value) -> Case {
+    Case {
+        name,
+        kind: Kind::Reference,
+        what,
+        setup: if dist_module("probe").is_file() {
+            Setup::Filters(vec![Filter::wasm("probe", &config)])
+        } else {
+            Setup::Unavailable("not built yet (dist/probe.wasm missing)".to_owned())
+        },
+        native: None,
+        proof_stat: Some("wasmcustom.palisade.probe.requests"),
+        target_a: None,
+    }
 }
