@@ -9,104 +9,84 @@ use palisade_core::config::{
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{url_path, validate_header_name, KeyPart, KeyPartWire, RequestView};
 use palisade_core::matcher::{MatchWire, RequestMatch};
-use serde::Deserialize;
 use std::time::Duration;
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    scope: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
-    failure_mode: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_WORKERS)))]
-    max_workers: Option<u16>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    worker_timeout: Option<String>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
-    rules: Vec<RuleWire>,
+palisade_core::wire! {
+    struct Wire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        scope: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
+        failure_mode: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_WORKERS)))]
+        max_workers: Option<u16>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        worker_timeout: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
+        rules: Vec<RuleWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    name: String,
-    #[serde(default, rename = "match")]
-    matcher: Option<MatchWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    cluster: Option<String>,
-    #[serde(default)]
-    partition_by: Option<PartitionByWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_PARTITIONS)))]
-    max_partitions: Option<u32>,
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CONCURRENT)))]
-    max_concurrent: u32,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    max_wait: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_WAITING)))]
-    max_waiting: Option<u32>,
-    #[serde(default)]
-    shadow: Option<bool>,
-    #[serde(default)]
-    failure_mode: Option<String>,
-    #[serde(default)]
-    response: Option<ResponseWire>,
-    #[serde(default)]
-    priorities: Option<PrioritiesWire>,
+palisade_core::wire! {
+    struct RuleWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        name: String,
+        #[serde(default, rename = "match")]
+        matcher: Option<MatchWire>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+        cluster: Option<String>,
+        partition_by: Option<PartitionByWire>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_PARTITIONS)))]
+        max_partitions: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CONCURRENT)))]
+        max_concurrent: u32,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        max_wait: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_WAITING)))]
+        max_waiting: Option<u32>,
+        shadow: Option<bool>,
+        failure_mode: Option<String>,
+        response: Option<ResponseWire>,
+        priorities: Option<PrioritiesWire>,
+    }
 }
 
-/// `"priorities": {"by": <key part>, "classes": [...], "default": "<class>"}`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PrioritiesWire {
-    /// What classifies a request: a key part (`{"header": "x-priority"}`, `"route_name"`,
-    /// `{"claim": "tier"}`, …).
-    by: KeyPartWire,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_CLASSES)))]
-    classes: Vec<ClassWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    default: Option<String>,
+palisade_core::wire! {
+    /// `"priorities": {"by": <key part>, "classes": [...], "default": "<class>"}`.
+    struct PrioritiesWire {
+        /// What classifies a request: a key part (`{"header": "x-priority"}`, `"route_name"`,
+        /// `{"claim": "tier"}`, …).
+        by: KeyPartWire,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_CLASSES)))]
+        classes: Vec<ClassWire>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        default: Option<String>,
+    }
 }
 
-/// One priority class: its name, its share of `max_concurrent` (percent), the values of `by`
-/// that select it.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClassWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    name: String,
-    #[cfg_attr(
-        feature = "schema",
-        schemars(extend("exclusiveMinimum" = 0, "maximum" = 100))
-    )]
-    share: f64,
-    #[serde(default)]
-    values: Option<Vec<String>>,
+palisade_core::wire! {
+    /// One priority class: its name, its share of `max_concurrent` (percent), the values of `by`
+    /// that select it.
+    struct ClassWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        name: String,
+        #[cfg_attr(
+            feature = "schema",
+            schemars(extend("exclusiveMinimum" = 0, "maximum" = 100))
+        )]
+        share: f64,
+        values: Option<Vec<String>>,
+    }
 }
 
-/// `"route"`, `"cluster"` or `{"header": "x-tenant"}` (an externally tagged enum: unit variants
-/// are plain strings, `header` a one-key object).
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(rename_all = "snake_case")]
-enum PartitionByWire {
-    Route,
-    Cluster,
-    Header(String),
+palisade_core::wire! {
+    /// `"route"`, `"cluster"` or `{"header": "x-tenant"}` (an externally tagged enum: unit variants
+    /// are plain strings, `header` a one-key object).
+    #[serde(rename_all = "snake_case")]
+    enum PartitionByWire {
+        Route,
+        Cluster,
+        Header(String),
+    }
 }
 
 /// What splits one rule into several independent bulkheads.

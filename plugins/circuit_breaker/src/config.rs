@@ -14,122 +14,92 @@ use palisade_core::matcher::{MatchWire, RequestMatch};
 use serde::Deserialize;
 use std::time::Duration;
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    scope: Option<String>,
-    #[serde(default)]
-    failure_mode: Option<String>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
-    rules: Vec<RuleWire>,
+palisade_core::wire! {
+    struct Wire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        scope: Option<String>,
+        failure_mode: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
+        rules: Vec<RuleWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    name: String,
-    #[serde(default, rename = "match")]
-    matcher: Option<MatchWire>,
-    #[serde(default)]
-    key: Option<KeyWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["normal", "forced_open", "forced_closed", "metrics_only", null])))]
-    mode: Option<String>,
-    #[serde(default)]
-    shadow: Option<bool>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["count_based", "time_based", null])))]
-    sliding_window_type: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_TIME_WINDOW_SECS)))]
-    sliding_window_size: Option<u32>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
-    minimum_number_of_calls: Option<u32>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 100)))]
-    failure_rate_threshold: Option<f64>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 100)))]
-    slow_call_rate_threshold: Option<f64>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    slow_call_duration: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
-    consecutive_failures: Option<u32>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    wait_duration_in_open: Option<String>,
-    #[serde(default)]
-    exponential_backoff: Option<BackoffWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PERMITTED_IN_HALF_OPEN)))]
-    permitted_calls_in_half_open: Option<u32>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    half_open_probe_timeout: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(with = "Option<Vec<palisade_core::schema::StatusOrRange>>")
-    )]
-    failure_statuses: Option<Vec<StatusWire>>,
-    #[serde(default)]
-    resets_are_failures: Option<bool>,
-    #[serde(default)]
-    local_replies_are_failures: Option<bool>,
-    #[serde(default)]
-    success_batching: Option<BatchingWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BREAKERS)))]
-    max_breakers: Option<u32>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
-    failure_mode: Option<String>,
-    #[serde(default)]
-    response: Option<ResponseWire>,
+palisade_core::wire! {
+    struct RuleWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        name: String,
+        #[serde(default, rename = "match")]
+        matcher: Option<MatchWire>,
+        key: Option<KeyWire>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["normal", "forced_open", "forced_closed", "metrics_only", null])))]
+        mode: Option<String>,
+        shadow: Option<bool>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["count_based", "time_based", null])))]
+        sliding_window_type: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_TIME_WINDOW_SECS)))]
+        sliding_window_size: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
+        minimum_number_of_calls: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 100)))]
+        failure_rate_threshold: Option<f64>,
+        #[cfg_attr(feature = "schema", schemars(extend("exclusiveMinimum" = 0, "maximum" = 100)))]
+        slow_call_rate_threshold: Option<f64>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        slow_call_duration: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1_000_000)))]
+        consecutive_failures: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        wait_duration_in_open: Option<String>,
+        exponential_backoff: Option<BackoffWire>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_PERMITTED_IN_HALF_OPEN)))]
+        permitted_calls_in_half_open: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        half_open_probe_timeout: Option<String>,
+        #[cfg_attr(
+            feature = "schema",
+            schemars(with = "Option<Vec<palisade_core::schema::StatusOrRange>>")
+        )]
+        failure_statuses: Option<Vec<StatusWire>>,
+        resets_are_failures: Option<bool>,
+        local_replies_are_failures: Option<bool>,
+        success_batching: Option<BatchingWire>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BREAKERS)))]
+        max_breakers: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
+        failure_mode: Option<String>,
+        response: Option<ResponseWire>,
+    }
 }
 
-/// `"cluster"`, `"route"`, `{"header": "x-tenant"}`, `{"path_segments": 1}`, `{"constant": "x"}`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-enum KeyWire {
-    Cluster,
-    Route,
-    Header(String),
-    PathSegments(u32),
-    Constant(String),
+palisade_core::wire! {
+    /// `"cluster"`, `"route"`, `{"header": "x-tenant"}`, `{"path_segments": 1}`, `{"constant": "x"}`.
+    #[derive(Clone, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    enum KeyWire {
+        Cluster,
+        Route,
+        Header(String),
+        PathSegments(u32),
+        Constant(String),
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BackoffWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
-    multiplier: Option<f64>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    max_wait: Option<String>,
+palisade_core::wire! {
+    struct BackoffWire {
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 100)))]
+        multiplier: Option<f64>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        max_wait: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BatchingWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
-    max_calls: Option<u32>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    max_delay: Option<String>,
+palisade_core::wire! {
+    struct BatchingWire {
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = 1000)))]
+        max_calls: Option<u32>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        max_delay: Option<String>,
+    }
 }
 
 /// `503` or `"500-599"`. Deserialized by hand: `#[serde(untagged)]` would buffer every value

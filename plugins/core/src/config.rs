@@ -198,6 +198,28 @@ fn echo(value: impl fmt::Display) -> String {
     }
 }
 
+/// Declare config wire types: each derives `Debug` and serde's `Deserialize` with
+/// `deny_unknown_fields` (a typo in a config is an error naming the field, never a silently
+/// ignored default) and, with the declaring crate's `schema` feature, `schemars::JsonSchema` (the
+/// published JSON Schemas are the wire types'). Every plugin declares its wire types through this
+/// one macro, so none can forget to reject unknown fields.
+///
+/// Items are written as usual, docs, extra derives and serde or schemars attributes included:
+/// `palisade_core::wire! { #[derive(Clone)] struct LimitWire { capacity: u64 } }`. An `Option`
+/// field needs no `#[serde(default)]`: a missing one is `None`.
+#[macro_export]
+macro_rules! wire {
+    () => {};
+    ($(#[$attr:meta])* $vis:vis $item:ident $name:ident $body:tt $($rest:tt)*) => {
+        #[cfg_attr(feature = "schema", derive(::schemars::JsonSchema))]
+        #[derive(Debug, ::serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        $(#[$attr])*
+        $vis $item $name $body
+        $crate::wire! { $($rest)* }
+    };
+}
+
 /// Step one of config parsing: JSON bytes into wire types, with the failing field's path.
 ///
 /// Empty input is an error naming the root: every plugin needs at least `{}`, and an empty
@@ -715,19 +737,16 @@ fn is_other(
     }
 }
 
-/// Wire form of a plugin's local reply: `{"status": 429, "body": "...", "content_type": "..."}`,
-/// every field optional.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Default, serde::Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ReplyWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 400, max = 599)))]
-    pub status: Option<u16>,
-    #[serde(default)]
-    pub body: Option<String>,
-    #[serde(default)]
-    pub content_type: Option<String>,
+crate::wire! {
+    /// Wire form of a plugin's local reply: `{"status": 429, "body": "...", "content_type": "..."}`,
+    /// every field optional.
+    #[derive(Clone, Default)]
+    pub struct ReplyWire {
+        #[cfg_attr(feature = "schema", schemars(range(min = 400, max = 599)))]
+        pub status: Option<u16>,
+        pub body: Option<String>,
+        pub content_type: Option<String>,
+    }
 }
 
 /// A validated local reply (status 400–599, a header-safe content type).

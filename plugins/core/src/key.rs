@@ -18,7 +18,6 @@
 //! itself appends the peer before filters run, so count Envoy as one of the N.
 
 use crate::config::{ConfigError, FieldPath};
-use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 
 /// Read access to the parts of a request that keys are built from.
@@ -51,14 +50,14 @@ pub trait RequestView {
     }
 }
 
-/// Wire form of the client-IP setting: `{"trusted_hops": 0}`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
-pub struct ClientIpWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(max = MAX_TRUSTED_HOPS)))]
-    pub trusted_hops: u32,
+crate::wire! {
+    /// Wire form of the client-IP setting: `{"trusted_hops": 0}`.
+    #[derive(Clone, Default)]
+    pub struct ClientIpWire {
+        #[serde(default)]
+        #[cfg_attr(feature = "schema", schemars(range(max = MAX_TRUSTED_HOPS)))]
+        pub trusted_hops: u32,
+    }
 }
 
 /// Where the client IP comes from; see the module docs.
@@ -148,21 +147,22 @@ pub fn client_ip(req: &dyn RequestView, source: ClientIpSource) -> ClientIp {
     }
 }
 
-/// Wire form of one key part: `"client_ip"`, `{"header": "x-api-key"}`, `{"query": "key"}`,
-/// `"path"`, `"method"`, `"route_name"`, `{"constant": "text"}` or `{"claim": "sub"}`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-#[serde(rename_all = "snake_case", deny_unknown_fields)]
-pub enum KeyPartWire {
-    ClientIp,
-    Header(String),
-    Query(String),
-    Path,
-    Method,
-    RouteName,
-    Constant(String),
-    /// A claim of the token jwt_auth verified earlier in the same chain (`{"claim": "sub"}`).
-    Claim(String),
+crate::wire! {
+    /// Wire form of one key part: `"client_ip"`, `{"header": "x-api-key"}`, `{"query": "key"}`,
+    /// `"path"`, `"method"`, `"route_name"`, `{"constant": "text"}` or `{"claim": "sub"}`.
+    #[derive(Clone, PartialEq, Eq)]
+    #[serde(rename_all = "snake_case")]
+    pub enum KeyPartWire {
+        ClientIp,
+        Header(String),
+        Query(String),
+        Path,
+        Method,
+        RouteName,
+        Constant(String),
+        /// A claim of the token jwt_auth verified earlier in the same chain (`{"claim": "sub"}`).
+        Claim(String),
+    }
 }
 
 /// One validated part of a request key.

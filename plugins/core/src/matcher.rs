@@ -6,38 +6,30 @@
 
 use crate::config::{ConfigError, FieldPath};
 use crate::key::{url_path, validate_header_name, RequestView};
-use serde::Deserialize;
 
-/// Wire form: `{"path_prefix": "/api", "methods": ["GET"], "headers": [{"name": "x", "exact": "1"}],
-/// "route_name": "r1"}`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MatchWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
-    pub path: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
-    pub path_prefix: Option<String>,
-    #[serde(default)]
-    pub methods: Option<Vec<String>>,
-    #[serde(default)]
-    pub headers: Option<Vec<HeaderMatchWire>>,
-    #[serde(default)]
-    pub route_name: Option<String>,
+crate::wire! {
+    /// Wire form: `{"path_prefix": "/api", "methods": ["GET"], "headers": [{"name": "x", "exact": "1"}],
+    /// "route_name": "r1"}`.
+    #[derive(Clone, Default)]
+    pub struct MatchWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
+        pub path: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
+        pub path_prefix: Option<String>,
+        pub methods: Option<Vec<String>>,
+        pub headers: Option<Vec<HeaderMatchWire>>,
+        pub route_name: Option<String>,
+    }
 }
 
-/// `{"name": "x-tier", "exact": "gold"}` or `{"name": "x-tier", "present": true}`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct HeaderMatchWire {
-    pub name: String,
-    #[serde(default)]
-    pub exact: Option<String>,
-    #[serde(default)]
-    pub present: Option<bool>,
+crate::wire! {
+    /// `{"name": "x-tier", "exact": "gold"}` or `{"name": "x-tier", "present": true}`.
+    #[derive(Clone)]
+    pub struct HeaderMatchWire {
+        pub name: String,
+        pub exact: Option<String>,
+        pub present: Option<bool>,
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,136 +18,100 @@ use serde::Deserialize;
 use std::collections::HashSet;
 use std::time::Duration;
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    scope: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[ !#-\[\]-~]{1,128}$"))
-    )]
-    realm: Option<String>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_PROVIDERS)))]
-    providers: Vec<ProviderWire>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
-    rules: Vec<RuleWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["deny", "allow", null])))]
-    unmatched: Option<String>,
-    #[serde(default)]
-    bypass_cors_preflight: Option<bool>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = [401, 403, null])))]
-    audience_failure_status: Option<u16>,
-    #[serde(default)]
-    keys_unavailable: Option<KeysUnavailableWire>,
-    #[serde(default)]
-    cache: Option<CacheWire>,
+palisade_core::wire! {
+    struct Wire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        scope: Option<String>,
+        #[cfg_attr(
+            feature = "schema",
+            schemars(regex(pattern = r"^[ !#-\[\]-~]{1,128}$"))
+        )]
+        realm: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_PROVIDERS)))]
+        providers: Vec<ProviderWire>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
+        rules: Vec<RuleWire>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["deny", "allow", null])))]
+        unmatched: Option<String>,
+        bypass_cors_preflight: Option<bool>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = [401, 403, null])))]
+        audience_failure_status: Option<u16>,
+        keys_unavailable: Option<KeysUnavailableWire>,
+        cache: Option<CacheWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ProviderWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    name: String,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    issuer: String,
-    #[serde(default)]
-    audiences: Option<Vec<String>>,
-    #[serde(default)]
-    algorithms: Option<Vec<String>>,
-    jwks: JwksWire,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    clock_skew: Option<String>,
-    #[serde(default)]
-    require_expiration: Option<bool>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 64, max = MAX_MAX_TOKEN_SIZE)))]
-    max_token_size: Option<usize>,
-    #[serde(default)]
-    from_headers: Option<Vec<HeaderLocationWire>>,
-    #[serde(default)]
-    from_params: Option<Vec<String>>,
-    #[serde(default)]
-    from_cookies: Option<Vec<String>>,
-    #[serde(default)]
-    forward: Option<bool>,
-    #[serde(default)]
-    claim_to_headers: Option<Vec<ClaimHeaderWire>>,
-    #[serde(default)]
-    payload_header: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["strict", "jwt_authn", null])))]
-    compat: Option<String>,
+palisade_core::wire! {
+    struct ProviderWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        name: String,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+        issuer: String,
+        audiences: Option<Vec<String>>,
+        algorithms: Option<Vec<String>>,
+        jwks: JwksWire,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        clock_skew: Option<String>,
+        require_expiration: Option<bool>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 64, max = MAX_MAX_TOKEN_SIZE)))]
+        max_token_size: Option<usize>,
+        from_headers: Option<Vec<HeaderLocationWire>>,
+        from_params: Option<Vec<String>>,
+        from_cookies: Option<Vec<String>>,
+        forward: Option<bool>,
+        claim_to_headers: Option<Vec<ClaimHeaderWire>>,
+        payload_header: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["strict", "jwt_authn", null])))]
+        compat: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct JwksWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(with = "Option<serde_json::Value>"))]
-    inline: Option<Box<serde_json::value::RawValue>>,
-    #[serde(default)]
-    remote: Option<RemoteWire>,
+palisade_core::wire! {
+    struct JwksWire {
+        #[cfg_attr(feature = "schema", schemars(with = "Option<serde_json::Value>"))]
+        inline: Option<Box<serde_json::value::RawValue>>,
+        remote: Option<RemoteWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RemoteWire {
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    cluster: String,
-    uri: String,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    timeout: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    cache_duration: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    min_refetch_interval: Option<String>,
+palisade_core::wire! {
+    struct RemoteWire {
+        #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+        cluster: String,
+        uri: String,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        timeout: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        cache_duration: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        min_refetch_interval: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeaderLocationWire {
-    name: String,
-    #[serde(default)]
-    prefix: Option<String>,
+palisade_core::wire! {
+    struct HeaderLocationWire {
+        name: String,
+        prefix: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClaimHeaderWire {
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    claim: String,
-    header: String,
+palisade_core::wire! {
+    struct ClaimHeaderWire {
+        #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+        claim: String,
+        header: String,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleWire {
-    #[serde(default, rename = "match")]
-    matcher: Option<MatchWire>,
-    #[serde(default)]
-    providers: Option<Vec<String>>,
-    #[serde(default)]
-    allow_missing: Option<bool>,
-    #[serde(default)]
-    bypass: Option<bool>,
-    #[serde(default)]
-    claims: Option<Vec<ClaimWire>>,
+palisade_core::wire! {
+    struct RuleWire {
+        #[serde(default, rename = "match")]
+        matcher: Option<MatchWire>,
+        providers: Option<Vec<String>>,
+        allow_missing: Option<bool>,
+        bypass: Option<bool>,
+        claims: Option<Vec<ClaimWire>>,
+    }
 }
 
 /// `"x"` or `["x", "y"]`. A hand-written visitor rather than `#[serde(untagged)]`, whose
@@ -181,45 +145,37 @@ impl<'de> Deserialize<'de> for OneOrMany {
     }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ClaimWire {
-    claim: String,
-    #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(with = "Option<palisade_core::schema::OneOrManyStrings>")
-    )]
-    equals: Option<OneOrMany>,
-    #[serde(default)]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(with = "Option<palisade_core::schema::OneOrManyStrings>")
-    )]
-    contains: Option<OneOrMany>,
-    #[serde(default)]
-    present: Option<bool>,
+palisade_core::wire! {
+    struct ClaimWire {
+        claim: String,
+        #[cfg_attr(
+            feature = "schema",
+            schemars(with = "Option<palisade_core::schema::OneOrManyStrings>")
+        )]
+        equals: Option<OneOrMany>,
+        #[cfg_attr(
+            feature = "schema",
+            schemars(with = "Option<palisade_core::schema::OneOrManyStrings>")
+        )]
+        contains: Option<OneOrMany>,
+        present: Option<bool>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct KeysUnavailableWire {
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["reject", "pause"])))]
-    action: String,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    max_wait: Option<String>,
+palisade_core::wire! {
+    struct KeysUnavailableWire {
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["reject", "pause"])))]
+        action: String,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        max_wait: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct CacheWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(max = MAX_CACHE_ENTRIES)))]
-    max_entries: Option<usize>,
+palisade_core::wire! {
+    struct CacheWire {
+        #[cfg_attr(feature = "schema", schemars(range(max = MAX_CACHE_ENTRIES)))]
+        max_entries: Option<usize>,
+    }
 }
 
 /// Where a token is looked for.

@@ -12,72 +12,56 @@ use palisade_core::config::{
 pub use palisade_core::config::{validate_name, FailureMode, ReplySpec};
 use palisade_core::key::{ClientIpSource, ClientIpWire, KeyPartWire, KeySpec};
 use palisade_core::matcher::{MatchWire, RequestMatch};
-use serde::Deserialize;
 use std::time::Duration;
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    scope: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["first", "all", null])))]
-    mode: Option<String>,
-    #[serde(default)]
-    client_ip: Option<ClientIpWire>,
-    #[serde(default)]
-    headers_on_allowed: Option<bool>,
-    #[serde(default)]
-    failure_mode: Option<String>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
-    rules: Vec<RuleWire>,
+palisade_core::wire! {
+    struct Wire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        scope: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["first", "all", null])))]
+        mode: Option<String>,
+        client_ip: Option<ClientIpWire>,
+        headers_on_allowed: Option<bool>,
+        failure_mode: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
+        rules: Vec<RuleWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    name: String,
-    #[serde(default, rename = "match")]
-    matcher: Option<MatchWire>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
-    key: Vec<KeyPartWire>,
-    /// Required, save in a `global` rule with `on_error` allow or deny.
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIMITS)))]
-    limits: Vec<LimitWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "shared_bucket", null])))]
-    on_missing_key: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
-    failure_mode: Option<String>,
-    #[serde(default)]
-    shadow: Option<bool>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_KEYS)))]
-    max_keys: Option<u64>,
-    #[serde(default)]
-    response: Option<ResponseWire>,
-    #[serde(default)]
-    global: Option<GlobalWire>,
+palisade_core::wire! {
+    struct RuleWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        name: String,
+        #[serde(default, rename = "match")]
+        matcher: Option<MatchWire>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1)))]
+        key: Vec<KeyPartWire>,
+        /// Required, save in a `global` rule with `on_error` allow or deny.
+        #[serde(default)]
+        #[cfg_attr(feature = "schema", schemars(length(max = MAX_LIMITS)))]
+        limits: Vec<LimitWire>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "shared_bucket", null])))]
+        on_missing_key: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["allow", "deny", null])))]
+        failure_mode: Option<String>,
+        shadow: Option<bool>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_KEYS)))]
+        max_keys: Option<u64>,
+        response: Option<ResponseWire>,
+        global: Option<GlobalWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct LimitWire {
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPACITY)))]
-    capacity: u64,
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPACITY)))]
-    refill: u64,
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    period: String,
-    #[serde(default)]
-    shape: Option<crate::shape::ShapeWire>,
+palisade_core::wire! {
+    struct LimitWire {
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPACITY)))]
+        capacity: u64,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_CAPACITY)))]
+        refill: u64,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        period: String,
+        shape: Option<crate::shape::ShapeWire>,
+    }
 }
 
 /// Which matching rules apply to a request.

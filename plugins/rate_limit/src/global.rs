@@ -30,43 +30,37 @@ use palisade_core::key::{ClientIpSource, KeyPart, KeyPartWire, RequestView};
 use palisade_core::plugin::host::grpc_status;
 use palisade_core::LocalReply;
 use prost::Message;
-use serde::Deserialize;
 use std::time::Duration;
 
-/// Wire form of a rule's `global` section.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GlobalWire {
-    /// An Envoy cluster of HTTP/2 (gRPC) upstreams serving RLS v3.
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_NAME)))]
-    cluster: String,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_NAME)))]
-    domain: String,
-    /// The descriptor's entries, in order: `{"key": "user", "value": {"claim": "sub"}}`.
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_ENTRIES)))]
-    descriptor: Vec<GlobalEntryWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    timeout: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_HITS_ADDEND)))]
-    hits_addend: Option<u64>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["local", "allow", "deny", null])))]
-    on_error: Option<String>,
+palisade_core::wire! {
+    /// Wire form of a rule's `global` section.
+    pub struct GlobalWire {
+        /// An Envoy cluster of HTTP/2 (gRPC) upstreams serving RLS v3.
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_NAME)))]
+        cluster: String,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_NAME)))]
+        domain: String,
+        /// The descriptor's entries, in order: `{"key": "user", "value": {"claim": "sub"}}`.
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_ENTRIES)))]
+        descriptor: Vec<GlobalEntryWire>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        timeout: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_HITS_ADDEND)))]
+        hits_addend: Option<u64>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["local", "allow", "deny", null])))]
+        on_error: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct GlobalEntryWire {
-    #[cfg_attr(
-        feature = "schema",
-        schemars(regex(pattern = r"^[A-Za-z0-9_.:-]{1,128}$"))
-    )]
-    key: String,
-    value: KeyPartWire,
+palisade_core::wire! {
+    pub struct GlobalEntryWire {
+        #[cfg_attr(
+            feature = "schema",
+            schemars(regex(pattern = r"^[A-Za-z0-9_.:-]{1,128}$"))
+        )]
+        key: String,
+        value: KeyPartWire,
+    }
 }
 
 /// What decides when the service gives no usable answer.

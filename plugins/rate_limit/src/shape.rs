@@ -34,7 +34,6 @@ use palisade_core::config::{number_in, parse_duration, ConfigError, FieldPath};
 use palisade_core::slots::SlotTable;
 use palisade_core::store::{update, Step, UpdateError, DEFAULT_MAX_ATTEMPTS};
 use palisade_core::{SharedStore, Timestamp};
-use serde::Deserialize;
 use std::time::Duration;
 
 /// How often a worker with shaped rules ticks to release due waiters: the release precision.
@@ -43,16 +42,15 @@ pub const DEFAULT_MAX_QUEUED: u32 = 100;
 pub const MAX_MAX_QUEUED: u32 = 10_000;
 pub const MAX_MAX_DELAY: Duration = Duration::from_secs(60);
 
-/// `limits[i].shape` as written.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(crate) struct ShapeWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
-    max_delay: String,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_QUEUED)))]
-    max_queued: Option<u32>,
+palisade_core::wire! {
+    /// `limits[i].shape` as written.
+    #[derive(Clone)]
+    pub(crate) struct ShapeWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = r"^[0-9]+(ms|s|m|h|d)$")))]
+        max_delay: String,
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_QUEUED)))]
+        max_queued: Option<u32>,
+    }
 }
 
 /// A validated `shape` of one limit.

@@ -24,190 +24,141 @@ pub const MAX_MAX_BODY_BYTES: u64 = 16 * 1024 * 1024;
 /// Longest regex source accepted (they are compiled in every worker).
 const MAX_REGEX_LEN: usize = 1024;
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Wire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["all", "first", null])))]
-    mode: Option<String>,
-    #[serde(default)]
-    client_ip: Option<ClientIpWire>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "empty", null])))]
-    on_missing_value: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["pass", "reject", null])))]
-    on_malformed: Option<String>,
-    #[serde(default)]
-    body: Option<BodyLimitWire>,
-    #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
-    rules: Vec<RuleWire>,
+palisade_core::wire! {
+    struct Wire {
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["all", "first", null])))]
+        mode: Option<String>,
+        client_ip: Option<ClientIpWire>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["skip", "empty", null])))]
+        on_missing_value: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["pass", "reject", null])))]
+        on_malformed: Option<String>,
+        body: Option<BodyLimitWire>,
+        #[cfg_attr(feature = "schema", schemars(length(min = 1, max = MAX_RULES)))]
+        rules: Vec<RuleWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BodyLimitWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BODY_BYTES)))]
-    max_bytes: Option<u64>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(extend("enum" = ["pass", "reject", null])))]
-    on_too_large: Option<String>,
+palisade_core::wire! {
+    struct BodyLimitWire {
+        #[cfg_attr(feature = "schema", schemars(range(min = 1, max = MAX_MAX_BODY_BYTES)))]
+        max_bytes: Option<u64>,
+        #[cfg_attr(feature = "schema", schemars(extend("enum" = ["pass", "reject", null])))]
+        on_too_large: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleWire {
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
-    name: String,
-    #[serde(default, rename = "match")]
-    matcher: Option<RuleMatchWire>,
-    #[serde(default)]
-    shadow: Option<bool>,
-    #[serde(default)]
-    request: Option<RequestWire>,
-    #[serde(default)]
-    response: Option<ResponseWire>,
+palisade_core::wire! {
+    struct RuleWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = palisade_core::config::NAME_PATTERN)))]
+        name: String,
+        #[serde(default, rename = "match")]
+        matcher: Option<RuleMatchWire>,
+        shadow: Option<bool>,
+        request: Option<RequestWire>,
+        response: Option<ResponseWire>,
+    }
 }
 
-/// The core matcher's fields plus `path_regex`.
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RuleMatchWire {
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
-    path: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
-    path_prefix: Option<String>,
-    #[serde(default)]
-    #[cfg_attr(feature = "schema", schemars(length(max = MAX_REGEX_LEN)))]
-    path_regex: Option<String>,
-    #[serde(default)]
-    methods: Option<Vec<String>>,
-    #[serde(default)]
-    headers: Option<Vec<HeaderMatchWire>>,
-    #[serde(default)]
-    route_name: Option<String>,
+palisade_core::wire! {
+    /// The core matcher's fields plus `path_regex`.
+    struct RuleMatchWire {
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
+        path: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(regex(pattern = "^/")))]
+        path_prefix: Option<String>,
+        #[cfg_attr(feature = "schema", schemars(length(max = MAX_REGEX_LEN)))]
+        path_regex: Option<String>,
+        methods: Option<Vec<String>>,
+        headers: Option<Vec<HeaderMatchWire>>,
+        route_name: Option<String>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RequestWire {
-    #[serde(default)]
-    headers: Option<HeaderOpsWire>,
-    #[serde(default)]
-    query: Option<QueryOpsWire>,
-    #[serde(default)]
-    path: Option<PathRewriteWire>,
-    #[serde(default)]
-    method: Option<String>,
-    #[serde(default)]
-    body: Option<BodyOpsWire>,
+palisade_core::wire! {
+    struct RequestWire {
+        headers: Option<HeaderOpsWire>,
+        query: Option<QueryOpsWire>,
+        path: Option<PathRewriteWire>,
+        method: Option<String>,
+        body: Option<BodyOpsWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ResponseWire {
-    #[serde(default)]
-    headers: Option<HeaderOpsWire>,
-    #[serde(default)]
-    body: Option<BodyOpsWire>,
+palisade_core::wire! {
+    struct ResponseWire {
+        headers: Option<HeaderOpsWire>,
+        body: Option<BodyOpsWire>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct HeaderOpsWire {
-    #[serde(default)]
-    remove: Option<Vec<String>>,
-    #[serde(default)]
-    remove_prefix: Option<Vec<String>>,
-    #[serde(default)]
-    rename: Option<Vec<RenameWire>>,
-    #[serde(default)]
-    set: Option<Vec<NameValueWire>>,
-    #[serde(default)]
-    add: Option<Vec<NameValueWire>>,
-    #[serde(default)]
-    append: Option<Vec<NameValueWire>>,
+palisade_core::wire! {
+    #[derive(Default)]
+    struct HeaderOpsWire {
+        remove: Option<Vec<String>>,
+        remove_prefix: Option<Vec<String>>,
+        rename: Option<Vec<RenameWire>>,
+        set: Option<Vec<NameValueWire>>,
+        add: Option<Vec<NameValueWire>>,
+        append: Option<Vec<NameValueWire>>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct QueryOpsWire {
-    #[serde(default)]
-    remove: Option<Vec<String>>,
-    #[serde(default)]
-    rename: Option<Vec<RenameWire>>,
-    #[serde(default)]
-    set: Option<Vec<NameValueWire>>,
-    #[serde(default)]
-    add: Option<Vec<NameValueWire>>,
+palisade_core::wire! {
+    #[derive(Default)]
+    struct QueryOpsWire {
+        remove: Option<Vec<String>>,
+        rename: Option<Vec<RenameWire>>,
+        set: Option<Vec<NameValueWire>>,
+        add: Option<Vec<NameValueWire>>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RenameWire {
-    from: String,
-    to: String,
+palisade_core::wire! {
+    struct RenameWire {
+        from: String,
+        to: String,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct NameValueWire {
-    name: String,
-    value: String,
+palisade_core::wire! {
+    struct NameValueWire {
+        name: String,
+        value: String,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct PathRewriteWire {
-    #[serde(default)]
-    prefix: Option<String>,
-    #[serde(default)]
-    regex: Option<String>,
-    replacement: String,
+palisade_core::wire! {
+    struct PathRewriteWire {
+        prefix: Option<String>,
+        regex: Option<String>,
+        replacement: String,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BodyOpsWire {
-    #[serde(default)]
-    remove: Option<Vec<String>>,
-    #[serde(default)]
-    rename: Option<Vec<RenameWire>>,
-    #[serde(default)]
-    set: Option<Vec<BodySetWire>>,
+palisade_core::wire! {
+    #[derive(Default)]
+    struct BodyOpsWire {
+        remove: Option<Vec<String>>,
+        rename: Option<Vec<RenameWire>>,
+        set: Option<Vec<BodySetWire>>,
+    }
 }
 
-#[cfg_attr(feature = "schema", derive(schemars::JsonSchema))]
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct BodySetWire {
-    pointer: String,
-    /// `Some(Value::Null)` for an explicit `null` (a plain `Option<Value>` would read it as absent).
-    #[serde(default, deserialize_with = "present")]
-    #[cfg_attr(
-        feature = "schema",
-        schemars(
-            description = "The JSON value to set (any JSON, `null` included); or use `template`."
-        )
-    )]
-    value: Option<Value>,
-    #[serde(default)]
-    template: Option<String>,
+palisade_core::wire! {
+    struct BodySetWire {
+        pointer: String,
+        /// `Some(Value::Null)` for an explicit `null` (a plain `Option<Value>` would read it as absent).
+        #[serde(default, deserialize_with = "present")]
+        #[cfg_attr(
+            feature = "schema",
+            schemars(
+                description = "The JSON value to set (any JSON, `null` included); or use `template`."
+            )
+        )]
+        value: Option<Value>,
+        template: Option<String>,
+    }
 }
 
 fn present<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<Value>, D::Error> {

@@ -27,7 +27,6 @@ pub use policy::{
 use crate::config::{parse_json, FieldPath};
 use crate::store::KeyPrefix;
 use crate::ConfigError;
-use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::rc::Rc;
 
@@ -159,10 +158,10 @@ pub fn load_one(
     ))
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ChainWire {
-    chain: Vec<Map<String, Value>>,
+crate::wire! {
+    struct ChainWire {
+        chain: Vec<Map<String, Value>>,
+    }
 }
 
 /// Most policies in one chain.
