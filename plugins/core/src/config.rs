@@ -6,6 +6,7 @@
 //! value, because the operator reads it in Envoy's log, far from the YAML that produced it. Values
 //! of secret fields are never echoed: use [`ConfigError::invalid_secret`].
 
+use crate::json::Strict;
 use serde::de::DeserializeOwned;
 use std::fmt;
 
@@ -236,18 +237,24 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ConfigError> {
             .missing("the plugin configuration is empty; pass a JSON object (at least `{}`)"));
     }
     let bytes = integral_numbers_as_integers(bytes);
-    let mut de = serde_json::Deserializer::from_slice(&bytes);
-    serde_path_to_error::deserialize(&mut de).map_err(|err| {
-        let path = err.path().to_string();
-        let field = if path == "." {
+    let Strict(value) = serde_json::from_slice(&bytes).map_err(|err| {
+        ConfigError::new(
+            FieldPath::root(),
+            ConfigErrorKind::Parse {
+                message: err.to_string(),
+            },
+        )
+    })?;
+    crate::json::from_value(&value).map_err(|err| {
+        let field = if err.path.is_empty() {
             FieldPath::root()
         } else {
-            FieldPath(path)
+            FieldPath(err.path)
         };
         ConfigError::new(
             field,
             ConfigErrorKind::Parse {
-                message: err.into_inner().to_string(),
+                message: err.message,
             },
         )
     })

@@ -11,6 +11,7 @@ pub mod decision;
 pub mod fake_host;
 pub mod fake_proxy;
 pub mod hash;
+pub mod json;
 pub mod key;
 pub mod matcher;
 pub mod pairs;

@@ -33,9 +33,8 @@
 use crate::{Compat, Failure};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
-use serde::de::{self, Deserialize, Deserializer, MapAccess, SeqAccess, Visitor};
+pub use palisade_core::json::Strict;
 use serde_json::{Map, Value};
-use std::fmt;
 
 /// A JWS algorithm this plugin can verify.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -309,79 +308,6 @@ fn decode_object(segment: &str, what: &'static str) -> Result<Map<String, Value>
     match serde_json::from_slice::<Strict>(&bytes) {
         Ok(Strict(Value::Object(map))) => Ok(map),
         _ => Err(duplicate_or_invalid()),
-    }
-}
-
-/// A JSON value parsed like `serde_json::Value`, except that an object repeating a member name
-/// (at any depth) is an error instead of silently keeping the last one.
-#[derive(Debug)]
-pub struct Strict(pub Value);
-
-impl<'de> Deserialize<'de> for Strict {
-    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
-    }
-}
-
-struct StrictVisitor;
-
-impl<'de> Visitor<'de> for StrictVisitor {
-    type Value = Value;
-
-    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("a JSON value without duplicate object members")
-    }
-
-    fn visit_bool<E>(self, v: bool) -> Result<Value, E> {
-        Ok(Value::Bool(v))
-    }
-
-    fn visit_i64<E>(self, v: i64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_u64<E>(self, v: u64) -> Result<Value, E> {
-        Ok(Value::from(v))
-    }
-
-    fn visit_f64<E>(self, v: f64) -> Result<Value, E> {
-        Ok(serde_json::Number::from_f64(v).map_or(Value::Null, Value::Number))
-    }
-
-    fn visit_str<E>(self, v: &str) -> Result<Value, E> {
-        Ok(Value::String(v.to_owned()))
-    }
-
-    fn visit_string<E>(self, v: String) -> Result<Value, E> {
-        Ok(Value::String(v))
-    }
-
-    fn visit_unit<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_none<E>(self) -> Result<Value, E> {
-        Ok(Value::Null)
-    }
-
-    fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
-        let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            items.push(v);
-        }
-        Ok(Value::Array(items))
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
-        let mut map = Map::new();
-        while let Some(key) = access.next_key::<String>()? {
-            if map.contains_key(&key) {
-                return Err(de::Error::custom("duplicate object member"));
-            }
-            let Strict(value) = access.next_value()?;
-            map.insert(key, value);
-        }
-        Ok(Value::Object(map))
     }
 }
 
