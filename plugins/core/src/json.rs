@@ -209,6 +209,55 @@ fn unexpected(value: &Value) -> Unexpected<'_> {
     }
 }
 
+/// Deserializer methods that all read a number.
+macro_rules! numbers {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
+            self.deserialize_number(visitor)
+        }
+    )*};
+}
+
+/// Deserializer methods that all read a string.
+macro_rules! strings {
+    ($($method:ident)*) => {$(
+        fn $method<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
+            self.deserialize_str(visitor)
+        }
+    )*};
+}
+
+/// The elements or members a visitor has not read.
+trait Remaining {
+    fn remaining(&self) -> usize;
+}
+
+impl Remaining for Elements<'_, '_> {
+    fn remaining(&self) -> usize {
+        self.items.len()
+    }
+}
+
+impl Remaining for Members<'_, '_> {
+    fn remaining(&self) -> usize {
+        self.members.len()
+    }
+}
+
+/// Run `visit` on an array's elements or an object's members; one it stopped short of is an
+/// error, as in serde_json (`len` of them in all).
+fn visit_whole<A: Remaining, R>(
+    mut access: A,
+    len: usize,
+    visit: impl FnOnce(&mut A) -> Result<R, PathError>,
+) -> Result<R, PathError> {
+    let out = visit(&mut access)?;
+    match access.remaining() {
+        0 => Ok(out),
+        _ => Err(too_long(len)),
+    }
+}
+
 /// A value of the document and where it is. It borrows the tree: nothing generic moves or drops
 /// a `Value`, which keeps each wire type's instantiation small.
 struct ValueDe<'de, 'p> {
@@ -292,44 +341,10 @@ impl<'de> Deserializer<'de> for ValueDe<'de, '_> {
         }
     }
 
-    fn deserialize_u8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_u16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_u32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_u64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_i8<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_i16<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_i32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_i64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_f32<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
-    }
-
-    fn deserialize_f64<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_number(visitor)
+    numbers! {
+        deserialize_u8 deserialize_u16 deserialize_u32 deserialize_u64
+        deserialize_i8 deserialize_i16 deserialize_i32 deserialize_i64
+        deserialize_f32 deserialize_f64
     }
 
     fn deserialize_str<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
@@ -339,34 +354,17 @@ impl<'de> Deserializer<'de> for ValueDe<'de, '_> {
         }
     }
 
-    fn deserialize_string<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_identifier<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_str(visitor)
-    }
-
-    fn deserialize_char<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        self.deserialize_str(visitor)
-    }
+    strings! { deserialize_string deserialize_identifier deserialize_char }
 
     fn deserialize_seq<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        match self.value {
-            Value::Array(items) => {
-                let mut seq = Elements {
-                    items: items.iter(),
-                    index: 0,
-                    path: self.path,
-                };
-                let out = visitor.visit_seq(&mut seq)?;
-                match seq.items.len() {
-                    0 => Ok(out),
-                    _ => Err(too_long(items.len(), "fewer elements in the array")),
-                }
-            }
-            other => Err(mismatch(other, &visitor)),
-        }
+        let Value::Array(items) = self.value else {
+            return Err(mismatch(self.value, &visitor));
+        };
+        let elements = Elements {
+            items: items.iter().enumerate(),
+            path: self.path,
+        };
+        visit_whole(elements, items.len(), |seq| visitor.visit_seq(seq))
     }
 
     fn deserialize_tuple<V: Visitor<'de>>(
@@ -378,21 +376,15 @@ impl<'de> Deserializer<'de> for ValueDe<'de, '_> {
     }
 
     fn deserialize_map<V: Visitor<'de>>(self, visitor: V) -> Result<V::Value, PathError> {
-        match self.value {
-            Value::Object(map) => {
-                let mut members = Members {
-                    members: map.iter(),
-                    pending: None,
-                    path: self.path,
-                };
-                let out = visitor.visit_map(&mut members)?;
-                match members.members.len() {
-                    0 => Ok(out),
-                    _ => Err(too_long(map.len(), "fewer members in the object")),
-                }
-            }
-            other => Err(mismatch(other, &visitor)),
-        }
+        let Value::Object(map) = self.value else {
+            return Err(mismatch(self.value, &visitor));
+        };
+        let members = Members {
+            members: map.iter(),
+            pending: None,
+            path: self.path,
+        };
+        visit_whole(members, map.len(), |access| visitor.visit_map(access))
     }
 
     fn deserialize_struct<V: Visitor<'de>>(
@@ -429,8 +421,8 @@ fn mismatch(value: &Value, expected: &dyn de::Expected) -> PathError {
 }
 
 #[inline(never)]
-fn too_long(len: usize, expected: &'static str) -> PathError {
-    de::Error::invalid_length(len, &expected)
+fn too_long(len: usize) -> PathError {
+    de::Error::invalid_length(len, &"fewer elements")
 }
 
 #[inline(never)]
@@ -446,9 +438,17 @@ fn one_member(map: &Map<String, Value>) -> Option<(&str, &Value)> {
     }
 }
 
+/// `seed` from the value at `path`, an error naming `path` unless a value inside it failed.
+fn read<'de, T: DeserializeSeed<'de>>(
+    seed: T,
+    value: &'de Value,
+    path: Path<'_>,
+) -> Result<T::Value, PathError> {
+    seed.deserialize(ValueDe { value, path }).map_err(at(path))
+}
+
 struct Elements<'de, 'p> {
-    items: std::slice::Iter<'de, Value>,
-    index: usize,
+    items: std::iter::Enumerate<std::slice::Iter<'de, Value>>,
     path: Path<'p>,
 }
 
@@ -459,18 +459,14 @@ impl<'de> SeqAccess<'de> for Elements<'de, '_> {
         &mut self,
         seed: T,
     ) -> Result<Option<T::Value>, PathError> {
-        let Some(value) = self.items.next() else {
-            return Ok(None);
-        };
-        let path = Path::Index(&self.path, self.index);
-        self.index += 1;
-        seed.deserialize(ValueDe { value, path })
-            .map(Some)
-            .map_err(at(path))
+        match self.items.next() {
+            Some((index, value)) => read(seed, value, Path::Index(&self.path, index)).map(Some),
+            None => Ok(None),
+        }
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.items.len())
+        Some(self.remaining())
     }
 }
 
@@ -504,12 +500,11 @@ impl<'de> MapAccess<'de> for Members<'de, '_> {
                 "a member's value asked for before its name",
             ));
         };
-        let path = Path::Member(&self.path, name);
-        seed.deserialize(ValueDe { value, path }).map_err(at(path))
+        read(seed, value, Path::Member(&self.path, name))
     }
 
     fn size_hint(&self) -> Option<usize> {
-        Some(self.members.len())
+        Some(self.remaining())
     }
 }
 
@@ -544,12 +539,7 @@ impl<'de> VariantAccess<'de> for Variant<'de, '_> {
     }
 
     fn newtype_variant_seed<T: DeserializeSeed<'de>>(self, seed: T) -> Result<T::Value, PathError> {
-        let path = Path::Member(&self.path, self.variant);
-        seed.deserialize(ValueDe {
-            value: self.value,
-            path,
-        })
-        .map_err(at(path))
+        read(seed, self.value, Path::Member(&self.path, self.variant))
     }
 
     fn tuple_variant<V: Visitor<'de>>(
