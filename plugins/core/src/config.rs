@@ -447,6 +447,17 @@ mod tests {
     }
 
     #[test]
+    fn a_repeated_member_is_an_error_that_names_it() {
+        let err = parse_json::<Wire>(br#"{"rules":[{"name":"a","capacity":1,"capacity":2}]}"#)
+            .unwrap_err();
+        let msg = err.to_string();
+        assert!(
+            msg.contains("duplicate object member `rules[0].capacity`"),
+            "{msg}"
+        );
+    }
+
+    #[test]
     fn wrong_type_error_names_its_path() {
         let err = parse_json::<Wire>(br#"{"rules":[{"name":"a","capacity":"ten"}]}"#).unwrap_err();
         assert_eq!(err.field.as_str(), "rules[0].capacity");

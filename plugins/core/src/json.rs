@@ -33,13 +33,26 @@ pub struct Strict(pub Value);
 
 impl<'de> Deserialize<'de> for Strict {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        deserializer.deserialize_any(StrictVisitor).map(Strict)
+        StrictSeed { path: Path::Root }
+            .deserialize(deserializer)
+            .map(Strict)
     }
 }
 
-struct StrictVisitor;
+/// A value at `path`, which a repeated member names.
+struct StrictSeed<'p> {
+    path: Path<'p>,
+}
 
-impl<'de> Visitor<'de> for StrictVisitor {
+impl<'de> DeserializeSeed<'de> for StrictSeed<'_> {
+    type Value = Value;
+
+    fn deserialize<D: Deserializer<'de>>(self, deserializer: D) -> Result<Value, D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl<'de> Visitor<'de> for StrictSeed<'_> {
     type Value = Value;
 
     fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -80,21 +93,27 @@ impl<'de> Visitor<'de> for StrictVisitor {
 
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Value, A::Error> {
         let mut items = Vec::new();
-        while let Some(Strict(v)) = seq.next_element()? {
-            items.push(v);
+        loop {
+            let path = Path::Index(&self.path, items.len());
+            match seq.next_element_seed(StrictSeed { path })? {
+                Some(v) => items.push(v),
+                None => return Ok(Value::Array(items)),
+            }
         }
-        Ok(Value::Array(items))
     }
 
     fn visit_map<A: MapAccess<'de>>(self, mut access: A) -> Result<Value, A::Error> {
         let mut map = Map::new();
         while let Some(key) = access.next_key::<String>()? {
+            let path = Path::Member(&self.path, &key);
             if map.contains_key(&key) {
+                let mut at = String::new();
+                path.render(&mut at);
                 return Err(de::Error::custom(format_args!(
-                    "duplicate object member `{key}`"
+                    "duplicate object member `{at}`"
                 )));
             }
-            let Strict(value) = access.next_value()?;
+            let value = access.next_value_seed(StrictSeed { path })?;
             map.insert(key, value);
         }
         Ok(Value::Object(map))

@@ -141,6 +141,15 @@ fn a_repeated_member_is_an_error_at_any_depth() {
             "{json}: {e}"
         );
     }
+    // The message names the repeated member by its path.
+    let e =
+        serde_json::from_str::<Strict>(r#"{"rules": [{"name": "a"}, {"name": "b", "name": "c"}]}"#)
+            .unwrap_err();
+    assert!(
+        e.to_string()
+            .starts_with("duplicate object member `rules[1].name`"),
+        "{e}"
+    );
     let Strict(v) = serde_json::from_str(r#"{"a": [1, {"b": null}], "c": -2.5}"#).unwrap();
     assert_eq!(v, json!({"a": [1, {"b": null}], "c": -2.5}));
 }
